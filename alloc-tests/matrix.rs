@@ -1,0 +1,250 @@
+//! Sizes × alignments with pattern checks, realloc growth and shrink, zeroed allocations, and
+//! pointers' membership in the managed range — all through `TierAlloc` as the global allocator.
+
+use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, Layout};
+use tieralloc::TierAlloc;
+
+#[global_allocator]
+static A: TierAlloc = TierAlloc::new();
+
+const SIZES: &[usize] = &[
+    1,
+    7,
+    8,
+    9,
+    15,
+    16,
+    17,
+    24,
+    31,
+    32,
+    33,
+    48,
+    63,
+    64,
+    65,
+    100,
+    127,
+    128,
+    129,
+    255,
+    256,
+    257,
+    511,
+    512,
+    1000,
+    1024,
+    2047,
+    2048,
+    3000,
+    4095,
+    4096,
+    4097,
+    6000,
+    8191,
+    8192,
+    8193,
+    12288,
+    65535,
+    65536,
+    65537,
+    1 << 20,
+    (1 << 20) + 1,
+    3 << 20,
+];
+const ALIGNS: &[usize] = &[
+    1,
+    2,
+    4,
+    8,
+    16,
+    32,
+    64,
+    128,
+    256,
+    4096,
+    8192,
+    16384,
+    65536,
+    1 << 21,
+    1 << 22,
+];
+
+fn pattern(seed: usize, i: usize) -> u8 {
+    (seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) ^ (i >> 8)) as u8
+}
+
+fn fill(p: *mut u8, len: usize, seed: usize) {
+    for i in 0..len {
+        // SAFETY: p is a live block of at least len bytes.
+        unsafe { p.add(i).write(pattern(seed, i)) };
+    }
+}
+
+fn check(p: *const u8, len: usize, seed: usize) {
+    for i in 0..len {
+        // SAFETY: as in fill.
+        let v = unsafe { p.add(i).read() };
+        assert_eq!(
+            v,
+            pattern(seed, i),
+            "byte {i} of a {len}-byte block changed"
+        );
+    }
+}
+
+#[test]
+fn every_size_and_alignment_is_aligned_distinct_and_keeps_its_bytes() {
+    let mut live = Vec::new();
+    for (k, &size) in SIZES.iter().enumerate() {
+        for &align in ALIGNS {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { alloc(layout) };
+            assert!(!p.is_null(), "alloc({size}, {align}) returned null");
+            assert_eq!(
+                p as usize % align,
+                0,
+                "alloc({size}, {align}) misaligned: {p:p}"
+            );
+            assert!(
+                tieralloc::is_managed(p),
+                "{p:p} is outside the managed range"
+            );
+            fill(p, size, k * 131 + align);
+            live.push((p, layout, k * 131 + align));
+        }
+    }
+    // Every block still holds its own pattern: no two blocks overlap.
+    for &(p, layout, seed) in &live {
+        check(p, layout.size(), seed);
+    }
+    let mut ranges: Vec<(usize, usize)> = live
+        .iter()
+        .map(|(p, l, _)| (*p as usize, l.size()))
+        .collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap: {:?}", w);
+    }
+    for (p, layout, _) in live {
+        // SAFETY: allocated above with this layout.
+        unsafe { dealloc(p, layout) };
+    }
+}
+
+#[test]
+fn zeroed_allocations_are_zero_even_when_memory_is_reused() {
+    for round in 0..3 {
+        for &size in SIZES {
+            for &align in &[8usize, 64, 4096, 1 << 21] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // Dirty a block of this layout, free it, then ask for zeroed memory.
+                // SAFETY: non-zero sizes; each block is freed with its layout.
+                unsafe {
+                    let d = alloc(layout);
+                    std::ptr::write_bytes(d, 0xAB, size);
+                    dealloc(d, layout);
+                    let z = alloc_zeroed(layout);
+                    assert!(!z.is_null());
+                    let s = std::slice::from_raw_parts(z, size);
+                    assert!(
+                        s.iter().all(|&b| b == 0),
+                        "alloc_zeroed({size}, {align}) round {round} not zero"
+                    );
+                    dealloc(z, layout);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn realloc_grows_and_shrinks_keeping_contents() {
+    for &align in &[1usize, 16, 64, 4096, 1 << 21] {
+        let mut size = 1;
+        let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: non-zero size.
+        let mut p = unsafe { alloc(layout) };
+        fill(p, size, 5);
+        // Grow by ×3 up to 24 MiB, then shrink back down, checking the common prefix each time.
+        let mut sizes: Vec<usize> = std::iter::successors(Some(3usize), |s| Some(s * 3))
+            .take_while(|&s| s < 24 << 20)
+            .collect();
+        let down: Vec<usize> = sizes.iter().rev().skip(1).copied().chain([1]).collect();
+        sizes.extend(down);
+        for new in sizes {
+            // SAFETY: p is live with (size, align); new is non-zero.
+            let q = unsafe { realloc(p, Layout::from_size_align(size, align).unwrap(), new) };
+            assert!(!q.is_null(), "realloc to {new} failed");
+            assert_eq!(q as usize % align, 0);
+            check(q, size.min(new), 5);
+            fill(q, new, 5);
+            p = q;
+            size = new;
+        }
+        // SAFETY: p is live with (size, align).
+        unsafe { dealloc(p, Layout::from_size_align(size, align).unwrap()) };
+    }
+}
+
+#[test]
+fn large_realloc_grows_in_place_when_the_next_pages_are_free() {
+    let layout = Layout::from_size_align(1 << 20, 4096).unwrap();
+    // SAFETY: non-zero size; freed below.
+    unsafe {
+        let p = alloc(layout);
+        fill(p, 1 << 20, 9);
+        // Other tests run concurrently, so growing may or may not find the next pages free;
+        // the contents must survive either way, and shrinking never moves.
+        let q = realloc(p, layout, 64 << 20);
+        check(q, 1 << 20, 9);
+        let r = realloc(
+            q,
+            Layout::from_size_align(64 << 20, 4096).unwrap(),
+            32 << 20,
+        );
+        assert_eq!(r, q, "shrinking a large block must stay in place");
+        check(r, 1 << 20, 9);
+        dealloc(r, Layout::from_size_align(32 << 20, 4096).unwrap());
+    }
+}
+
+#[test]
+fn vec_growth_stays_in_place_for_large_buffers() {
+    let mut v: Vec<u64> = Vec::new();
+    let mut moves = 0;
+    let mut last = v.as_ptr();
+    for i in 0..(4u64 << 20) {
+        v.push(i);
+        if v.as_ptr() != last {
+            moves += 1;
+            last = v.as_ptr();
+        }
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
+    // 22 doublings; the small ones move between size classes, the large ones grow in place.
+    assert!(
+        moves < 18,
+        "Vec buffer moved {moves} times while growing to 32 MiB"
+    );
+}
+
+#[test]
+fn stats_describe_the_managed_range() {
+    let v = vec![1u8; 10 << 20];
+    let s = tieralloc::stats();
+    let r = tieralloc::managed_range();
+    assert_eq!(s.arena_base, r.start);
+    assert_eq!(s.arena_base + s.arena_size, r.end);
+    assert!(r.contains(&(v.as_ptr() as usize)));
+    assert!(s.large_bytes >= 10 << 20);
+    assert!(
+        s.host_resident >= 10 << 20,
+        "10 MiB written but {} resident",
+        s.host_resident
+    );
+    assert!(s.metadata_bytes > 0);
+    let text = s.to_string();
+    assert!(text.contains("managed range"));
+}

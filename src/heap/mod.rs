@@ -1,0 +1,253 @@
+//! The heap: turns `Layout`s into addresses of the managed range.
+//!
+//! - Small requests (at most 8 KiB, see [`size_class`]) are objects in 64 KiB spans, served by
+//!   per-thread caches ([`tcache`]) that trade batches with per-class bins ([`span`]).
+//! - Larger requests, and any alignment above 8 KiB, are page runs ([`pages`]), resized in place
+//!   when the following pages are free and purged back to the OS once enough are free.
+//!
+//! All metadata (span bitmaps and descriptors, run tags, thread caches) lives outside the managed
+//! range. Initialisation happens at the first allocation, from any thread, before or after
+//! `main`; `fork` is made safe by holding every heap lock across it.
+
+pub mod lock;
+pub mod meta;
+pub mod pages;
+pub mod size_class;
+pub mod span;
+pub mod tcache;
+
+use crate::{arena, config, pagemap, sys};
+use core::sync::atomic::{AtomicU8, Ordering};
+use pages::PAGES;
+
+const UNINIT: u8 = 0;
+const RUNNING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+static INIT: AtomicU8 = AtomicU8::new(UNINIT);
+
+/// `pthread` key whose destructor flushes an exiting thread's cache.
+static mut THREAD_KEY: libc::pthread_key_t = 0;
+
+/// Initialises the heap once; true when it is usable. Safe to call from any thread, any time:
+/// concurrent callers wait for the first one.
+#[inline]
+pub fn ensure_init() -> bool {
+    match INIT.load(Ordering::Acquire) {
+        READY => true,
+        FAILED => false,
+        _ => init_slow(),
+    }
+}
+
+#[cold]
+fn init_slow() -> bool {
+    if INIT
+        .compare_exchange(UNINIT, RUNNING, Ordering::Acquire, Ordering::Acquire)
+        .is_ok()
+    {
+        let ok = init_once();
+        INIT.store(if ok { READY } else { FAILED }, Ordering::Release);
+        if !ok {
+            let mut buf = [0u8; 20];
+            sys::write_stderr(&[
+                b"tieralloc: could not reserve the managed range (",
+                sys::fmt_u64((config::arena_size() >> 20) as u64, &mut buf),
+                b" MiB asked); allocations will fail. Set TIERALLOC_ARENA to a smaller size.\n",
+            ]);
+        }
+        return ok;
+    }
+    loop {
+        match INIT.load(Ordering::Acquire) {
+            READY => return true,
+            FAILED => return false,
+            // SAFETY: sched_yield has no preconditions.
+            _ => unsafe {
+                libc::sched_yield();
+            },
+        }
+    }
+}
+
+fn init_once() -> bool {
+    if !arena::init(config::arena_size()) {
+        return false;
+    }
+    let pages = arena::pages();
+    if !pagemap::init(pages) || !span::init(pages) || !PAGES.lock().init(pages) {
+        return false;
+    }
+    // SAFETY: called once, before any thread can use THREAD_KEY (INIT is RUNNING); both calls
+    // only register callbacks. glibc may use its own malloc here, never ours.
+    unsafe {
+        let key = &raw mut THREAD_KEY;
+        if libc::pthread_key_create(key, Some(thread_exit)) != 0 {
+            return false;
+        }
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+    }
+    true
+}
+
+/// Arranges for [`thread_exit`] to run when the calling thread exits.
+pub(crate) fn register_thread_exit() {
+    // SAFETY: THREAD_KEY was created during init (ensure_init returned true before this call);
+    // a non-null value makes the destructor run. pthread_setspecific does not allocate for
+    // keys created early (glibc's static block of 32 keys).
+    unsafe {
+        libc::pthread_setspecific(THREAD_KEY, 1 as *const libc::c_void);
+    }
+}
+
+extern "C" fn thread_exit(_: *mut libc::c_void) {
+    tcache::flush_and_retire();
+}
+
+extern "C" fn fork_prepare() {
+    span::lock_for_fork();
+    PAGES.lock_for_fork();
+    meta::lock_for_fork();
+}
+
+extern "C" fn fork_parent() {
+    // SAFETY: fork_prepare took these locks in this thread.
+    unsafe { release_fork_locks() }
+}
+
+extern "C" fn fork_child() {
+    // SAFETY: the child is a copy of the thread that ran fork_prepare; it holds the locks.
+    unsafe { release_fork_locks() }
+}
+
+unsafe fn release_fork_locks() {
+    // SAFETY: forwarded from the fork handlers.
+    unsafe {
+        meta::unlock_after_fork();
+        PAGES.unlock_after_fork();
+        span::unlock_after_fork();
+    }
+}
+
+/// Pages needed for `size` bytes, or `None` if it cannot be represented.
+fn pages_for(size: usize) -> Option<usize> {
+    let n = size.checked_add(sys::PAGE_SIZE - 1)? >> sys::PAGE_SHIFT;
+    (n <= u32::MAX as usize / 2).then_some(n.max(1))
+}
+
+/// Allocates `size` bytes aligned to `align`. Null when the managed range is exhausted.
+#[inline]
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    match size_class::class_of(size, align) {
+        Some(c) => tcache::alloc(c),
+        None => alloc_large(size, align, false),
+    }
+}
+
+/// Allocates zeroed memory. Fresh pages are known to be zero and are not written.
+#[inline]
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    match size_class::class_of(size, align) {
+        Some(c) => {
+            let p = tcache::alloc(c);
+            if !p.is_null() {
+                // SAFETY: p is a fresh object of at least `size` bytes.
+                unsafe { core::ptr::write_bytes(p, 0, size) };
+            }
+            p
+        }
+        None => alloc_large(size, align, true),
+    }
+}
+
+#[cold]
+fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !ensure_init() {
+        return core::ptr::null_mut();
+    }
+    let Some(n) = pages_for(size) else {
+        return core::ptr::null_mut();
+    };
+    let align = align.max(sys::PAGE_SIZE);
+    let Some((page, is_zero)) = PAGES.lock().alloc(n, align, pagemap::Use::Large) else {
+        return core::ptr::null_mut();
+    };
+    let p = arena::addr_of(page) as *mut u8;
+    if zero && !is_zero {
+        // SAFETY: the run is ours and `n` pages long.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// Frees `p`, allocated with this `size` and `align`.
+///
+/// # Safety
+/// `p` was returned by this heap for the same size and alignment and is not used afterwards.
+#[inline]
+pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
+    match size_class::class_of(size, align) {
+        Some(c) => tcache::free(c, p),
+        None => free_large(p),
+    }
+}
+
+#[cold]
+fn free_large(p: *mut u8) {
+    let addr = p as usize;
+    if !arena::contains(addr) || addr & (sys::PAGE_SIZE - 1) != 0 {
+        sys::fatal("free of a pointer that tieralloc did not allocate");
+    }
+    if !PAGES.lock().free_large(arena::page_of(addr)) {
+        sys::fatal("free of a large pointer that is not live (double free or wrong layout)");
+    }
+}
+
+/// Resizes `p` to `new_size`, in place when possible.
+///
+/// # Safety
+/// As `GlobalAlloc::realloc`: `p` is live with `old_size`/`align`, `new_size` is non-zero and
+/// does not overflow when rounded up to `align`.
+pub unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+    match (
+        size_class::class_of(old_size, align),
+        size_class::class_of(new_size, align),
+    ) {
+        (Some(a), Some(b)) if a == b => return p,
+        (None, None) => {
+            if let Some(n) = pages_for(new_size) {
+                let page = arena::page_of(p as usize);
+                let mut heap = PAGES.lock();
+                if let Some(old) = heap.large_len(page) {
+                    if heap.resize_large(page, old, n) {
+                        return p;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let q = alloc(new_size, align);
+    if !q.is_null() {
+        // SAFETY: both blocks are live, distinct, and at least min(old, new) bytes long.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
+            dealloc(p, old_size, align);
+        }
+    }
+    q
+}
+
+/// Returns this thread's cached free objects and all purgeable free pages to the OS.
+pub fn trim() {
+    if INIT.load(Ordering::Acquire) != READY {
+        return;
+    }
+    tcache::flush_current_thread();
+    PAGES.lock().purge_all();
+}
+
+/// True once the heap has been initialised.
+pub fn is_ready() -> bool {
+    INIT.load(Ordering::Acquire) == READY
+}

@@ -1,0 +1,429 @@
+//! Page runs: contiguous pages of the managed range, handed out as small-object spans or as
+//! large allocations.
+//!
+//! Invariants (all under the [`PAGES`] lock):
+//! - Pages `[top, end)` were never handed out: unpopulated and zero.
+//! - Every page below `top` is either allocated (its page map entry says `Span` or `Large`) or in
+//!   exactly one free run. Free runs are maximal: two free runs are never adjacent.
+//! - A free run `[h, h+len)` has a [`Tag`] with its length at `h` (head: flags, list links) and at
+//!   `h+len-1` (tail), so freeing a neighbour finds it in O(1) and coalesces.
+//! - A live large allocation has a tag at its head page with its length and [`LARGE`].
+//! - `dirty` counts pages of free runs that may be resident. When it passes [`DIRTY_LIMIT`],
+//!   dirty runs are given back to the OS (`MADV_DONTNEED`), largest first, so RSS falls after big
+//!   frees while a program that frees and reallocates the same sizes keeps its pages warm.
+//!
+//! The tags live in a side table outside the managed range, so no metadata is ever written into
+//! pages that may migrate.
+
+use super::lock::Lock;
+use crate::pagemap::{self, Entry, Use};
+use crate::{arena, sys};
+
+const NIL: u32 = u32::MAX;
+/// The tag is the head (and, for one-page runs, the tail) of a free run.
+const FREE: u32 = 1;
+/// The free run's pages may be resident and non-zero.
+const DIRTY: u32 = 2;
+/// The tag is the head of a live large allocation.
+const LARGE: u32 = 4;
+
+/// Free-run pages that may stay resident before purging starts (32 MiB).
+pub const DIRTY_LIMIT: usize = 8192;
+
+/// Free-run size bins: 16 exact bins for 1..=16 pages, then 4 per doubling up to 2^32 pages.
+const NBINS: usize = 128;
+
+/// Boundary tag of a run, in the side table indexed by page number.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Tag {
+    /// Length of the run in pages (valid at the head and tail of a free run, head of a large one).
+    len: u32,
+    /// `FREE`, `DIRTY`, `LARGE` bits.
+    flags: u32,
+    /// Next free run in the same bin (head tags of free runs only).
+    next: u32,
+    /// Previous free run in the same bin.
+    prev: u32,
+}
+
+/// The page-run allocator's state. One instance, [`PAGES`].
+pub struct PageHeap {
+    /// Side table of tags, one per arena page (mapped at init).
+    tags: *mut Tag,
+    /// First page never handed out.
+    top: usize,
+    /// Number of pages in the arena.
+    end: usize,
+    /// Head of each bin's doubly linked list of free runs.
+    heads: [u32; NBINS],
+    /// Bit `b` set when bin `b` is non-empty.
+    nonempty: [u64; NBINS / 64],
+    /// Pages in free runs that may be resident.
+    dirty: usize,
+    /// Pages in free runs.
+    free: usize,
+    /// Pages in live large allocations.
+    large: usize,
+    /// Pages in live small-object spans.
+    span_pages: usize,
+    /// Pages given back to the OS by purging, ever.
+    purged: u64,
+}
+
+// SAFETY: `tags` points into a process-wide mapping that is only accessed under the PAGES lock.
+unsafe impl Send for PageHeap {}
+
+/// The one page-run allocator.
+pub static PAGES: Lock<PageHeap> = Lock::new(PageHeap {
+    tags: core::ptr::null_mut(),
+    top: 0,
+    end: 0,
+    heads: [NIL; NBINS],
+    nonempty: [0; NBINS / 64],
+    dirty: 0,
+    free: 0,
+    large: 0,
+    span_pages: 0,
+    purged: 0,
+});
+
+/// Snapshot of the page heap's counters, in pages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageCounts {
+    /// High-water mark: pages ever handed out.
+    pub top: usize,
+    /// Pages in free runs.
+    pub free: usize,
+    /// Pages in free runs that may still be resident.
+    pub dirty: usize,
+    /// Pages in live large allocations.
+    pub large: usize,
+    /// Pages in live spans.
+    pub span_pages: usize,
+    /// Pages purged (given back to the OS), ever.
+    pub purged: u64,
+}
+
+fn bin_of(len: usize) -> usize {
+    if len <= 16 {
+        len - 1
+    } else {
+        let p = usize::BITS - 1 - len.leading_zeros();
+        let sub = (len >> (p - 2)) & 3;
+        (16 + (p as usize - 4) * 4 + sub).min(NBINS - 1)
+    }
+}
+
+/// First page at or after `page` whose address is aligned to `align` bytes.
+fn align_page(page: usize, align: usize) -> usize {
+    let addr = arena::addr_of(page);
+    arena::page_of((addr + align - 1) & !(align - 1))
+}
+
+impl PageHeap {
+    /// Maps the tag table for the arena's pages. Called once by the heap's initialisation.
+    pub fn init(&mut self, pages: usize) -> bool {
+        let bytes = (pages * core::mem::size_of::<Tag>()).next_multiple_of(sys::PAGE_SIZE);
+        let p = sys::map_noreserve(bytes);
+        if p.is_null() {
+            return false;
+        }
+        self.tags = p.cast();
+        self.end = pages.min(NIL as usize - 1);
+        true
+    }
+
+    #[inline]
+    fn tag(&mut self, page: usize) -> &mut Tag {
+        debug_assert!(page < self.end);
+        // SAFETY: the tag table covers every arena page (init) and the PAGES lock, which `&mut
+        // self` proves, serialises all access to it.
+        unsafe { &mut *self.tags.add(page) }
+    }
+
+    fn insert(&mut self, h: usize, len: usize, dirty: bool) {
+        let b = bin_of(len);
+        let next = self.heads[b];
+        *self.tag(h) = Tag {
+            len: len as u32,
+            flags: FREE | if dirty { DIRTY } else { 0 },
+            next,
+            prev: NIL,
+        };
+        if len > 1 {
+            *self.tag(h + len - 1) = Tag {
+                len: len as u32,
+                flags: FREE,
+                next: NIL,
+                prev: NIL,
+            };
+        }
+        if next != NIL {
+            self.tag(next as usize).prev = h as u32;
+        }
+        self.heads[b] = h as u32;
+        self.nonempty[b / 64] |= 1 << (b % 64);
+        self.free += len;
+        if dirty {
+            self.dirty += len;
+        }
+    }
+
+    /// Unlinks the free run headed at `h`; returns (len, dirty).
+    fn remove(&mut self, h: usize) -> (usize, bool) {
+        let t = *self.tag(h);
+        debug_assert!(t.flags & FREE != 0);
+        let len = t.len as usize;
+        let b = bin_of(len);
+        if t.prev != NIL {
+            self.tag(t.prev as usize).next = t.next;
+        } else {
+            self.heads[b] = t.next;
+            if t.next == NIL {
+                self.nonempty[b / 64] &= !(1 << (b % 64));
+            }
+        }
+        if t.next != NIL {
+            self.tag(t.next as usize).prev = t.prev;
+        }
+        self.tag(h).flags = 0;
+        self.free -= len;
+        let dirty = t.flags & DIRTY != 0;
+        if dirty {
+            self.dirty -= len;
+        }
+        (len, dirty)
+    }
+
+    fn next_nonempty(&self, from: usize) -> Option<usize> {
+        let mut b = from;
+        while b < NBINS {
+            let word = self.nonempty[b / 64] >> (b % 64);
+            if word != 0 {
+                return Some(b + word.trailing_zeros() as usize);
+            }
+            b = (b / 64 + 1) * 64;
+        }
+        None
+    }
+
+    /// Hands out `n` pages whose first address is aligned to `align` bytes (a power of two of at
+    /// least a page), recorded as `use_` in the page map. Returns the first page and whether the
+    /// pages are known to be zero. `None` when the arena is exhausted.
+    pub fn alloc(&mut self, n: usize, align: usize, use_: Use) -> Option<(usize, bool)> {
+        let (start, zero) = self
+            .find_free(n, align)
+            .or_else(|| self.from_top(n, align))?;
+        pagemap::set_range(start, n, Entry::host(use_));
+        match use_ {
+            Use::Large => {
+                *self.tag(start) = Tag {
+                    len: n as u32,
+                    flags: LARGE,
+                    next: NIL,
+                    prev: NIL,
+                };
+                self.large += n;
+            }
+            Use::Span => self.span_pages += n,
+            Use::Free => unreachable!("alloc hands out pages for a use"),
+        }
+        Some((start, zero))
+    }
+
+    fn find_free(&mut self, n: usize, align: usize) -> Option<(usize, bool)> {
+        let mut budget = 256; // runs examined before falling back to fresh pages
+        let mut from = bin_of(n);
+        while let Some(b) = self.next_nonempty(from) {
+            let mut h = self.heads[b];
+            while h != NIL && budget > 0 {
+                budget -= 1;
+                let t = *self.tag(h as usize);
+                let (run, len) = (h as usize, t.len as usize);
+                let s = align_page(run, align);
+                if s + n <= run + len {
+                    let (_, dirty) = self.remove(run);
+                    if s > run {
+                        self.insert(run, s - run, dirty);
+                    }
+                    if s + n < run + len {
+                        self.insert(s + n, run + len - s - n, dirty);
+                    }
+                    return Some((s, !dirty));
+                }
+                h = t.next;
+            }
+            if budget == 0 {
+                return None;
+            }
+            from = b + 1;
+        }
+        None
+    }
+
+    fn from_top(&mut self, n: usize, align: usize) -> Option<(usize, bool)> {
+        let s = align_page(self.top, align);
+        if s.checked_add(n)? > self.end {
+            return None;
+        }
+        if s > self.top {
+            let gap = (self.top, s - self.top);
+            self.top = s + n;
+            self.release_run(gap.0, gap.1, false);
+        } else {
+            self.top = s + n;
+        }
+        Some((s, true))
+    }
+
+    /// Returns pages `[h, h+len)` to the free runs, coalescing with free neighbours.
+    fn release_run(&mut self, h: usize, len: usize, dirty: bool) {
+        pagemap::set_range(h, len, Entry::host(Use::Free));
+        let (mut start, mut len, mut dirty) = (h, len, dirty);
+        if start > 0 && pagemap::get(start - 1).use_() == Use::Free {
+            let prev_len = self.tag(start - 1).len as usize;
+            let prev = start - prev_len;
+            let (_, d) = self.remove(prev);
+            start = prev;
+            len += prev_len;
+            dirty |= d;
+        }
+        let next = start + len;
+        if next < self.top && pagemap::get(next).use_() == Use::Free {
+            let (l, d) = self.remove(next);
+            len += l;
+            dirty |= d;
+        }
+        self.insert(start, len, dirty);
+        if self.dirty > DIRTY_LIMIT {
+            self.purge(DIRTY_LIMIT / 4);
+        }
+    }
+
+    /// Frees a span's pages (which may be resident).
+    pub fn free_span(&mut self, h: usize, len: usize) {
+        self.span_pages -= len;
+        self.release_run(h, len, true);
+    }
+
+    /// Length in pages of the live large allocation starting at page `h`, or `None` if `h` does
+    /// not start one.
+    pub fn large_len(&mut self, h: usize) -> Option<usize> {
+        if h >= self.top || pagemap::get(h).use_() != Use::Large {
+            return None;
+        }
+        let t = *self.tag(h);
+        (t.flags & LARGE != 0).then_some(t.len as usize)
+    }
+
+    /// Frees the large allocation at page `h`; false if there is none.
+    pub fn free_large(&mut self, h: usize) -> bool {
+        let Some(len) = self.large_len(h) else {
+            return false;
+        };
+        self.tag(h).flags = 0;
+        self.large -= len;
+        self.release_run(h, len, true);
+        true
+    }
+
+    /// Resizes the large allocation at page `h` (of `old` pages) to `new` pages without moving
+    /// it. Grows into the next free run or fresh pages; shrinking frees the tail. Returns false
+    /// (and changes nothing) if it cannot.
+    pub fn resize_large(&mut self, h: usize, old: usize, new: usize) -> bool {
+        if new == old {
+            return true;
+        }
+        if new < old {
+            self.tag(h).len = new as u32;
+            self.large -= old - new;
+            self.release_run(h + new, old - new, true);
+            return true;
+        }
+        let extra = new - old;
+        let next = h + old;
+        if next < self.top && pagemap::get(next).use_() == Use::Free {
+            let t = *self.tag(next);
+            let run = t.len as usize;
+            if run >= extra {
+                let (_, dirty) = self.remove(next);
+                if run > extra {
+                    self.insert(next + extra, run - extra, dirty);
+                }
+            } else if next + run == self.top && self.top + (extra - run) <= self.end {
+                self.remove(next);
+                self.top += extra - run;
+            } else {
+                return false;
+            }
+        } else if next == self.top && self.top + extra <= self.end {
+            self.top += extra;
+        } else {
+            return false;
+        }
+        pagemap::set_range(next, extra, Entry::host(Use::Large));
+        self.tag(h).len = new as u32;
+        self.large += extra;
+        true
+    }
+
+    /// Gives dirty free runs back to the OS, largest bins first, until at most `target` dirty
+    /// pages remain.
+    fn purge(&mut self, target: usize) {
+        let mut b = NBINS;
+        while b > 0 && self.dirty > target {
+            b -= 1;
+            let mut h = self.heads[b];
+            while h != NIL && self.dirty > target {
+                let t = *self.tag(h as usize);
+                if t.flags & DIRTY != 0 {
+                    let len = t.len as usize;
+                    arena::decommit(h as usize, len);
+                    self.tag(h as usize).flags &= !DIRTY;
+                    self.dirty -= len;
+                    self.purged += len as u64;
+                }
+                h = t.next;
+            }
+        }
+    }
+
+    /// Purges every dirty free run (used by `tieralloc::trim`).
+    pub fn purge_all(&mut self) {
+        self.purge(0);
+    }
+
+    /// The counters, in pages.
+    pub fn counts(&self) -> PageCounts {
+        PageCounts {
+            top: self.top,
+            free: self.free,
+            dirty: self.dirty,
+            large: self.large,
+            span_pages: self.span_pages,
+            purged: self.purged,
+        }
+    }
+
+    /// Resident bytes of the tag table.
+    pub fn tags_resident_bytes(&self) -> usize {
+        sys::resident_bytes(self.tags as usize, self.end * core::mem::size_of::<Tag>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_are_monotonic_and_in_range() {
+        let mut last = 0;
+        for len in 1..100_000usize {
+            let b = bin_of(len);
+            assert!(b >= last && b < NBINS, "len {len} bin {b}");
+            last = b;
+        }
+        assert_eq!(bin_of(u32::MAX as usize), NBINS - 1);
+    }
+}

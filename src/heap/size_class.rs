@@ -1,0 +1,157 @@
+//! Size classes for small objects.
+//!
+//! A small object (at most [`SMALL_MAX`] bytes, alignment at most [`SMALL_MAX`]) is served from
+//! a span of [`SPAN_SIZE`] bytes holding objects of one class. The class is a pure function of
+//! the `Layout` (size and alignment), so `dealloc`, which Rust hands the same layout, finds the
+//! class without reading any metadata. Object `i` of a span lives at `span + i * size`; spans are
+//! aligned to `SPAN_SIZE`, so a class guarantees the largest power of two dividing its size.
+
+/// Bytes per small-object span (16 pages).
+pub const SPAN_SIZE: usize = 64 << 10;
+/// `log2(SPAN_SIZE)`.
+pub const SPAN_SHIFT: u32 = 16;
+/// Largest small object; anything bigger is a page run.
+pub const SMALL_MAX: usize = 8192;
+
+/// Object sizes of the classes, ascending: 8, 16, 24, 32, then steps of 16 up to 128, then four
+/// classes per doubling up to 8 KiB (at most 25% internal fragmentation).
+pub const SIZES: [u32; NCLASSES] = [
+    8, 16, 24, 32, 48, 64, 80, 96, 112, 128, // tiny
+    160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, // small
+    1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, // medium
+];
+/// Number of classes.
+pub const NCLASSES: usize = 34;
+
+/// `class of size` for sizes up to 1024, indexed by `(size + 7) / 8`.
+static BY_8: [u8; 129] = build_table::<129>(8);
+/// `class of size` for sizes from 1025 to 8192, indexed by `(size + 127) / 128`.
+static BY_128: [u8; 65] = build_table::<65>(128);
+
+const fn build_table<const N: usize>(step: usize) -> [u8; N] {
+    let mut t = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        let size = i * step;
+        let mut c = 0;
+        while c < NCLASSES && (SIZES[c] as usize) < size {
+            c += 1;
+        }
+        t[i] = if c < NCLASSES {
+            c as u8
+        } else {
+            (NCLASSES - 1) as u8
+        };
+        i += 1;
+    }
+    t
+}
+
+/// The size class of a `size`-byte request aligned to `align`, or `None` if it is a page run.
+#[inline(always)]
+pub fn class_of(size: usize, align: usize) -> Option<usize> {
+    if size > SMALL_MAX || align > SMALL_MAX {
+        return None;
+    }
+    let mut c = if size <= 1024 {
+        BY_8[(size + 7) >> 3] as usize
+    } else {
+        BY_128[(size + 127) >> 7] as usize
+    };
+    if align > 8 {
+        // Walk up to the first class whose size is a multiple of the alignment; the powers of
+        // two in SIZES guarantee one exists at or below SMALL_MAX.
+        while SIZES[c] as usize & (align - 1) != 0 {
+            c += 1;
+        }
+    }
+    Some(c)
+}
+
+/// Object size of class `c`.
+#[inline(always)]
+pub fn size_of(c: usize) -> usize {
+    SIZES[c] as usize
+}
+
+/// Objects per span for class `c`.
+#[inline]
+pub fn objects_per_span(c: usize) -> usize {
+    SPAN_SIZE / size_of(c)
+}
+
+/// Multiplier that turns a byte offset inside a span into an object index without dividing:
+/// `index = (offset * RECIP[c]) >> 32`. Exact for every offset below `SPAN_SIZE`
+/// (checked by the `reciprocal_is_exact` test).
+pub static RECIP: [u64; NCLASSES] = {
+    let mut r = [0u64; NCLASSES];
+    let mut c = 0;
+    while c < NCLASSES {
+        r[c] = (1u64 << 32) / SIZES[c] as u64 + 1;
+        c += 1;
+    }
+    r
+};
+
+/// Index of the object at byte `offset` of a span of class `c`.
+#[inline(always)]
+pub fn index_of(c: usize, offset: usize) -> usize {
+    ((offset as u64 * RECIP[c]) >> 32) as usize
+}
+
+/// How many objects a thread keeps cached for class `c`: up to 64, at most ~128 KiB worth.
+pub fn tcache_capacity(c: usize) -> u32 {
+    ((128 << 10) / size_of(c)).clamp(8, 64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_and_alignment_gets_a_fitting_class() {
+        for size in 1..=SMALL_MAX {
+            for shift in 0..=13 {
+                let align = 1usize << shift;
+                let c = class_of(size, align).expect("small request must have a class");
+                assert!(size_of(c) >= size, "class too small for {size}");
+                assert_eq!(
+                    size_of(c) % align.min(SPAN_SIZE),
+                    0,
+                    "class misaligns {size}/{align}"
+                );
+                // The smallest fitting class is chosen.
+                if c > 0 && size_of(c - 1) % align == 0 {
+                    assert!(
+                        size_of(c - 1) < size,
+                        "{size}/{align} skipped class {}",
+                        c - 1
+                    );
+                }
+            }
+        }
+        assert_eq!(class_of(SMALL_MAX + 1, 8), None);
+        assert_eq!(class_of(64, SMALL_MAX * 2), None);
+    }
+
+    #[test]
+    fn reciprocal_is_exact() {
+        for c in 0..NCLASSES {
+            for i in 0..objects_per_span(c) {
+                let base = i * size_of(c);
+                assert_eq!(index_of(c, base), i, "class {c} object {i}");
+                assert_eq!(
+                    index_of(c, base + size_of(c) - 1),
+                    i,
+                    "class {c} interior {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_ascend() {
+        assert!(SIZES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(*SIZES.last().unwrap() as usize, SMALL_MAX);
+    }
+}

@@ -1,0 +1,343 @@
+//! Spans: 64 KiB runs of pages holding objects of one size class, and the per-class bins that
+//! hand their objects to thread caches in batches.
+//!
+//! Each span's free objects are a bitmap (bit set = object free) kept outside the managed range,
+//! so allocating and freeing never read or write the objects' own memory: a span's pages may sit
+//! on a device while the heap carries on. Span descriptors live in a side table indexed by
+//! `(addr - arena base) >> 16`; spans are 64 KiB-aligned, so the index is exact.
+//!
+//! Spans have no owning thread. A bin (one per class, behind a lock) holds the span currently
+//! being carved and a list of partially free spans. Thread caches take objects out in batches
+//! ([`refill`]) and give freed ones back in batches ([`flush`]), whichever thread allocated them:
+//! a cross-thread free costs a push into the freeing thread's cache, and a share of one locked
+//! batch. A span whose objects are all free is returned to the page heap.
+
+use super::lock::Lock;
+use super::meta;
+use super::pages::PAGES;
+use super::size_class::{self, NCLASSES, SPAN_SHIFT, SPAN_SIZE};
+use crate::pagemap::Use;
+use crate::{arena, sys};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+const NIL: u32 = u32::MAX;
+const PAGES_PER_SPAN: usize = SPAN_SIZE / sys::PAGE_SIZE;
+
+/// Where a span is in its bin's life cycle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum State {
+    /// The slot describes no span.
+    Unused = 0,
+    /// The bin carves objects from it.
+    Current = 1,
+    /// Some objects free; on the bin's partial list.
+    Partial = 2,
+    /// No free objects; on no list (a free moves it to Partial).
+    Full = 3,
+}
+
+/// Descriptor of one span, in the side table.
+#[repr(C)]
+struct Span {
+    /// Free bitmap outside the managed range: bit `i` set means object `i` is free.
+    bitmap: *mut u64,
+    /// Next span index on the bin's partial list.
+    next: u32,
+    /// Previous span index on the bin's partial list.
+    prev: u32,
+    /// Free objects.
+    nfree: u32,
+    /// First bitmap word that may have a set bit.
+    hint: u16,
+    /// Size class.
+    class: u8,
+    /// Life-cycle state.
+    state: State,
+}
+
+/// Per-class state, behind the class's lock.
+struct Bin {
+    /// Span being carved, or NIL.
+    current: u32,
+    /// Head of the partial list.
+    partial: u32,
+    /// Recycled bitmaps of this class's size (linked through their first word).
+    spare_bitmaps: *mut u64,
+    /// Live spans of this class.
+    spans: usize,
+}
+
+// SAFETY: the raw pointers refer to process-wide metadata that is only touched under the lock.
+unsafe impl Send for Bin {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_BIN: Lock<Bin> = Lock::new(Bin {
+    current: NIL,
+    partial: NIL,
+    spare_bitmaps: core::ptr::null_mut(),
+    spans: 0,
+});
+static BINS: [Lock<Bin>; NCLASSES] = [EMPTY_BIN; NCLASSES];
+
+static TABLE: AtomicUsize = AtomicUsize::new(0);
+static TABLE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps the span descriptor table for an arena of `pages` pages.
+pub fn init(pages: usize) -> bool {
+    let n = pages / PAGES_PER_SPAN;
+    let bytes = (n * core::mem::size_of::<Span>()).next_multiple_of(sys::PAGE_SIZE);
+    let p = sys::map_noreserve(bytes);
+    if p.is_null() {
+        return false;
+    }
+    TABLE_LEN.store(n, Ordering::Relaxed);
+    TABLE.store(p as usize, Ordering::Release);
+    true
+}
+
+/// The descriptor of span `si`.
+///
+/// # Safety
+/// The caller holds the lock of the bin that owns the span (or the slot is unused and about to
+/// be claimed under that lock), so no other reference to the descriptor exists.
+#[allow(clippy::mut_from_ref)]
+unsafe fn span<'a>(_bin: &'a mut Bin, si: u32) -> &'a mut Span {
+    debug_assert!((si as usize) < TABLE_LEN.load(Ordering::Relaxed));
+    // SAFETY: the table covers every span slot of the arena and is never unmapped; exclusivity
+    // is the caller's contract.
+    unsafe { &mut *(TABLE.load(Ordering::Acquire) as *mut Span).add(si as usize) }
+}
+
+fn words(c: usize) -> usize {
+    size_class::objects_per_span(c).div_ceil(64)
+}
+
+fn span_addr(si: u32) -> usize {
+    arena::base() + ((si as usize) << SPAN_SHIFT)
+}
+
+/// Fills `out` with free objects of class `c`; returns how many (fewer only when out of memory).
+pub fn refill(c: usize, out: &mut [*mut u8]) -> usize {
+    let mut bin = BINS[c].lock();
+    let size = size_class::size_of(c);
+    let mut got = 0;
+    while got < out.len() {
+        if bin.current == NIL {
+            let si = if bin.partial != NIL {
+                let si = bin.partial;
+                unlink(&mut bin, si);
+                si
+            } else {
+                match new_span(&mut bin, c) {
+                    Some(si) => si,
+                    None => break,
+                }
+            };
+            // SAFETY: we hold the bin lock and the span belongs to this bin.
+            unsafe { span(&mut bin, si) }.state = State::Current;
+            bin.current = si;
+        }
+        let si = bin.current;
+        let base = span_addr(si);
+        // SAFETY: as above.
+        let sp = unsafe { span(&mut bin, si) };
+        let nwords = words(c);
+        let mut w = sp.hint as usize;
+        while got < out.len() && w < nwords {
+            // SAFETY: the bitmap has `nwords` words (new_span) and is only touched under the lock.
+            let word = unsafe { &mut *sp.bitmap.add(w) };
+            while *word != 0 && got < out.len() {
+                let i = word.trailing_zeros() as usize;
+                *word &= *word - 1;
+                out[got] = (base + (w * 64 + i) * size) as *mut u8;
+                got += 1;
+                sp.nfree -= 1;
+            }
+            if *word == 0 {
+                w += 1;
+            }
+        }
+        sp.hint = w as u16;
+        if sp.nfree == 0 {
+            sp.state = State::Full;
+            bin.current = NIL;
+        }
+    }
+    got
+}
+
+/// Returns objects of class `c` to their spans. Aborts with a message on a pointer that is not
+/// a live object of class `c` (double free, wrong layout, foreign pointer): carrying on would
+/// hand the same memory out twice.
+pub fn flush(c: usize, ptrs: &[*mut u8]) {
+    let mut bin = BINS[c].lock();
+    let size = size_class::size_of(c);
+    for &p in ptrs {
+        let addr = p as usize;
+        if !arena::contains(addr) {
+            sys::fatal("free of a pointer that tieralloc did not allocate");
+        }
+        let si = ((addr - arena::base()) >> SPAN_SHIFT) as u32;
+        let off = addr & (SPAN_SIZE - 1);
+        // SAFETY: bin lock held; the class check below rejects slots owned by other bins before
+        // any write (a slot's class only changes under its own bin's lock while it is Unused).
+        let sp = unsafe { span(&mut bin, si) };
+        if sp.state == State::Unused || sp.class as usize != c {
+            sys::fatal("free of a pointer that is not a live object of this size (wrong layout or double free)");
+        }
+        let i = size_class::index_of(c, off);
+        if i * size != off || i >= size_class::objects_per_span(c) {
+            sys::fatal("free of a pointer into the middle of an object");
+        }
+        // SAFETY: `i / 64 < words(c)`; the bitmap is ours under the lock.
+        let word = unsafe { &mut *sp.bitmap.add(i / 64) };
+        let bit = 1u64 << (i % 64);
+        if *word & bit != 0 {
+            sys::fatal("double free detected");
+        }
+        *word |= bit;
+        sp.hint = sp.hint.min((i / 64) as u16);
+        sp.nfree += 1;
+        let (state, nfree) = (sp.state, sp.nfree as usize);
+        if state == State::Full {
+            push_partial(&mut bin, si);
+        } else if state == State::Partial && nfree == size_class::objects_per_span(c) {
+            unlink(&mut bin, si);
+            if bin.current == NIL {
+                // SAFETY: bin lock held.
+                unsafe { span(&mut bin, si) }.state = State::Current;
+                bin.current = si;
+            } else {
+                release_span(&mut bin, si);
+            }
+        }
+    }
+}
+
+fn push_partial(bin: &mut Bin, si: u32) {
+    let head = bin.partial;
+    {
+        // SAFETY: bin lock held (the `&mut Bin` proves it).
+        let sp = unsafe { span(bin, si) };
+        sp.state = State::Partial;
+        sp.next = head;
+        sp.prev = NIL;
+    }
+    if head != NIL {
+        // SAFETY: as above.
+        unsafe { span(bin, head) }.prev = si;
+    }
+    bin.partial = si;
+}
+
+fn unlink(bin: &mut Bin, si: u32) {
+    // SAFETY: bin lock held.
+    let (next, prev) = {
+        let sp = unsafe { span(bin, si) };
+        (sp.next, sp.prev)
+    };
+    if prev != NIL {
+        // SAFETY: bin lock held.
+        unsafe { span(bin, prev) }.next = next;
+    } else {
+        bin.partial = next;
+    }
+    if next != NIL {
+        // SAFETY: bin lock held.
+        unsafe { span(bin, next) }.prev = prev;
+    }
+}
+
+fn new_span(bin: &mut Bin, c: usize) -> Option<u32> {
+    let nwords = words(c);
+    let bitmap = if bin.spare_bitmaps.is_null() {
+        let b = meta::alloc(nwords * 8);
+        if b.is_null() {
+            return None;
+        }
+        b
+    } else {
+        let b = bin.spare_bitmaps;
+        // SAFETY: spare bitmaps are linked through their first word (release_span).
+        bin.spare_bitmaps = unsafe { *b } as *mut u64;
+        b
+    };
+    let Some((page, _)) = PAGES.lock().alloc(PAGES_PER_SPAN, SPAN_SIZE, Use::Span) else {
+        // SAFETY: returning the unused bitmap to this bin's spare list.
+        unsafe { *bitmap = bin.spare_bitmaps as u64 };
+        bin.spare_bitmaps = bitmap;
+        return None;
+    };
+    let nobj = size_class::objects_per_span(c);
+    for w in 0..nwords {
+        let bits = (nobj - w * 64).min(64);
+        let v = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        // SAFETY: `w < nwords`, the bitmap's length.
+        unsafe { *bitmap.add(w) = v };
+    }
+    let si = (page / PAGES_PER_SPAN) as u32;
+    // SAFETY: the slot was Unused (its pages were free) and we hold the bin lock that now owns it.
+    let sp = unsafe { span(bin, si) };
+    *sp = Span {
+        bitmap,
+        next: NIL,
+        prev: NIL,
+        nfree: nobj as u32,
+        hint: 0,
+        class: c as u8,
+        state: State::Current,
+    };
+    bin.spans += 1;
+    Some(si)
+}
+
+fn release_span(bin: &mut Bin, si: u32) {
+    // SAFETY: bin lock held; the span is on no list.
+    let sp = unsafe { span(bin, si) };
+    let bitmap = sp.bitmap;
+    sp.state = State::Unused;
+    sp.bitmap = core::ptr::null_mut();
+    // SAFETY: the bitmap is ours; link it into the spare list through its first word.
+    unsafe { *bitmap = bin.spare_bitmaps as u64 };
+    bin.spare_bitmaps = bitmap;
+    bin.spans -= 1;
+    PAGES
+        .lock()
+        .free_span(si as usize * PAGES_PER_SPAN, PAGES_PER_SPAN);
+}
+
+/// Live spans over all classes.
+pub fn live_spans() -> usize {
+    BINS.iter().map(|b| b.lock().spans).sum()
+}
+
+/// Resident bytes of the span descriptor table.
+pub fn table_resident_bytes() -> usize {
+    sys::resident_bytes(
+        TABLE.load(Ordering::Acquire),
+        TABLE_LEN.load(Ordering::Relaxed) * core::mem::size_of::<Span>(),
+    )
+}
+
+/// Takes every bin lock (fork preparation), in class order.
+pub fn lock_for_fork() {
+    for b in &BINS {
+        b.lock_for_fork();
+    }
+}
+
+/// Releases the locks taken by [`lock_for_fork`].
+///
+/// # Safety
+/// Only from the fork handlers, after [`lock_for_fork`].
+pub unsafe fn unlock_after_fork() {
+    for b in &BINS {
+        // SAFETY: forwarded contract.
+        unsafe { b.unlock_after_fork() };
+    }
+}

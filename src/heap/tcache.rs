@@ -1,0 +1,185 @@
+//! Per-thread caches of free small objects: the allocator's fast path.
+//!
+//! A thread keeps, per size class, a stack of free object pointers in thread-local storage
+//! (outside the managed range). `alloc` pops, `dealloc` pushes; only an empty or full stack goes
+//! to the class's bin ([`super::span`]) for a batch of half its capacity.
+//!
+//! The storage is a `const`-initialised thread-local without a destructor, so access is a plain
+//! TLS offset with no lazy-init check, usable before `main` and inside other destructors. A
+//! never-used cache has capacity 0, so the first use of either path lands in the slow path,
+//! which initialises the heap and registers a `pthread` key whose destructor flushes the cache
+//! when the thread exits. After that the cache is `Dead` and the thread's remaining frees and
+//! allocations go straight to the bins.
+
+use super::size_class::{self, NCLASSES};
+use super::span;
+use core::cell::UnsafeCell;
+
+/// Largest number of cached objects per class.
+const MAX_CACHED: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Never used by this thread.
+    Fresh,
+    /// In use; flushed at thread exit.
+    Active,
+    /// The thread is exiting and its cache was flushed.
+    Dead,
+}
+
+/// One class's stack of free objects.
+struct Stack {
+    /// Objects on the stack.
+    n: u32,
+    /// Capacity for this class (0 until the cache is initialised).
+    cap: u32,
+    /// The objects; `items[..n]` are valid.
+    items: [*mut u8; MAX_CACHED],
+}
+
+/// A thread's cache.
+struct Cache {
+    stacks: [Stack; NCLASSES],
+    state: State,
+}
+
+const EMPTY_STACK: Stack = Stack {
+    n: 0,
+    cap: 0,
+    items: [core::ptr::null_mut(); MAX_CACHED],
+};
+
+thread_local! {
+    static CACHE: UnsafeCell<Cache> = const {
+        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh })
+    };
+}
+
+/// Allocates an object of class `c`, or returns null when memory is exhausted.
+#[inline(always)]
+pub fn alloc(c: usize) -> *mut u8 {
+    CACHE.with(|cache| {
+        // SAFETY: the cache is this thread's own; no reference to it outlives this call, and the
+        // allocator is never re-entered from inside (nothing here allocates).
+        let cache = unsafe { &mut *cache.get() };
+        let s = &mut cache.stacks[c];
+        if s.n > 0 {
+            s.n -= 1;
+            return s.items[s.n as usize];
+        }
+        alloc_slow(cache, c)
+    })
+}
+
+/// Frees an object of class `c`.
+#[inline(always)]
+pub fn free(c: usize, p: *mut u8) {
+    CACHE.with(|cache| {
+        // SAFETY: as in `alloc`.
+        let cache = unsafe { &mut *cache.get() };
+        let s = &mut cache.stacks[c];
+        if s.n < s.cap {
+            s.items[s.n as usize] = p;
+            s.n += 1;
+            return;
+        }
+        free_slow(cache, c, p)
+    })
+}
+
+#[cold]
+fn alloc_slow(cache: &mut Cache, c: usize) -> *mut u8 {
+    match cache.state {
+        State::Fresh => {
+            if !start(cache) {
+                return core::ptr::null_mut();
+            }
+        }
+        State::Dead => {
+            let mut one = [core::ptr::null_mut(); 1];
+            return if span::refill(c, &mut one) == 1 {
+                one[0]
+            } else {
+                core::ptr::null_mut()
+            };
+        }
+        State::Active => {}
+    }
+    let s = &mut cache.stacks[c];
+    let want = (s.cap as usize / 2).max(1);
+    let got = span::refill(c, &mut s.items[..want]);
+    if got == 0 {
+        return core::ptr::null_mut();
+    }
+    s.n = got as u32 - 1;
+    s.items[got - 1]
+}
+
+#[cold]
+fn free_slow(cache: &mut Cache, c: usize, p: *mut u8) {
+    match cache.state {
+        State::Fresh => {
+            if !start(cache) {
+                span::flush(c, &[p]);
+                return;
+            }
+        }
+        State::Dead => return span::flush(c, &[p]),
+        State::Active => {}
+    }
+    let s = &mut cache.stacks[c];
+    if s.n == s.cap {
+        // Give back the older half; keep the most recently freed (cache-hot) objects.
+        let half = (s.cap / 2) as usize;
+        span::flush(c, &s.items[..half]);
+        s.items.copy_within(half..s.n as usize, 0);
+        s.n -= half as u32;
+    }
+    s.items[s.n as usize] = p;
+    s.n += 1;
+}
+
+/// Makes this thread's cache usable: the heap is initialised and the exit hook registered.
+fn start(cache: &mut Cache) -> bool {
+    if !super::ensure_init() {
+        return false;
+    }
+    for (c, s) in cache.stacks.iter_mut().enumerate() {
+        s.cap = size_class::tcache_capacity(c);
+    }
+    cache.state = State::Active;
+    super::register_thread_exit();
+    true
+}
+
+/// Flushes this thread's cache into the bins and marks it dead. Called by the thread-exit hook;
+/// later calls on this thread are served by the bins directly.
+pub fn flush_and_retire() {
+    CACHE.with(|cache| {
+        // SAFETY: this thread's own cache; see `alloc`.
+        let cache = unsafe { &mut *cache.get() };
+        flush_all(cache);
+        for s in &mut cache.stacks {
+            s.cap = 0;
+        }
+        cache.state = State::Dead;
+    })
+}
+
+/// Returns every cached object of this thread to the bins (the cache stays usable).
+pub fn flush_current_thread() {
+    CACHE.with(|cache| {
+        // SAFETY: this thread's own cache; see `alloc`.
+        flush_all(unsafe { &mut *cache.get() })
+    })
+}
+
+fn flush_all(cache: &mut Cache) {
+    for (c, s) in cache.stacks.iter_mut().enumerate() {
+        if s.n > 0 {
+            span::flush(c, &s.items[..s.n as usize]);
+            s.n = 0;
+        }
+    }
+}

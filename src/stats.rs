@@ -1,0 +1,122 @@
+//! Counters and snapshots of what tieralloc holds.
+
+use crate::heap::{self, pages::PAGES};
+use crate::{arena, pagemap, sys};
+use core::fmt;
+
+/// A snapshot of the allocator's state. Byte counts; "resident" figures are measured with
+/// `mincore(2)` when the snapshot is taken.
+///
+/// ```
+/// let s = tieralloc::stats();
+/// println!("{s}");
+/// assert!(s.arena_size == 0 || s.arena_used <= s.arena_size);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Start of the managed range (0 before the first allocation).
+    pub arena_base: usize,
+    /// Size of the managed range (address space reserved, not memory).
+    pub arena_size: usize,
+    /// Size that was asked for (`TIERALLOC_ARENA` or the 64 GiB default).
+    pub arena_requested: usize,
+    /// High-water mark: bytes of the managed range ever handed out.
+    pub arena_used: usize,
+    /// Bytes of the managed range resident in host memory now.
+    pub host_resident: usize,
+    /// Bytes in live small-object spans (objects, free or not, of 64 KiB spans).
+    pub span_bytes: usize,
+    /// Live small-object spans.
+    pub spans: usize,
+    /// Bytes in live large allocations (page-rounded).
+    pub large_bytes: usize,
+    /// Bytes in free page runs.
+    pub free_bytes: usize,
+    /// Bytes of free page runs that may still be resident (purged past 32 MiB).
+    pub dirty_bytes: usize,
+    /// Bytes given back to the OS after being freed, ever.
+    pub purged_bytes: u64,
+    /// Resident bytes of allocator metadata: page map, span table, run tags, span bitmaps.
+    pub metadata_bytes: usize,
+}
+
+/// Takes a snapshot of the allocator's counters.
+pub fn stats() -> Stats {
+    if !heap::is_ready() {
+        return Stats::default();
+    }
+    let (counts, tags) = {
+        let p = PAGES.lock();
+        (p.counts(), p.tags_resident_bytes())
+    };
+    let page = sys::PAGE_SIZE;
+    Stats {
+        arena_base: arena::base(),
+        arena_size: arena::size(),
+        arena_requested: arena::requested(),
+        arena_used: counts.top * page,
+        host_resident: arena::resident_bytes(counts.top * page),
+        span_bytes: counts.span_pages * page,
+        spans: heap::span::live_spans(),
+        large_bytes: counts.large * page,
+        free_bytes: counts.free * page,
+        dirty_bytes: counts.dirty * page,
+        purged_bytes: counts.purged * page as u64,
+        metadata_bytes: pagemap::resident_bytes()
+            + heap::span::table_resident_bytes()
+            + tags
+            + heap::meta::bytes(),
+    }
+}
+
+/// Formats a byte count with a binary unit (`12.0 MiB`).
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut v = self.0 as f64;
+        let mut u = 0;
+        while v >= 1024.0 && u < UNITS.len() - 1 {
+            v /= 1024.0;
+            u += 1;
+        }
+        if u == 0 {
+            write!(f, "{} B", self.0)
+        } else {
+            write!(f, "{v:.1} {}", UNITS[u])
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = |v: usize| Bytes(v as u64);
+        writeln!(f, "tieralloc stats")?;
+        writeln!(
+            f,
+            "  managed range   {:#x} .. {:#x} ({} reserved)",
+            self.arena_base,
+            self.arena_base + self.arena_size,
+            b(self.arena_size)
+        )?;
+        writeln!(f, "  used (high)     {}", b(self.arena_used))?;
+        writeln!(f, "  host resident   {}", b(self.host_resident))?;
+        writeln!(
+            f,
+            "  small spans     {} in {} spans",
+            b(self.span_bytes),
+            self.spans
+        )?;
+        writeln!(f, "  large runs      {}", b(self.large_bytes))?;
+        writeln!(
+            f,
+            "  free runs       {} ({} dirty)",
+            b(self.free_bytes),
+            b(self.dirty_bytes)
+        )?;
+        writeln!(f, "  purged (total)  {}", Bytes(self.purged_bytes))?;
+        write!(f, "  metadata        {}", b(self.metadata_bytes))
+    }
+}

@@ -1,0 +1,136 @@
+//! Thin wrappers over the few system calls the allocator needs.
+//!
+//! Nothing here allocates: these functions are called from inside `GlobalAlloc`, before `main`,
+//! and (later) from fault handlers. Messages are written with `write(2)` from stack buffers.
+
+use core::ptr;
+
+/// Size of a base page on every platform tieralloc supports (x86-64, aarch64 4K kernels).
+pub const PAGE_SIZE: usize = 4096;
+/// `log2(PAGE_SIZE)`.
+pub const PAGE_SHIFT: u32 = 12;
+
+/// Maps `len` bytes of private anonymous memory that is never charged to commit until touched.
+/// Returns null on failure. `len` must be a multiple of the page size.
+pub fn map_noreserve(len: usize) -> *mut u8 {
+    // SAFETY: an anonymous mapping at a kernel-chosen address cannot alias anything we own.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Maps `len` bytes aligned to `align` (a power of two, multiple of the page size) by
+/// over-reserving and trimming both ends. Returns null on failure.
+pub fn map_noreserve_aligned(len: usize, align: usize) -> *mut u8 {
+    let Some(total) = len.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let raw = map_noreserve(total);
+    if raw.is_null() {
+        return raw;
+    }
+    let start = raw as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = total - head - len;
+    // SAFETY: both trimmed pieces lie inside the mapping we just created and own exclusively.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw.cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+        }
+    }
+    aligned as *mut u8
+}
+
+/// Tells the kernel it may drop the pages of `[addr, addr+len)`; they read back as zeros.
+/// Returns false if the kernel refused (the memory stays valid either way).
+pub fn discard(addr: usize, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    // SAFETY: callers pass page-aligned ranges inside mappings tieralloc owns and that no live
+    // allocation uses; MADV_DONTNEED on private anonymous memory only zero-fills them.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
+}
+
+/// Number of pages of `[addr, addr+len)` that are resident, via `mincore(2)`.
+/// Counts in chunks with a stack buffer, so it allocates nothing.
+pub fn resident_bytes(addr: usize, len: usize) -> usize {
+    const CHUNK_PAGES: usize = 4096;
+    let mut vec = [0u8; CHUNK_PAGES];
+    let start = addr & !(PAGE_SIZE - 1);
+    let end = (addr + len + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    let mut at = start;
+    let mut pages = 0;
+    while at < end {
+        let n = ((end - at) / PAGE_SIZE).min(CHUNK_PAGES);
+        // SAFETY: `vec` has room for `n` entries; mincore only reads the page tables.
+        let rc = unsafe { libc::mincore(at as *mut libc::c_void, n * PAGE_SIZE, vec.as_mut_ptr()) };
+        if rc == 0 {
+            pages += vec[..n].iter().filter(|&&b| b & 1 != 0).count();
+        }
+        at += n * PAGE_SIZE;
+    }
+    pages * PAGE_SIZE
+}
+
+/// Writes `parts` to stderr with one `write(2)` per part. Async-signal-safe.
+pub fn write_stderr(parts: &[&[u8]]) {
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            // SAFETY: `rest` is a valid byte slice for the duration of the call.
+            let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+            if n <= 0 {
+                return;
+            }
+            rest = &rest[n as usize..];
+        }
+    }
+}
+
+/// Formats `v` in decimal into `buf`, returning the digits. Allocation-free.
+pub fn fmt_u64(v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Prints `tieralloc: fatal: <msg>` and aborts the process. Used only for heap corruption
+/// caused by the program (double free, free of a foreign pointer): continuing would corrupt data.
+#[cold]
+pub fn fatal(msg: &str) -> ! {
+    write_stderr(&[b"tieralloc: fatal: ", msg.as_bytes(), b"\n"]);
+    // SAFETY: abort never returns and is async-signal-safe.
+    unsafe { libc::abort() }
+}
+
+/// The calling thread's kernel thread id (cheap, allocation-free).
+#[allow(dead_code)]
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
