@@ -9,7 +9,7 @@
 //! - `2..4`  residency: host (the only one until the migration layer lands).
 //! - `8..24` reserved for the device id, `32..64` for access counters.
 
-use crate::{arena, sys};
+use crate::sys;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What the allocator uses a page for.
