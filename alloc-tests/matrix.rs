@@ -70,6 +70,14 @@ const ALIGNS: &[usize] = &[
     1 << 22,
 ];
 
+/// Tests here run one at a time: in-place growth and heap counters depend on what else is
+/// allocating in the process.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn pattern(seed: usize, i: usize) -> u8 {
     (seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) ^ (i >> 8)) as u8
 }
@@ -95,6 +103,7 @@ fn check(p: *const u8, len: usize, seed: usize) {
 
 #[test]
 fn every_size_and_alignment_is_aligned_distinct_and_keeps_its_bytes() {
+    let _serial = serial();
     let mut live = Vec::new();
     for (k, &size) in SIZES.iter().enumerate() {
         for &align in ALIGNS {
@@ -135,6 +144,7 @@ fn every_size_and_alignment_is_aligned_distinct_and_keeps_its_bytes() {
 
 #[test]
 fn zeroed_allocations_are_zero_even_when_memory_is_reused() {
+    let _serial = serial();
     for round in 0..3 {
         for &size in SIZES {
             for &align in &[8usize, 64, 4096, 1 << 21] {
@@ -161,6 +171,7 @@ fn zeroed_allocations_are_zero_even_when_memory_is_reused() {
 
 #[test]
 fn realloc_grows_and_shrinks_keeping_contents() {
+    let _serial = serial();
     for &align in &[1usize, 16, 64, 4096, 1 << 21] {
         let mut size = 1;
         let layout = Layout::from_size_align(size, align).unwrap();
@@ -190,6 +201,7 @@ fn realloc_grows_and_shrinks_keeping_contents() {
 
 #[test]
 fn large_realloc_grows_in_place_when_the_next_pages_are_free() {
+    let _serial = serial();
     let layout = Layout::from_size_align(1 << 20, 4096).unwrap();
     // SAFETY: non-zero size; freed below.
     unsafe {
@@ -212,6 +224,7 @@ fn large_realloc_grows_in_place_when_the_next_pages_are_free() {
 
 #[test]
 fn vec_growth_stays_in_place_for_large_buffers() {
+    let _serial = serial();
     let mut v: Vec<u64> = Vec::new();
     let mut moves = 0;
     let mut last = v.as_ptr();
@@ -232,6 +245,7 @@ fn vec_growth_stays_in_place_for_large_buffers() {
 
 #[test]
 fn stats_describe_the_managed_range() {
+    let _serial = serial();
     let v = vec![1u8; 10 << 20];
     let s = tieralloc::stats();
     let r = tieralloc::managed_range();

@@ -1,1 +1,78 @@
-fn main() {}
+//! Memory goes back to the OS: RSS falls after a 1 GiB allocation is freed, and after many
+//! medium ones are.
+
+use tieralloc::TierAlloc;
+
+#[global_allocator]
+static A: TierAlloc = TierAlloc::new();
+
+/// Resident set size of this process, from /proc/self/statm.
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+const GIB: usize = 1 << 30;
+
+/// RSS is process-wide: the tests here run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn rss_falls_after_freeing_one_gib() {
+    let _serial = serial();
+    let before = rss();
+    let mut v = vec![0u8; GIB];
+    // Touch every page (vec! of zeros on fresh pages does not write them).
+    for i in (0..v.len()).step_by(4096) {
+        v[i] = 1;
+    }
+    let during = rss();
+    assert!(
+        during >= before + GIB * 9 / 10,
+        "1 GiB touched but RSS only grew {} MiB",
+        (during - before) >> 20
+    );
+    drop(v);
+    let after = rss();
+    assert!(
+        after < before + (64 << 20),
+        "RSS still {} MiB above the start after freeing 1 GiB",
+        (after - before) >> 20
+    );
+}
+
+#[test]
+fn rss_falls_after_freeing_many_medium_blocks() {
+    let _serial = serial();
+    let before = rss();
+    // 1 GiB in 256 KiB blocks: each free is below any single-block threshold.
+    let mut blocks: Vec<Vec<u8>> = (0..4096).map(|i| vec![i as u8; 256 << 10]).collect();
+    assert!(rss() >= before + GIB * 9 / 10);
+    blocks.clear();
+    blocks.shrink_to_fit();
+    let after = rss();
+    // Up to 32 MiB of free pages stay warm for reuse.
+    assert!(
+        after < before + (64 << 20),
+        "RSS still {} MiB above the start after freeing 1 GiB in blocks",
+        (after - before) >> 20
+    );
+}
+
+#[test]
+fn zeroed_gib_costs_no_memory_until_written() {
+    let _serial = serial();
+    let before = rss();
+    let v = vec![0u8; GIB];
+    assert!(v[GIB / 2] == 0);
+    assert!(
+        rss() < before + (64 << 20),
+        "vec![0; 1 GiB] made {} MiB resident",
+        (rss() - before) >> 20
+    );
+}

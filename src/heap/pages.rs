@@ -214,7 +214,7 @@ impl PageHeap {
     pub fn alloc(&mut self, n: usize, align: usize, use_: Use) -> Option<(usize, bool)> {
         let (start, zero) = self
             .find_free(n, align)
-            .or_else(|| self.from_top(n, align))?;
+            .or_else(|| self.carve_top(n, align))?;
         pagemap::set_range(start, n, Entry::host(use_));
         match use_ {
             Use::Large => {
@@ -262,7 +262,7 @@ impl PageHeap {
         None
     }
 
-    fn from_top(&mut self, n: usize, align: usize) -> Option<(usize, bool)> {
+    fn carve_top(&mut self, n: usize, align: usize) -> Option<(usize, bool)> {
         let s = align_page(self.top, align);
         if s.checked_add(n)? > self.end {
             return None;

@@ -102,7 +102,7 @@ pub fn init(pages: usize) -> bool {
 /// The caller holds the lock of the bin that owns the span (or the slot is unused and about to
 /// be claimed under that lock), so no other reference to the descriptor exists.
 #[allow(clippy::mut_from_ref)]
-unsafe fn span<'a>(_bin: &'a mut Bin, si: u32) -> &'a mut Span {
+unsafe fn span(_bin: &mut Bin, si: u32) -> &mut Span {
     debug_assert!((si as usize) < TABLE_LEN.load(Ordering::Relaxed));
     // SAFETY: the table covers every span slot of the arena and is never unmapped; exclusivity
     // is the caller's contract.
