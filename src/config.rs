@@ -108,6 +108,137 @@ pub fn arena_size() -> usize {
     }
 }
 
+/// One device spec: name bytes, name length, capacity in bytes.
+pub type DeviceSpec = ([u8; 24], usize, usize);
+
+fn default_devices(out: &mut [DeviceSpec; crate::device::MAX_DEVICES]) -> usize {
+    out[0] = (name_of(b"dev0"), 4, crate::device::DEFAULT_CAPACITY);
+    1
+}
+
+fn name_of(s: &[u8]) -> [u8; 24] {
+    let mut n = [0u8; 24];
+    let len = s.len().min(24);
+    n[..len].copy_from_slice(&s[..len]);
+    n
+}
+
+/// `devN` for device `i`.
+fn numbered(i: usize) -> ([u8; 24], usize) {
+    let mut buf = [0u8; 20];
+    let digits = sys::fmt_u64(i as u64, &mut buf);
+    let mut n = [0u8; 24];
+    n[..3].copy_from_slice(b"dev");
+    n[3..3 + digits.len()].copy_from_slice(digits);
+    (n, 3 + digits.len())
+}
+
+/// Parses a device list: `2x1GiB` (two devices of 1 GiB), `gpu0=1GiB,gpu1=512MiB` (named), or
+/// `1GiB,256MiB` (numbered). Returns how many specs were written, or `None` if malformed.
+pub fn parse_devices(
+    s: &[u8],
+    out: &mut [DeviceSpec; crate::device::MAX_DEVICES],
+) -> Option<usize> {
+    let s = trim(s);
+    if s.is_empty() {
+        return None;
+    }
+    // `NxSIZE`
+    if let Some(x) = s.iter().position(|&b| b == b'x' || b == b'X') {
+        let count = trim(&s[..x]);
+        if !count.is_empty() && count.iter().all(u8::is_ascii_digit) {
+            let n = parse_size(count)?;
+            let cap = parse_size(&s[x + 1..])?;
+            if n == 0 || n > out.len() || cap < sys::PAGE_SIZE {
+                return None;
+            }
+            for (i, slot) in out.iter_mut().enumerate().take(n) {
+                let (name, len) = numbered(i);
+                *slot = (name, len, cap);
+            }
+            return Some(n);
+        }
+    }
+    let mut n = 0;
+    for item in s.split(|&b| b == b',') {
+        if n == out.len() {
+            return None;
+        }
+        let (name, len, size) = match item.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                let name = trim(&item[..eq]);
+                if name.is_empty() || name.len() > 24 {
+                    return None;
+                }
+                (name_of(name), name.len(), &item[eq + 1..])
+            }
+            None => {
+                let (name, len) = numbered(n);
+                (name, len, item)
+            }
+        };
+        let cap = parse_size(size)?;
+        if cap < sys::PAGE_SIZE {
+            return None;
+        }
+        out[n] = (name, len, cap);
+        n += 1;
+    }
+    Some(n)
+}
+
+/// The devices to create: `TIERALLOC_DEVICES`, else one device `dev0` of 1 GiB.
+pub fn devices(out: &mut [DeviceSpec; crate::device::MAX_DEVICES]) -> usize {
+    let Some(v) = getenv(c"TIERALLOC_DEVICES") else {
+        return default_devices(out);
+    };
+    match parse_devices(v, out) {
+        Some(n) => n,
+        None => {
+            warn_bad(
+                "TIERALLOC_DEVICES",
+                v,
+                "expected e.g. 2x1GiB or gpu0=1GiB,gpu1=512MiB (at most 16 devices of at least 4KiB); using one device of 1GiB",
+            );
+            default_devices(out)
+        }
+    }
+}
+
+/// Which fault backend `TIERALLOC_FAULT` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMode {
+    /// The best this process may use.
+    Auto,
+    /// userfaultfd with a handler thread (syscalls on device memory work).
+    Uffd,
+    /// userfaultfd in SIGBUS mode (the faulting thread resolves its own fault).
+    UffdFast,
+    /// mprotect + SIGSEGV.
+    Signal,
+}
+
+/// `TIERALLOC_FAULT`: `auto` (default), `uffd`, `uffd-fast` or `signal`.
+pub fn fault_mode() -> FaultMode {
+    let Some(v) = getenv(c"TIERALLOC_FAULT") else {
+        return FaultMode::Auto;
+    };
+    match trim(v) {
+        b"auto" | b"" => FaultMode::Auto,
+        b"uffd" => FaultMode::Uffd,
+        b"uffd-fast" => FaultMode::UffdFast,
+        b"signal" => FaultMode::Signal,
+        _ => {
+            warn_bad(
+                "TIERALLOC_FAULT",
+                v,
+                "expected auto, uffd, uffd-fast or signal; using auto",
+            );
+            FaultMode::Auto
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;
@@ -120,6 +251,38 @@ mod tests {
         assert_eq!(parse_size(b" 2 G "), Some(2 << 30));
         assert_eq!(parse_size(b"1TB"), Some(1 << 40));
         assert_eq!(parse_size(b"10b"), Some(10));
+    }
+
+    #[test]
+    fn device_lists_parse() {
+        use super::parse_devices;
+        let mut out = [([0u8; 24], 0, 0); crate::device::MAX_DEVICES];
+        assert_eq!(parse_devices(b"2x1GiB", &mut out), Some(2));
+        assert_eq!((&out[1].0[..out[1].1], out[1].2), (&b"dev1"[..], 1 << 30));
+        assert_eq!(
+            parse_devices(b"gpu0=1GiB, gpu1 = 512MiB", &mut out),
+            Some(2)
+        );
+        assert_eq!((&out[1].0[..out[1].1], out[1].2), (&b"gpu1"[..], 512 << 20));
+        assert_eq!(parse_devices(b"64MiB,128MiB", &mut out), Some(2));
+        assert_eq!((&out[0].0[..out[0].1], out[0].2), (&b"dev0"[..], 64 << 20));
+        for bad in [
+            &b""[..],
+            b"0x1GiB",
+            b"17x1GiB",
+            b"2xlots",
+            b"gpu=",
+            b"=1GiB",
+            b"1GiB,,2GiB",
+            b"100",
+        ] {
+            assert_eq!(
+                parse_devices(bad, &mut out),
+                None,
+                "{:?}",
+                core::str::from_utf8(bad)
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,54 @@ pub enum Error {
         /// The size that was asked for, in bytes.
         requested: usize,
     },
+    /// Part of the range is managed but not allocated (freed, or never handed out).
+    NotAllocated {
+        /// The first page address that is not part of a live allocation.
+        addr: usize,
+    },
+    /// No device has this number.
+    UnknownDevice {
+        /// The device asked for.
+        device: u16,
+        /// How many devices exist (`0..devices` are valid).
+        devices: u16,
+    },
+    /// The device cannot hold the pages; nothing was moved.
+    DeviceFull {
+        /// The device.
+        device: u16,
+        /// Bytes that had to move there.
+        needed: usize,
+        /// Bytes it had free.
+        free: usize,
+    },
+    /// The signal backend would pass the kernel's limit on memory mappings
+    /// (`vm.max_map_count`); nothing was moved.
+    MapCountLimit {
+        /// The kernel's limit.
+        limit: usize,
+    },
+    /// A system call tieralloc needs failed.
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The `errno` it failed with.
+        errno: i32,
+    },
+    /// The device list given to `set_devices` is not usable.
+    BadDeviceConfig {
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Devices can only be configured before the first device is used.
+    DevicesAlreadyInUse,
+    /// The fault backend asked for with `TIERALLOC_FAULT` cannot be used by this process.
+    BackendUnavailable {
+        /// The backend asked for.
+        backend: &'static str,
+        /// Why not.
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -51,6 +99,47 @@ impl fmt::Display for Error {
                 f,
                 "could not reserve the managed range of {requested} bytes; \
                  set TIERALLOC_ARENA to a smaller size (e.g. TIERALLOC_ARENA=8GiB)"
+            ),
+            Error::NotAllocated { addr } => write!(
+                f,
+                "page {addr:#x} is not part of a live allocation (freed or never allocated); \
+                 only memory that is allocated can be migrated"
+            ),
+            Error::UnknownDevice { device, devices } => write!(
+                f,
+                "there is no device {device}: {devices} device(s) are configured \
+                 (see TIERALLOC_DEVICES)"
+            ),
+            Error::DeviceFull {
+                device,
+                needed,
+                free,
+            } => write!(
+                f,
+                "device {device} is full: {needed} bytes must move there but only {free} are \
+                 free; nothing was moved"
+            ),
+            Error::MapCountLimit { limit } => write!(
+                f,
+                "the signal fault backend would pass the kernel's limit of {limit} memory \
+                 mappings (vm.max_map_count); nothing was moved. Migrate larger contiguous \
+                 ranges, raise vm.max_map_count, or use TIERALLOC_FAULT=uffd"
+            ),
+            Error::Sys { what, errno } => write!(
+                f,
+                "{what} failed: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            Error::BadDeviceConfig { why } => write!(f, "bad device configuration: {why}"),
+            Error::DevicesAlreadyInUse => write!(
+                f,
+                "devices are already in use; set_devices must be called before the first \
+                 device operation"
+            ),
+            Error::BackendUnavailable { backend, why } => write!(
+                f,
+                "the {backend} fault backend cannot be used here: {why} \
+                 (set TIERALLOC_FAULT=auto to pick one that works)"
             ),
         }
     }

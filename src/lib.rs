@@ -33,13 +33,20 @@
 
 mod arena;
 mod config;
+mod device;
 mod error;
+mod fault;
 mod heap;
+mod migrate;
 mod pagemap;
+mod residency;
 mod stats;
 mod sys;
 
+pub use device::DeviceInfo;
 pub use error::Error;
+pub use migrate::{Migrated, Tier};
+pub use residency::{PageState, Residency};
 pub use stats::{stats, Bytes, Stats};
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -124,6 +131,64 @@ pub fn managed_range() -> core::ops::Range<usize> {
         return 0..0;
     }
     arena::base()..arena::base() + arena::size()
+}
+
+/// Moves the pages of `[ptr, ptr + len)` to tier `to`, keeping their addresses.
+///
+/// The range is rounded out to whole pages (the returned [`Migrated`] says which, and what
+/// happened to them). After a move to a device the host memory is released: the process's
+/// resident size falls by the bytes moved. Any later CPU access (from any thread) brings the
+/// touched pages back transparently. Pages that were never touched are not copied; they read as
+/// zero wherever they land.
+///
+/// Errors, with nothing moved: the range is empty, overflows, is not from tieralloc's managed
+/// range, covers memory that is not allocated (freed); the device does not exist; the device
+/// has too little free capacity ([`Error::DeviceFull`]); the signal backend would pass
+/// `vm.max_map_count` ([`Error::MapCountLimit`]).
+///
+/// ```
+/// use tieralloc::{Tier, TierAlloc};
+/// #[global_allocator]
+/// static A: TierAlloc = TierAlloc::new();
+///
+/// let v: Vec<u64> = (0..1 << 16).collect();
+/// let (p, n) = (v.as_ptr().cast::<u8>(), v.len() * 8);
+/// let m = tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+/// assert!(m.moved * 4096 >= n);
+/// assert!(tieralloc::residency(p, n).unwrap().device_bytes(0) == n);
+/// let sum: u64 = v.iter().sum(); // the CPU touches it: it comes back
+/// assert_eq!(sum, (0..1u64 << 16).sum());
+/// assert!(tieralloc::residency(p, n).unwrap().host_bytes() == n);
+/// ```
+pub fn migrate(ptr: *const u8, len: usize, to: Tier) -> Result<Migrated, Error> {
+    migrate::migrate(ptr, len, to)
+}
+
+/// Where the bytes of `[ptr, ptr + len)` live right now: runs of `(range, PageState)` and
+/// byte totals per tier (they add up to `len`).
+pub fn residency(ptr: *const u8, len: usize) -> Result<Residency, Error> {
+    residency::residency(ptr, len)
+}
+
+/// The emulated devices with their capacity and use. They are created at the first device
+/// operation from `TIERALLOC_DEVICES` (e.g. `2x1GiB` or `gpu0=1GiB,gpu1=512MiB`; default one
+/// device of 1 GiB) or from [`set_devices`].
+///
+/// ```
+/// let devs = tieralloc::devices().unwrap();
+/// assert!(!devs.is_empty());
+/// assert!(devs[0].used <= devs[0].capacity);
+/// ```
+pub fn devices() -> Result<Vec<DeviceInfo>, Error> {
+    device::ensure_init()?;
+    Ok(device::infos())
+}
+
+/// Configures the emulated devices (name, capacity in bytes) instead of `TIERALLOC_DEVICES`.
+/// Only before the first device operation; afterwards it returns
+/// [`Error::DevicesAlreadyInUse`].
+pub fn set_devices(list: &[(&str, usize)]) -> Result<(), Error> {
+    device::set_devices(list)
 }
 
 /// Gives memory back to the OS: this thread's cached free objects go back to their spans, and

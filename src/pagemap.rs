@@ -2,12 +2,18 @@
 //!
 //! The map is a flat array indexed by page number, mapped with `MAP_NORESERVE` so that only the
 //! entries of pages in use cost memory (8 bytes per 4 KiB page, 0.2%). Entries are atomics
-//! because, once migration exists, fault handlers read them without taking any lock.
+//! because fault handlers read and lock them without taking any other lock.
 //!
 //! Entry layout (bits):
-//! - `0..2`  [`Use`]: free, part of a small-object span, or part of a large run.
-//! - `2..4`  residency: host (the only one until the migration layer lands).
-//! - `8..24` reserved for the device id, `32..64` for access counters.
+//! - `0..2`   [`Use`]: free, part of a small-object span, or part of a large run.
+//! - `2`      [`DEVICE`]: the page lives in a device pool (else in host memory).
+//! - `3`      [`LOCKED`]: a migration or fault-back owns the page; everyone else waits.
+//! - `4`      [`FILLED`]: (device pages) the device frame holds data; clear means the page was
+//!   never touched and reads as zero wherever it lands.
+//! - `8..24`  device id (valid when `DEVICE` is set).
+//!
+//! Invariant: only the holder of `LOCKED` changes the residency bits of an entry, and it clears
+//! `LOCKED` in the same store that publishes the new residency ([`unlock`]).
 
 use crate::sys;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +31,14 @@ pub enum Use {
 }
 
 const USE_MASK: u64 = 0b11;
+/// The page lives in a device pool.
+const DEVICE: u64 = 1 << 2;
+/// A migration or fault-back owns the page.
+const LOCKED: u64 = 1 << 3;
+/// The device frame holds data (else it reads as zero).
+const FILLED: u64 = 1 << 4;
+const DEV_SHIFT: u32 = 8;
+const DEV_MASK: u64 = 0xffff << DEV_SHIFT;
 
 /// One decoded page map entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +57,47 @@ impl Entry {
             1 => Use::Span,
             _ => Use::Large,
         }
+    }
+
+    /// The device the page lives on, or `None` for host memory.
+    #[inline]
+    pub fn device(self) -> Option<u16> {
+        (self.0 & DEVICE != 0).then_some(((self.0 & DEV_MASK) >> DEV_SHIFT) as u16)
+    }
+
+    /// True while a migration or fault-back owns the page.
+    #[inline]
+    pub fn locked(self) -> bool {
+        self.0 & LOCKED != 0
+    }
+
+    /// True if the page's device frame holds data (meaningful for device pages only).
+    #[inline]
+    pub fn filled(self) -> bool {
+        self.0 & FILLED != 0
+    }
+
+    /// This entry moved to host memory (same use, unlocked).
+    #[inline]
+    pub fn on_host(self) -> Entry {
+        Entry(self.0 & USE_MASK)
+    }
+
+    /// This entry moved to device `d`, with or without data in its frame (same use, unlocked).
+    #[inline]
+    pub fn on_device(self, d: u16, filled: bool) -> Entry {
+        Entry(
+            (self.0 & USE_MASK)
+                | DEVICE
+                | ((d as u64) << DEV_SHIFT)
+                | if filled { FILLED } else { 0 },
+        )
+    }
+
+    /// This entry without the lock bit.
+    #[inline]
+    pub fn unlocked(self) -> Entry {
+        Entry(self.0 & !LOCKED)
     }
 }
 
@@ -76,10 +131,66 @@ pub fn get(page: usize) -> Entry {
     Entry(slot(page).load(Ordering::Acquire))
 }
 
-/// Sets the entries of pages `[page, page+n)` to `e`.
+/// Sets the entries of pages `[page, page+n)` to `e`. Only for pages no one else can lock:
+/// pages the heap is handing out or taking back (device pages were released first).
 pub fn set_range(page: usize, n: usize, e: Entry) {
     for p in page..page + n {
         slot(p).store(e.0, Ordering::Release);
+    }
+}
+
+/// Locks page `page` if its entry is unlocked; returns the entry it had. Async-signal-safe.
+#[inline]
+pub fn try_lock(page: usize) -> Option<Entry> {
+    let s = slot(page);
+    let cur = s.load(Ordering::Acquire);
+    if cur & LOCKED != 0 {
+        return None;
+    }
+    s.compare_exchange(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+        .ok()
+        .map(Entry)
+}
+
+/// Locks page `page`, waiting (spin, then yield) while someone else holds it. Returns the entry
+/// it had. Async-signal-safe; holders never wait for anything a waiter could hold.
+pub fn lock(page: usize) -> Entry {
+    let mut spins = 0u32;
+    loop {
+        if let Some(e) = try_lock(page) {
+            return e;
+        }
+        backoff(&mut spins);
+    }
+}
+
+/// Waits until page `page` is unlocked and returns its entry then. Async-signal-safe.
+pub fn wait_unlocked(page: usize) -> Entry {
+    let mut spins = 0u32;
+    loop {
+        let e = get(page);
+        if !e.locked() {
+            return e;
+        }
+        backoff(&mut spins);
+    }
+}
+
+/// Publishes `e` (unlocked) for a page this thread locked.
+#[inline]
+pub fn unlock(page: usize, e: Entry) {
+    slot(page).store(e.unlocked().0, Ordering::Release);
+}
+
+/// Spins briefly, then yields the CPU: lock holders may be descheduled on small machines.
+#[inline]
+pub fn backoff(spins: &mut u32) {
+    if *spins < 64 {
+        *spins += 1;
+        core::hint::spin_loop();
+    } else {
+        // SAFETY: sched_yield has no preconditions and is async-signal-safe.
+        unsafe { libc::sched_yield() };
     }
 }
 
@@ -87,4 +198,27 @@ pub fn set_range(page: usize, n: usize, e: Entry) {
 pub fn resident_bytes() -> usize {
     let len = LEN.load(Ordering::Relaxed) * 8;
     sys::resident_bytes(MAP.load(Ordering::Acquire), len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_residency_and_keep_their_use() {
+        let e = Entry::host(Use::Large);
+        assert_eq!(e.device(), None);
+        let d = e.on_device(513, true);
+        assert_eq!(d.device(), Some(513));
+        assert!(d.filled() && !d.locked());
+        assert_eq!(d.use_(), Use::Large);
+        let h = d.on_host();
+        assert_eq!(h, Entry::host(Use::Large));
+        let z = Entry::host(Use::Span).on_device(0, false);
+        assert_eq!(
+            (z.device(), z.filled(), z.use_()),
+            (Some(0), false, Use::Span)
+        );
+        assert!(!Entry(z.0 | LOCKED).unlocked().locked());
+    }
 }

@@ -1,8 +1,39 @@
 //! Counters and snapshots of what tieralloc holds.
 
+use crate::device::DeviceInfo;
 use crate::heap::{self, pages::PAGES};
-use crate::{arena, pagemap, sys};
+use crate::{arena, device, fault, pagemap, sys};
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Event counters of the migration layer. They only go up. Atomics only, so the fault path
+/// can count without allocating or locking.
+pub(crate) struct Counters {
+    /// CPU faults that brought pages back from a device.
+    pub cpu_faults: AtomicU64,
+    /// Pages those faults brought back (fault-around included).
+    pub fault_pages: AtomicU64,
+    /// Pages moved host → device.
+    pub pages_to_device: AtomicU64,
+    /// Pages moved device → host (by faults and by `migrate`).
+    pub pages_to_host: AtomicU64,
+    /// Pages moved device → device.
+    pub pages_device_to_device: AtomicU64,
+    /// `migrate` calls that moved or checked pages.
+    pub migrations: AtomicU64,
+    /// Device-resident pages released by frees (without coming back to the host).
+    pub freed_device_pages: AtomicU64,
+}
+
+pub(crate) static COUNTERS: Counters = Counters {
+    cpu_faults: AtomicU64::new(0),
+    fault_pages: AtomicU64::new(0),
+    pages_to_device: AtomicU64::new(0),
+    pages_to_host: AtomicU64::new(0),
+    pages_device_to_device: AtomicU64::new(0),
+    migrations: AtomicU64::new(0),
+    freed_device_pages: AtomicU64::new(0),
+};
 
 /// A snapshot of the allocator's state. Byte counts; "resident" figures are measured with
 /// `mincore(2)` when the snapshot is taken.
@@ -12,7 +43,7 @@ use core::fmt;
 /// println!("{s}");
 /// assert!(s.arena_size == 0 || s.arena_used <= s.arena_size);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Start of the managed range (0 before the first allocation).
@@ -39,6 +70,25 @@ pub struct Stats {
     pub purged_bytes: u64,
     /// Resident bytes of allocator metadata: page map, span table, run tags, span bitmaps.
     pub metadata_bytes: usize,
+    /// The fault backend in use (`uffd`, `uffd-fast`, `signal`), or `none` before the first
+    /// migration.
+    pub fault_backend: &'static str,
+    /// CPU faults that brought pages back from a device.
+    pub cpu_faults: u64,
+    /// Pages those faults brought back (with fault-around).
+    pub fault_pages: u64,
+    /// Bytes moved host → device.
+    pub bytes_to_device: u64,
+    /// Bytes moved device → host (faults and explicit migrations).
+    pub bytes_to_host: u64,
+    /// Bytes moved between devices.
+    pub bytes_device_to_device: u64,
+    /// `migrate` calls.
+    pub migrations: u64,
+    /// Bytes of device-resident memory freed without coming back to the host.
+    pub device_bytes_freed: u64,
+    /// The devices, with capacity and bytes used.
+    pub devices: Vec<DeviceInfo>,
 }
 
 /// Takes a snapshot of the allocator's counters.
@@ -67,7 +117,20 @@ pub fn stats() -> Stats {
             + heap::span::table_resident_bytes()
             + tags
             + heap::meta::bytes(),
+        fault_backend: fault::backend().map_or("none", |b| b.name()),
+        cpu_faults: COUNTERS.cpu_faults.load(Ordering::Relaxed),
+        fault_pages: COUNTERS.fault_pages.load(Ordering::Relaxed),
+        bytes_to_device: pages_to_bytes(&COUNTERS.pages_to_device),
+        bytes_to_host: pages_to_bytes(&COUNTERS.pages_to_host),
+        bytes_device_to_device: pages_to_bytes(&COUNTERS.pages_device_to_device),
+        migrations: COUNTERS.migrations.load(Ordering::Relaxed),
+        device_bytes_freed: pages_to_bytes(&COUNTERS.freed_device_pages),
+        devices: device::infos(),
     }
+}
+
+fn pages_to_bytes(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed) * sys::PAGE_SIZE as u64
 }
 
 /// Formats a byte count with a binary unit (`12.0 MiB`).
@@ -117,6 +180,33 @@ impl fmt::Display for Stats {
             b(self.dirty_bytes)
         )?;
         writeln!(f, "  purged (total)  {}", Bytes(self.purged_bytes))?;
-        write!(f, "  metadata        {}", b(self.metadata_bytes))
+        writeln!(f, "  metadata        {}", b(self.metadata_bytes))?;
+        writeln!(f, "  fault backend   {}", self.fault_backend)?;
+        writeln!(
+            f,
+            "  migrations      {} calls; to device {}, to host {}, device to device {}",
+            self.migrations,
+            Bytes(self.bytes_to_device),
+            Bytes(self.bytes_to_host),
+            Bytes(self.bytes_device_to_device)
+        )?;
+        writeln!(
+            f,
+            "  cpu faults      {} ({} brought back)",
+            self.cpu_faults,
+            Bytes(self.fault_pages * sys::PAGE_SIZE as u64)
+        )?;
+        write!(f, "  device freed    {}", Bytes(self.device_bytes_freed))?;
+        for d in &self.devices {
+            write!(
+                f,
+                "\n  device {:<2} {:<6} {} of {} used",
+                d.id,
+                d.name,
+                Bytes(d.used as u64),
+                Bytes(d.capacity as u64)
+            )?;
+        }
+        Ok(())
     }
 }

@@ -134,3 +134,54 @@ pub fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
 }
+
+/// The calling thread's `errno`. Async-signal-safe.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// `mprotect(2)` on a page-aligned range; the errno on failure. Async-signal-safe.
+pub fn protect(addr: usize, len: usize, prot: i32) -> Result<(), i32> {
+    // SAFETY: callers pass page-aligned ranges of mappings tieralloc owns; changing their
+    // protection is the point (the fault handlers restore access before anyone relies on it).
+    if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Reads which pages of `[addr, addr + n pages)` are populated (present or swapped) from
+/// `/proc/self/pagemap` into `out[..n]`. Never-touched pages are false. Allocation-free;
+/// `n` is at most `out.len()` and at most 512.
+pub fn populated(addr: usize, n: usize, out: &mut [bool]) -> Result<(), i32> {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    let mut buf = [0u64; 512];
+    assert!(n <= buf.len() && n <= out.len());
+    // SAFETY: the path is a NUL-terminated literal.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/pagemap".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let want = n * 8;
+    let off = (addr / PAGE_SIZE * 8) as libc::off_t;
+    // SAFETY: `buf` has room for `want` bytes; fd is open for reading.
+    let got = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), want, off) };
+    let err = errno();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if got != want as isize {
+        return Err(if got < 0 { err } else { libc::EIO });
+    }
+    for i in 0..n {
+        out[i] = buf[i] & (PRESENT | SWAPPED) != 0;
+    }
+    Ok(())
+}

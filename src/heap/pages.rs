@@ -216,6 +216,7 @@ impl PageHeap {
             .find_free(n, align)
             .or_else(|| self.carve_top(n, align))?;
         pagemap::set_range(start, n, Entry::host(use_));
+        crate::fault::pages_handed_out(start, n);
         match use_ {
             Use::Large => {
                 *self.tag(start) = Tag {
@@ -279,6 +280,7 @@ impl PageHeap {
 
     /// Returns pages `[h, h+len)` to the free runs, coalescing with free neighbours.
     fn release_run(&mut self, h: usize, len: usize, dirty: bool) {
+        crate::migrate::release_freed(h, len);
         pagemap::set_range(h, len, Entry::host(Use::Free));
         let (mut start, mut len, mut dirty) = (h, len, dirty);
         if start > 0 && pagemap::get(start - 1).use_() == Use::Free {
@@ -363,6 +365,7 @@ impl PageHeap {
             return false;
         }
         pagemap::set_range(next, extra, Entry::host(Use::Large));
+        crate::fault::pages_handed_out(next, extra);
         self.tag(h).len = new as u32;
         self.large += extra;
         true

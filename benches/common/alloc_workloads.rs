@@ -1,0 +1,336 @@
+//! Allocator workloads shared by `benches/alloc.rs` (Criterion) and `examples/alloc_report.rs`
+//! (the ratio table). Every workload is generic over `GlobalAlloc` and calls the allocator it is
+//! given directly, so one process measures glibc, mimalloc, jemalloc and tieralloc side by side.
+
+#![allow(dead_code)] // each includer uses a different subset
+
+use allocator_api2::alloc::{AllocError, Allocator};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub static SYSTEM: System = System;
+pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+pub static TIERALLOC: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+
+/// Names used in tables, in column order.
+pub const NAMES: [&str; 4] = ["glibc", "mimalloc", "jemalloc", "tieralloc"];
+
+/// Runs `$body` with `$a` bound to the allocator named by index `$i` (0..4, as in [`NAMES`]).
+#[macro_export]
+macro_rules! with_alloc {
+    ($i:expr, $a:ident => $body:expr) => {
+        match $i {
+            0 => {
+                let $a = &SYSTEM;
+                $body
+            }
+            1 => {
+                let $a = &MIMALLOC;
+                $body
+            }
+            2 => {
+                let $a = &JEMALLOC;
+                $body
+            }
+            _ => {
+                let $a = &TIERALLOC;
+                $body
+            }
+        }
+    };
+}
+
+/// One workload: what it does, how many operations one run performs, and what an op is.
+pub struct Workload {
+    pub name: &'static str,
+    pub op: &'static str,
+    pub ops: u64,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Pairs(usize),
+    VecGrowth(usize),
+    Boxes(usize),
+    ProducerConsumer(usize),
+    Churn(usize),
+}
+
+pub const PAIRS: u64 = 10_000;
+pub const BOXES: usize = 1_000_000;
+pub const VEC_LEN: usize = 1_000_000;
+pub const PC_OBJECTS: usize = 200_000;
+pub const CHURN_ROUNDS: usize = 200_000;
+
+pub fn workloads() -> Vec<Workload> {
+    let pair = |name, size| Workload {
+        name,
+        op: "alloc+free",
+        ops: PAIRS,
+        kind: Kind::Pairs(size),
+    };
+    vec![
+        pair("pairs 16 B", 16),
+        pair("pairs 64 B", 64),
+        pair("pairs 256 B", 256),
+        pair("pairs 4 KiB", 4096),
+        Workload {
+            name: "pairs 1 MiB",
+            op: "alloc+free",
+            ops: 1000,
+            kind: Kind::Pairs(1 << 20),
+        },
+        Workload {
+            name: "Vec<u64> growth to 1M",
+            op: "push",
+            ops: VEC_LEN as u64,
+            kind: Kind::VecGrowth(VEC_LEN),
+        },
+        Workload {
+            name: "1M Box<[u8; 32]> random free",
+            op: "alloc+free",
+            ops: BOXES as u64,
+            kind: Kind::Boxes(BOXES),
+        },
+        Workload {
+            name: "2-thread producer/consumer",
+            op: "object",
+            ops: PC_OBJECTS as u64,
+            kind: Kind::ProducerConsumer(PC_OBJECTS),
+        },
+        Workload {
+            name: "larson-like churn, 2 threads",
+            op: "replace",
+            ops: 2 * CHURN_ROUNDS as u64,
+            kind: Kind::Churn(CHURN_ROUNDS),
+        },
+    ]
+}
+
+/// Runs workload `kind` once with allocator `a`.
+pub fn run<A: GlobalAlloc + Sync>(a: &'static A, kind: Kind) {
+    match kind {
+        Kind::Pairs(size) => pairs(a, size, if size >= 1 << 20 { 1000 } else { PAIRS }),
+        Kind::VecGrowth(n) => vec_growth(a, n),
+        Kind::Boxes(n) => boxes(a, n),
+        Kind::ProducerConsumer(n) => producer_consumer(a, n),
+        Kind::Churn(n) => churn(a, n),
+    }
+}
+
+/// `n` allocate-then-free pairs of `size` bytes, touching the first byte.
+pub fn pairs<A: GlobalAlloc>(a: &A, size: usize, n: u64) {
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    for _ in 0..n {
+        // SAFETY: non-zero size; freed with the same layout.
+        unsafe {
+            let p = black_box(a.alloc(layout));
+            p.write(1);
+            a.dealloc(p, layout);
+        }
+    }
+}
+
+/// A `GlobalAlloc` seen through the `Allocator` trait, so collections can use it directly.
+#[derive(Clone, Copy)]
+pub struct Via<A: 'static>(pub &'static A);
+
+// SAFETY: forwards to a GlobalAlloc, whose blocks are valid until freed and which preserves
+// contents across realloc; zero-sized requests get a dangling, well-aligned pointer.
+unsafe impl<A: GlobalAlloc> Allocator for Via<A> {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            let p = NonNull::new(layout.align() as *mut u8).unwrap();
+            return Ok(NonNull::slice_from_raw_parts(p, 0));
+        }
+        // SAFETY: non-zero size.
+        let p = unsafe { self.0.alloc(layout) };
+        NonNull::new(p)
+            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
+            .ok_or(AllocError)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: the caller's contract: ptr came from allocate with this layout.
+            unsafe { self.0.dealloc(ptr.as_ptr(), layout) }
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        if old.size() == 0 || old.align() != new.align() {
+            let q = self.allocate(new)?;
+            // SAFETY: both blocks are live and distinct; old.size() <= new.size().
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr.as_ptr(), q.as_ptr().cast(), old.size());
+                self.deallocate(ptr, old);
+            }
+            return Ok(q);
+        }
+        // SAFETY: ptr is live with `old`; new size is non-zero and has the same alignment.
+        let p = unsafe { self.0.realloc(ptr.as_ptr(), old, new.size()) };
+        NonNull::new(p)
+            .map(|p| NonNull::slice_from_raw_parts(p, new.size()))
+            .ok_or(AllocError)
+    }
+}
+
+/// Pushes `n` u64s into an empty `Vec`, letting it grow by doubling.
+pub fn vec_growth<A: GlobalAlloc>(a: &'static A, n: usize) {
+    let mut v = allocator_api2::vec::Vec::new_in(Via(a));
+    for i in 0..n as u64 {
+        v.push(i);
+    }
+    black_box(&v);
+}
+
+/// A fixed random permutation of `0..n` (xorshift, so every allocator frees in the same order).
+pub fn permutation(n: usize) -> Vec<u32> {
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    p
+}
+
+static PERM: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// Allocates `n` 32-byte boxes, then frees them in a random order.
+pub fn boxes<A: GlobalAlloc>(a: &A, n: usize) {
+    let perm = PERM.get_or_init(|| permutation(BOXES));
+    let layout = Layout::new::<[u8; 32]>();
+    let mut ptrs: Vec<*mut u8> = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc(layout) };
+        // SAFETY: p is a fresh 32-byte block.
+        unsafe { p.write(i as u8) };
+        ptrs.push(p);
+    }
+    for &i in perm.iter().filter(|&&i| (i as usize) < n) {
+        // SAFETY: each pointer is freed exactly once, with its layout.
+        unsafe { a.dealloc(ptrs[i as usize], layout) };
+    }
+}
+
+/// A single-producer single-consumer ring of pointers.
+struct Ring {
+    slots: Box<[AtomicUsize]>,
+    head: AtomicUsize,
+    tail: AtomicUsize,
+}
+
+impl Ring {
+    fn new(n: usize) -> Ring {
+        Ring {
+            slots: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+        }
+    }
+    fn push(&self, v: usize) {
+        let t = self.tail.load(Ordering::Relaxed);
+        while t - self.head.load(Ordering::Acquire) == self.slots.len() {
+            std::hint::spin_loop();
+        }
+        self.slots[t % self.slots.len()].store(v, Ordering::Relaxed);
+        self.tail.store(t + 1, Ordering::Release);
+    }
+    fn pop(&self) -> usize {
+        let h = self.head.load(Ordering::Relaxed);
+        while self.tail.load(Ordering::Acquire) == h {
+            std::hint::spin_loop();
+        }
+        let v = self.slots[h % self.slots.len()].load(Ordering::Relaxed);
+        self.head.store(h + 1, Ordering::Release);
+        v
+    }
+}
+
+/// One thread allocates `n` objects (16..256 B) and passes them to another, which frees them:
+/// every free is a cross-thread free.
+pub fn producer_consumer<A: GlobalAlloc + Sync>(a: &'static A, n: usize) {
+    let ring = Ring::new(1024);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..n {
+                let size = 16 << (i % 5);
+                // SAFETY: non-zero size; freed by the consumer with the same layout.
+                let p = unsafe { a.alloc(Layout::from_size_align(size, 8).unwrap()) };
+                // SAFETY: fresh block of `size` bytes.
+                unsafe { p.write(i as u8) };
+                ring.push(p as usize);
+            }
+        });
+        s.spawn(|| {
+            for i in 0..n {
+                let p = ring.pop() as *mut u8;
+                let size = 16 << (i % 5);
+                // SAFETY: the producer allocated p with this layout; freed once.
+                unsafe { a.dealloc(p, Layout::from_size_align(size, 8).unwrap()) };
+            }
+        });
+    });
+}
+
+/// Larson-like churn: two threads each replace random objects (16..1 KiB) in a table of 1000
+/// slots `rounds` times; then each frees the other's table (objects die in a thread that did not
+/// make them).
+pub fn churn<A: GlobalAlloc + Sync>(a: &'static A, rounds: usize) {
+    const SLOTS: usize = 1000;
+    let layout = |s: usize| Layout::from_size_align(s, 8).unwrap();
+    let work = |seed: u64| {
+        let mut table = vec![(0usize, 0usize); SLOTS];
+        let mut x = seed;
+        for r in 0..rounds + SLOTS {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let slot = if r < SLOTS {
+                r
+            } else {
+                (x % SLOTS as u64) as usize
+            };
+            let size = 16 + ((x >> 20) % 1009) as usize;
+            let (old, old_size) = table[slot];
+            if old != 0 {
+                // SAFETY: allocated below with this layout, freed once.
+                unsafe { a.dealloc(old as *mut u8, layout(old_size)) };
+            }
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(layout(size)) };
+            // SAFETY: fresh block.
+            unsafe { p.write(r as u8) };
+            table[slot] = (p as usize, size);
+        }
+        table
+    };
+    let (t1, t2) = std::thread::scope(|s| {
+        let h1 = s.spawn(|| work(0x1234_5678_9ABC_DEF1));
+        let h2 = s.spawn(|| work(0x0FED_CBA9_8765_4321));
+        (h1.join().unwrap(), h2.join().unwrap())
+    });
+    std::thread::scope(|s| {
+        for table in [t2, t1] {
+            s.spawn(move || {
+                for (p, size) in table {
+                    // SAFETY: live blocks from `work`, freed once.
+                    unsafe { a.dealloc(p as *mut u8, layout(size)) };
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,471 @@
+//! Fault backends: how a CPU touch of a device-resident page reaches [`crate::migrate`].
+//!
+//! - `uffd` (transparent): the managed range is registered with a userfaultfd; handler threads
+//!   ([`uffd::spawn_handlers`]) resolve faults, so the kernel's own accesses (`read(2)` into a
+//!   device-resident buffer) work too.
+//! - `uffd-fast`: the same registration with `UFFD_FEATURE_SIGBUS`: the faulting thread gets
+//!   SIGBUS and resolves its own fault in [`handler`]. System calls that touch device-resident
+//!   memory fail with `EFAULT`: migrate such buffers to the host before I/O.
+//! - `signal`: device-resident pages are `PROT_NONE`; SIGSEGV brings them back. Works without
+//!   userfaultfd, but each protected run splits a kernel mapping, so the number of separate
+//!   device-resident runs is limited by `vm.max_map_count` (migrations report
+//!   [`Error::MapCountLimit`] before the limit is reached).
+//!
+//! userfaultfd registration is per 2 MiB chunk of the managed range, made the first time a page
+//! of the chunk moves to a device and kept afterwards; neighbouring chunks merge into one kernel
+//! mapping, so a million alternating device pages cost a handful of mappings. Pages the heap
+//! hands out inside a registered chunk get the zero page mapped ([`pages_handed_out`]), so only
+//! device-resident pages ever raise a userfault.
+
+pub mod handler;
+pub mod uffd;
+
+use crate::config::{self, FaultMode};
+use crate::error::Error;
+use crate::heap::lock::Lock;
+use crate::{arena, device, sys};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
+
+/// A fault backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Backend {
+    /// userfaultfd with handler threads (transparent: syscalls work on device memory).
+    Uffd = 1,
+    /// userfaultfd in SIGBUS mode: the faulting thread resolves its own fault.
+    UffdFast = 2,
+    /// mprotect + SIGSEGV.
+    Signal = 3,
+}
+
+impl Backend {
+    /// The name `TIERALLOC_FAULT` uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uffd => "uffd",
+            Backend::UffdFast => "uffd-fast",
+            Backend::Signal => "signal",
+        }
+    }
+}
+
+static BACKEND: AtomicU8 = AtomicU8::new(0);
+static INIT: Lock<()> = Lock::new(());
+/// The kernel has `UFFDIO_MOVE` (zero-copy moves); without it pages are copied.
+static HAS_MOVE: AtomicBool = AtomicBool::new(false);
+/// `/proc/self/mem`, opened read-write (signal backend: fills `PROT_NONE` pages atomically).
+static MEM_FD: AtomicI32 = AtomicI32::new(-1);
+/// Bitmap of registered 2 MiB chunks (uffd backends), outside the managed range.
+static CHUNKS: AtomicUsize = AtomicUsize::new(0);
+/// Some chunk is registered (fast check for [`pages_handed_out`]).
+static ANY_REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Serialises chunk registration (migration path only; never taken by a fault).
+static REGISTER: Lock<()> = Lock::new(());
+/// `vm.max_map_count` and the mappings the process had when the signal backend started.
+static MAP_LIMIT: AtomicUsize = AtomicUsize::new(65530);
+static MAP_BASELINE: AtomicUsize = AtomicUsize::new(0);
+/// Signal backend: maximal runs of protected pages now (each costs up to two mappings).
+pub(crate) static PROTECTED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Pages per registration chunk (2 MiB).
+const CHUNK_PAGES: usize = 512;
+
+/// The backend in use, if one was started.
+#[inline]
+pub fn backend() -> Option<Backend> {
+    match BACKEND.load(Ordering::Acquire) {
+        1 => Some(Backend::Uffd),
+        2 => Some(Backend::UffdFast),
+        3 => Some(Backend::Signal),
+        _ => None,
+    }
+}
+
+/// True when the kernel moves pages without copying.
+#[inline]
+pub fn has_move() -> bool {
+    HAS_MOVE.load(Ordering::Relaxed)
+}
+
+/// Starts the backend `TIERALLOC_FAULT` asks for (once). `auto`: `uffd` when this process may
+/// handle kernel-mode faults (root, or `vm.unprivileged_userfaultfd=1`), else `uffd-fast` with
+/// user-mode-only faults, else `signal`.
+pub fn ensure_init() -> Result<Backend, Error> {
+    if let Some(b) = backend() {
+        return Ok(b);
+    }
+    let _g = INIT.lock();
+    if let Some(b) = backend() {
+        return Ok(b);
+    }
+    let b = match config::fault_mode() {
+        FaultMode::Uffd => start_uffd(false, false)
+            .map(|_| Backend::Uffd)
+            .map_err(|e| unavailable("uffd", e))?,
+        FaultMode::UffdFast => start_uffd(true, false)
+            .or_else(|_| start_uffd(true, true))
+            .map(|_| Backend::UffdFast)
+            .map_err(|e| unavailable("uffd-fast", e))?,
+        FaultMode::Signal => start_signal().map(|_| Backend::Signal)?,
+        FaultMode::Auto => {
+            if start_uffd(false, false).is_ok() {
+                Backend::Uffd
+            } else if start_uffd(true, true).is_ok() {
+                Backend::UffdFast
+            } else {
+                start_signal().map(|_| Backend::Signal)?
+            }
+        }
+    };
+    // SAFETY: registers plain callbacks; they run around fork in every thread that forks.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    BACKEND.store(b as u8, Ordering::Release);
+    Ok(b)
+}
+
+fn unavailable(backend: &'static str, errno: i32) -> Error {
+    Error::BackendUnavailable {
+        backend,
+        why: match errno {
+            libc::EPERM => "userfaultfd is not permitted for this process (vm.unprivileged_userfaultfd=0 and no CAP_SYS_PTRACE)",
+            libc::ENOSYS => "the kernel has no userfaultfd",
+            _ => "userfaultfd could not be set up",
+        },
+    }
+}
+
+/// Opens the userfaultfd, registers the device windows and starts the fault service.
+fn start_uffd(fast: bool, user_mode_only: bool) -> Result<(), i32> {
+    let (fd, features) = uffd::open(fast, user_mode_only)?;
+    uffd::set_fd(fd);
+    let fail = |e: i32| {
+        // SAFETY: fd is ours and nothing else uses it yet.
+        unsafe { libc::close(fd) };
+        uffd::set_fd(-1);
+        e
+    };
+    HAS_MOVE.store(features & uffd::FEATURE_MOVE != 0, Ordering::Relaxed);
+    register_windows().map_err(fail)?;
+    if CHUNKS.load(Ordering::Acquire) == 0 {
+        let bytes = (arena::pages() / CHUNK_PAGES / 8 + 8).next_multiple_of(sys::PAGE_SIZE);
+        let p = sys::map_noreserve(bytes);
+        if p.is_null() {
+            return Err(fail(libc::ENOMEM));
+        }
+        CHUNKS.store(p as usize, Ordering::Release);
+    }
+    if fast {
+        handler::install(libc::SIGBUS).map_err(fail)?;
+    } else {
+        uffd::spawn_handlers().map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Registers every device window for missing faults: the windows are the destination of
+/// zero-copy moves, which the kernel only allows into registered ranges.
+fn register_windows() -> Result<(), i32> {
+    for d in 0..device::count() as u16 {
+        uffd::register(device::window(d), arena::size(), uffd::MODE_MISSING)?;
+    }
+    Ok(())
+}
+
+fn start_signal() -> Result<(), Error> {
+    open_mem_fd().map_err(|errno| Error::Sys {
+        what: "opening /proc/self/mem for the signal backend",
+        errno,
+    })?;
+    MAP_LIMIT.store(
+        read_number(c"/proc/sys/vm/max_map_count").unwrap_or(65530),
+        Ordering::Relaxed,
+    );
+    MAP_BASELINE.store(count_maps(), Ordering::Relaxed);
+    handler::install(libc::SIGSEGV).map_err(|errno| Error::Sys {
+        what: "installing the SIGSEGV handler",
+        errno,
+    })
+}
+
+fn open_mem_fd() -> Result<(), i32> {
+    // SAFETY: NUL-terminated literal path.
+    let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(sys::errno());
+    }
+    let old = MEM_FD.swap(fd, Ordering::AcqRel);
+    if old >= 0 {
+        // SAFETY: the old descriptor was ours.
+        unsafe { libc::close(old) };
+    }
+    Ok(())
+}
+
+/// Signal backend: writes `len` bytes from `src` to `dst` even though `dst` is `PROT_NONE`,
+/// through `/proc/self/mem`, so no other thread can see the page half-filled.
+/// Async-signal-safe.
+pub fn write_protected(dst: usize, src: usize, len: usize) -> Result<(), i32> {
+    // SAFETY: src is a readable range of ours of `len` bytes; the offset is an address.
+    let n = unsafe {
+        libc::pwrite(
+            MEM_FD.load(Ordering::Acquire),
+            src as *const libc::c_void,
+            len,
+            dst as libc::off_t,
+        )
+    };
+    if n == len as isize {
+        Ok(())
+    } else {
+        Err(if n < 0 { sys::errno() } else { libc::EIO })
+    }
+}
+
+fn read_number(path: &core::ffi::CStr) -> Option<usize> {
+    let mut buf = [0u8; 32];
+    // SAFETY: NUL-terminated path; `buf` has room for what we read.
+    let n = unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return None;
+    }
+    config::parse_size(&buf[..n as usize])
+}
+
+/// Lines of `/proc/self/maps`: the mappings this process has now.
+fn count_maps() -> usize {
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    let mut buf = [0u8; 4096];
+    let mut lines = 0;
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        lines += buf[..n as usize].iter().filter(|&&b| b == b'\n').count();
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    lines
+}
+
+/// Signal backend: refuses a migration that would create up to `new_runs` protected runs when
+/// that could bring the process near `vm.max_map_count`. Half of the room is kept for the
+/// splits that faults make later (a fault in the middle of a run splits it).
+pub fn check_map_budget(new_runs: usize) -> Result<(), Error> {
+    let limit = MAP_LIMIT.load(Ordering::Relaxed);
+    let room = limit.saturating_sub(MAP_BASELINE.load(Ordering::Relaxed) + 1000) / 2;
+    let runs = PROTECTED_RUNS.load(Ordering::Relaxed) + new_runs;
+    if 2 * runs > room {
+        return Err(Error::MapCountLimit { limit });
+    }
+    Ok(())
+}
+
+fn chunk_bit(chunk: usize) -> (&'static AtomicUsize, usize) {
+    let bits = usize::BITS as usize;
+    // SAFETY: the bitmap covers every chunk of the arena (start_uffd) and is never unmapped.
+    let word =
+        unsafe { &*(CHUNKS.load(Ordering::Acquire) as *const AtomicUsize).add(chunk / bits) };
+    (word, 1 << (chunk % bits))
+}
+
+fn chunk_registered(chunk: usize) -> bool {
+    let (w, b) = chunk_bit(chunk);
+    w.load(Ordering::Acquire) & b != 0
+}
+
+/// Readies host pages `[page, page+n)` to become device-resident: with userfaultfd, registers
+/// the chunks that hold them (missing + write-protect faults).
+pub fn prepare_host(page: usize, n: usize) -> Result<(), Error> {
+    if !matches!(backend(), Some(Backend::Uffd | Backend::UffdFast)) {
+        return Ok(());
+    }
+    let _g = REGISTER.lock();
+    let (first, last) = (page / CHUNK_PAGES, (page + n - 1) / CHUNK_PAGES);
+    let mut c = first;
+    while c <= last {
+        if chunk_registered(c) {
+            c += 1;
+            continue;
+        }
+        let start = c;
+        while c <= last && !chunk_registered(c) {
+            c += 1;
+        }
+        let addr = arena::addr_of(start * CHUNK_PAGES);
+        let len = ((c - start) * CHUNK_PAGES).min(arena::pages() - start * CHUNK_PAGES);
+        uffd::register(
+            addr,
+            len * sys::PAGE_SIZE,
+            uffd::MODE_MISSING | uffd::MODE_WP,
+        )
+        .map_err(|errno| Error::Sys {
+            what: "registering the range with userfaultfd",
+            errno,
+        })?;
+        for k in start..c {
+            let (w, b) = chunk_bit(k);
+            w.fetch_or(b, Ordering::AcqRel);
+        }
+        ANY_REGISTERED.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Called by the heap when it hands out pages `[page, page+n)`: inside registered chunks, the
+/// missing ones get the zero page, so touching fresh memory (also from a system call) never
+/// raises a userfault. Costs nothing until some page has been on a device.
+pub fn pages_handed_out(page: usize, n: usize) {
+    if !ANY_REGISTERED.load(Ordering::Acquire) {
+        return;
+    }
+    let end = page + n;
+    let mut p = page;
+    while p < end {
+        let chunk_end = ((p / CHUNK_PAGES + 1) * CHUNK_PAGES).min(end);
+        if chunk_registered(p / CHUNK_PAGES) {
+            zero_missing(p, chunk_end - p);
+        }
+        p = chunk_end;
+    }
+}
+
+/// Maps the zero page at the missing pages of `[page, page+n)` (n ≤ one chunk).
+fn zero_missing(page: usize, n: usize) {
+    let mut vec = [0u8; CHUNK_PAGES];
+    let addr = arena::addr_of(page);
+    // SAFETY: `vec` has room for `n` ≤ CHUNK_PAGES entries; mincore only reads page tables.
+    if unsafe {
+        libc::mincore(
+            addr as *mut libc::c_void,
+            n * sys::PAGE_SIZE,
+            vec.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return uffd::zeropage(addr, n * sys::PAGE_SIZE);
+    }
+    let mut i = 0;
+    while i < n {
+        if vec[i] & 1 != 0 {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        while i < n && vec[i] & 1 == 0 {
+            i += 1;
+        }
+        uffd::zeropage(addr + s * sys::PAGE_SIZE, (i - s) * sys::PAGE_SIZE);
+    }
+}
+
+/// Makes host page `page` (locked by the caller, not device-resident) accessible again after
+/// a fault on it: fills it with the zero page if it is missing and lifts a stale
+/// write-protection (uffd), or restores read/write access (signal). Async-signal-safe.
+pub fn fix_host(page: usize) {
+    let addr = arena::addr_of(page);
+    match backend() {
+        Some(Backend::Uffd | Backend::UffdFast) => {
+            uffd::zeropage(addr, sys::PAGE_SIZE);
+            let _ = uffd::write_protect(addr, sys::PAGE_SIZE, false);
+        }
+        Some(Backend::Signal) => {
+            let _ = sys::protect(addr, sys::PAGE_SIZE, libc::PROT_READ | libc::PROT_WRITE);
+        }
+        None => {}
+    }
+}
+
+/// Transparent mode: resolves one queued fault at `addr`, then wakes the threads waiting on
+/// its page (a move already woke them unless another handler resolved the page first; an
+/// extra wake is harmless).
+pub(crate) fn resolve_queued(addr: usize) {
+    if arena::contains(addr) {
+        crate::migrate::cpu_fault(arena::page_of(addr));
+    }
+    uffd::wake(addr & !(sys::PAGE_SIZE - 1), sys::PAGE_SIZE);
+}
+
+extern "C" fn fork_prepare() {
+    crate::migrate::gate_close();
+}
+
+extern "C" fn fork_parent() {
+    crate::migrate::gate_open();
+}
+
+/// In the child: the kernel dropped the userfaultfd registrations (they belong to the parent's
+/// descriptor) and the handler threads do not exist. Register everything again on a new
+/// descriptor and restart the service; the device windows were copied with the address space.
+extern "C" fn fork_child() {
+    match backend() {
+        Some(b @ (Backend::Uffd | Backend::UffdFast)) => {
+            let fast = b == Backend::UffdFast;
+            let old = uffd::fd();
+            let opened = uffd::open(fast, false).or_else(|_| uffd::open(fast, true));
+            match opened {
+                Ok((fd, _)) => {
+                    uffd::set_fd(fd);
+                    // SAFETY: the parent's descriptor is of no use in the child.
+                    unsafe { libc::close(old) };
+                    if register_windows().is_err() || reregister_chunks().is_err() {
+                        sys::fatal(
+                            "could not re-register device memory with userfaultfd after fork",
+                        );
+                    }
+                    if !fast && uffd::spawn_handlers().is_err() {
+                        sys::fatal("could not start the fault handler threads after fork");
+                    }
+                }
+                Err(_) => sys::fatal("could not open a userfaultfd in the child after fork"),
+            }
+        }
+        Some(Backend::Signal) => {
+            if open_mem_fd().is_err() {
+                sys::fatal("could not reopen /proc/self/mem after fork");
+            }
+        }
+        None => {}
+    }
+    crate::migrate::gate_open();
+}
+
+fn reregister_chunks() -> Result<(), i32> {
+    let chunks = arena::pages().div_ceil(CHUNK_PAGES);
+    let mut c = 0;
+    while c < chunks {
+        if !chunk_registered(c) {
+            c += 1;
+            continue;
+        }
+        let start = c;
+        while c < chunks && chunk_registered(c) {
+            c += 1;
+        }
+        let len = ((c - start) * CHUNK_PAGES).min(arena::pages() - start * CHUNK_PAGES);
+        uffd::register(
+            arena::addr_of(start * CHUNK_PAGES),
+            len * sys::PAGE_SIZE,
+            uffd::MODE_MISSING | uffd::MODE_WP,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,707 @@
+//! Migration: pages move between host memory and device pools under the same address, and a CPU
+//! touch of a device-resident page brings it back.
+//!
+//! The protocol (the seed's, DESIGN §3), for each batch of at most [`BATCH`] pages:
+//! 1. **Lock** the pages' entries (`LOCKED` in the page map). A CPU fault on a locked page waits
+//!    in the fault handler until the entry is unlocked, then looks again.
+//! 2. **Move the data.** With userfaultfd and a kernel that has `UFFDIO_MOVE`, the kernel moves
+//!    each page's mapping into the device window: copy, switch and release in one atomic step
+//!    per page, so there is never a second copy a write could land in, and readers of pages not
+//!    yet moved carry on. Otherwise the host pages are **write-protected** (readers go on,
+//!    writers wait in the fault handler), **copied** to the window, then **released**
+//!    (`MADV_DONTNEED`; the signal backend first makes them `PROT_NONE`).
+//! 3. **Switch**: publish the new entries (device id, whether the frame holds data) with the lock
+//!    bit cleared, in one store per page.
+//!
+//! Back to host is the mirror image: the data is placed into the host page atomically
+//! (`UFFDIO_MOVE`/`UFFDIO_COPY`, or a write through `/proc/self/mem` while the page is still
+//! `PROT_NONE`), so no thread can see a half-filled page; then the device frame is dropped.
+//!
+//! Never-touched pages (never populated) are not copied: they change tier as zero pages with no
+//! frame behind them ("they are zero wherever they land").
+//!
+//! The back-path ([`cpu_fault`]) is async-signal-safe: atomics and system calls only, no
+//! allocation, and the only lock it waits for is a page entry's, whose holders never wait for a
+//! heap lock.
+
+use crate::error::Error;
+use crate::fault::{self, uffd, Backend};
+use crate::pagemap::{self, Entry, Use};
+use crate::stats::COUNTERS;
+use crate::{arena, device, heap, sys};
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+const PAGE: usize = sys::PAGE_SIZE;
+/// Pages locked and moved together by [`migrate`] (2 MiB): a reader that touches a page of a
+/// batch in flight waits at most one batch.
+pub const BATCH: usize = 512;
+/// Fault-around: a CPU fault brings back at least this many pages when their neighbours are on
+/// the same device (64 KiB) ...
+pub const FAULT_AROUND_MIN: usize = 16;
+/// ... doubling while faults follow each other sequentially, up to this many (2 MiB).
+pub const FAULT_AROUND_MAX: usize = 512;
+
+/// Where pages live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Host memory (the CPU's).
+    Host,
+    /// The pool of emulated device `n` (see [`crate::devices`]).
+    Device(u16),
+}
+
+impl Tier {
+    fn device(self) -> Option<u16> {
+        match self {
+            Tier::Host => None,
+            Tier::Device(d) => Some(d),
+        }
+    }
+}
+
+/// What a [`crate::migrate`] call did. Counts are in pages of 4 KiB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Migrated {
+    /// The pages the call covered: the range rounded out to whole pages.
+    pub range: Range<usize>,
+    /// Pages whose data moved to the target tier.
+    pub moved: usize,
+    /// Pages that were already on the target tier (left alone).
+    pub already_there: usize,
+    /// Pages that were never touched: they changed tier without a copy and read as zero.
+    pub never_touched: usize,
+}
+
+/// Set once a page has been on a device: until then freeing memory skips the device scan.
+static ANY_DEVICE: AtomicBool = AtomicBool::new(false);
+
+/// Migrations and fault-backs in flight, and whether `fork` is waiting for them to finish (a
+/// child must never inherit a locked page entry whose owner does not exist there).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static FORKING: AtomicBool = AtomicBool::new(false);
+
+fn gate_enter() {
+    let mut spins = 0;
+    loop {
+        while FORKING.load(Ordering::SeqCst) {
+            pagemap::backoff(&mut spins);
+        }
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        if !FORKING.load(Ordering::SeqCst) {
+            return;
+        }
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn gate_exit() {
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// `fork` preparation: stop new migrations and faults and wait for those in flight.
+pub(crate) fn gate_close() {
+    FORKING.store(true, Ordering::SeqCst);
+    let mut spins = 0;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+        pagemap::backoff(&mut spins);
+    }
+}
+
+/// After `fork`, in parent and child.
+pub(crate) fn gate_open() {
+    FORKING.store(false, Ordering::SeqCst);
+}
+
+/// Checks a user range and returns its first page and page count.
+pub(crate) fn pages_of(ptr: *const u8, len: usize) -> Result<(usize, usize), Error> {
+    let start = ptr as usize;
+    if len == 0 {
+        return Err(Error::ZeroLength);
+    }
+    let end = start
+        .checked_add(len)
+        .ok_or(Error::RangeOverflow { addr: start, len })?;
+    if !heap::is_ready() || !arena::contains(start) {
+        return Err(Error::NotManaged { addr: start });
+    }
+    if !arena::contains(end - 1) {
+        return Err(Error::NotManaged {
+            addr: arena::base() + arena::size(),
+        });
+    }
+    let first = arena::page_of(start);
+    Ok((first, arena::page_of(end - 1) + 1 - first))
+}
+
+/// Moves the pages of `[ptr, ptr+len)` to tier `to`. See [`crate::migrate`].
+pub fn migrate(ptr: *const u8, len: usize, to: Tier) -> Result<Migrated, Error> {
+    let (first, n) = pages_of(ptr, len)?;
+    device::ensure_init()?;
+    if let Some(d) = to.device() {
+        device::check(d)?;
+    }
+    let backend = fault::ensure_init()?;
+    if let Some(p) = (first..first + n).find(|&p| pagemap::get(p).use_() == Use::Free) {
+        return Err(Error::NotAllocated {
+            addr: arena::addr_of(p),
+        });
+    }
+    let mut reserved = 0;
+    if let Some(d) = to.device() {
+        let need = (first..first + n)
+            .filter(|&p| pagemap::get(p).device() != Some(d))
+            .count();
+        if !device::reserve(d, need) {
+            return Err(Error::DeviceFull {
+                device: d,
+                needed: need * PAGE,
+                free: device::free_pages(d) * PAGE,
+            });
+        }
+        reserved = need;
+        ANY_DEVICE.store(true, Ordering::Release);
+    }
+    let mut out = Migrated {
+        range: arena::addr_of(first)..arena::addr_of(first + n),
+        moved: 0,
+        already_there: 0,
+        never_touched: 0,
+    };
+    let result = (|| {
+        if to != Tier::Host {
+            fault::prepare_host(first, n)?;
+            if backend == Backend::Signal {
+                fault::check_map_budget(host_runs(first, n))?;
+            }
+        }
+        COUNTERS.migrations.fetch_add(1, Ordering::Relaxed);
+        let mut p = first;
+        while p < first + n {
+            let m = BATCH.min(first + n - p);
+            gate_enter();
+            let r = migrate_batch(backend, p, m, to, &mut reserved, &mut out);
+            gate_exit();
+            r?;
+            p += m;
+        }
+        Ok(())
+    })();
+    if let Some(d) = to.device() {
+        device::release(d, reserved);
+    }
+    result.map(|()| out)
+}
+
+/// Maximal runs of host pages in `[first, first+n)` (each may become one protected run).
+fn host_runs(first: usize, n: usize) -> usize {
+    let mut runs = 0;
+    let mut prev_host = false;
+    for p in first..first + n {
+        let host = pagemap::get(p).device().is_none();
+        runs += usize::from(host && !prev_host);
+        prev_host = host;
+    }
+    runs
+}
+
+/// Locks `[p, p+m)`, moves what is not on `to` yet, and unlocks with the new entries.
+fn migrate_batch(
+    backend: Backend,
+    p: usize,
+    m: usize,
+    to: Tier,
+    reserved: &mut usize,
+    out: &mut Migrated,
+) -> Result<(), Error> {
+    let mut entries = [Entry::host(Use::Free); BATCH];
+    for i in 0..m {
+        entries[i] = pagemap::lock(p + i);
+    }
+    let unlock_rest = |from: usize, entries: &[Entry]| {
+        for (i, e) in entries.iter().enumerate().take(m).skip(from) {
+            pagemap::unlock(p + i, *e);
+        }
+    };
+    if let Some(i) = (0..m).find(|&i| entries[i].use_() == Use::Free) {
+        unlock_rest(0, &entries);
+        return Err(Error::NotAllocated {
+            addr: arena::addr_of(p + i),
+        });
+    }
+    let target = to.device();
+    let mut i = 0;
+    while i < m {
+        let src = entries[i].device();
+        if src == target {
+            out.already_there += 1;
+            pagemap::unlock(p + i, entries[i]);
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < m && entries[j].device() == src {
+            j += 1;
+        }
+        let (s, len) = (p + i, j - i);
+        if let Some(d) = target {
+            let take = len.min(*reserved);
+            *reserved -= take;
+            if take < len && !device::reserve(d, len - take) {
+                device::release(d, take);
+                unlock_rest(i, &entries);
+                return Err(Error::DeviceFull {
+                    device: d,
+                    needed: len * PAGE,
+                    free: device::free_pages(d) * PAGE,
+                });
+            }
+        }
+        let done = match (src, target) {
+            (None, Some(d)) => to_device(backend, d, s, len, &entries[i..j], out),
+            (Some(a), None) => to_host(backend, a, s, len, &entries[i..j], out),
+            (Some(a), Some(b)) => device_to_device(backend, a, b, s, len, &entries[i..j], out),
+            (None, None) => unreachable!("src == target is skipped above"),
+        };
+        // The mover unlocked the group's pages itself (published or restored).
+        if let Err(e) = done {
+            unlock_rest(j, &entries);
+            return Err(e);
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+/// Host pages `[s, s+n)` (locked, entries `e`) to device `d`, whose capacity is reserved.
+/// Publishes the pages that moved; on error the rest stay on the host with their data and
+/// their reservation is given back (the caller unlocks them).
+fn to_device(
+    backend: Backend,
+    d: u16,
+    s: usize,
+    n: usize,
+    e: &[Entry],
+    out: &mut Migrated,
+) -> Result<(), Error> {
+    let mut filled = [false; BATCH];
+    let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
+    let published = |k: usize, filled: &[bool; BATCH], out: &mut Migrated| {
+        for i in 0..k {
+            pagemap::unlock(s + i, e[i].on_device(d, filled[i]));
+            out.moved += usize::from(filled[i]);
+            out.never_touched += usize::from(!filled[i]);
+        }
+        COUNTERS
+            .pages_to_device
+            .fetch_add(k as u64, Ordering::Relaxed);
+    };
+    if let Err(errno) = sys::populated(addr, n, &mut filled) {
+        device::release(d, n);
+        for (i, entry) in e.iter().enumerate() {
+            pagemap::unlock(s + i, *entry);
+        }
+        return Err(Error::Sys {
+            what: "reading /proc/self/pagemap",
+            errno,
+        });
+    }
+    let result = match backend {
+        Backend::Uffd | Backend::UffdFast => {
+            let moved = if fault::has_move() {
+                match uffd::mv(frame, addr, len) {
+                    Ok(()) => len,
+                    Err((done, _)) => done,
+                }
+            } else {
+                0
+            };
+            let k = moved / PAGE;
+            if k == n {
+                Ok(())
+            } else {
+                copy_to_window(addr + moved, frame + moved, &filled[k..n])
+                    .map_err(|errno| (k, errno))
+            }
+        }
+        Backend::Signal => protect_and_copy(addr, frame, &filled[..n]).map_err(|errno| (0, errno)),
+    };
+    match result {
+        Ok(()) => {
+            if backend == Backend::Signal {
+                runs_changed(s, n, true);
+            }
+            published(n, &filled, out);
+            Ok(())
+        }
+        Err((k, errno)) => {
+            published(k, &filled, out);
+            for i in k..n {
+                pagemap::unlock(s + i, e[i]);
+            }
+            device::release(d, n - k);
+            Err(if errno == libc::ENOMEM && backend == Backend::Signal {
+                Error::MapCountLimit {
+                    limit: fault_map_limit(),
+                }
+            } else {
+                Error::Sys {
+                    what: "moving pages to a device",
+                    errno,
+                }
+            })
+        }
+    }
+}
+
+fn fault_map_limit() -> usize {
+    // The limit the signal backend read at start; shown in the error message.
+    match fault::check_map_budget(usize::MAX / 4) {
+        Err(Error::MapCountLimit { limit }) => limit,
+        _ => 65530,
+    }
+}
+
+/// uffd copy path (no `UFFDIO_MOVE`, or pages shared with a `fork` child): write-protect the
+/// host pages, copy the populated ones into the (missing) window pages, release the host pages.
+/// On failure nothing has changed: the window copies are dropped and the protection lifted.
+fn copy_to_window(addr: usize, frame: usize, filled: &[bool]) -> Result<(), i32> {
+    let len = filled.len() * PAGE;
+    uffd::write_protect(addr, len, true)?;
+    for (i, _) in filled.iter().enumerate().filter(|(_, f)| **f) {
+        if let Err(e) = uffd::copy(frame + i * PAGE, addr + i * PAGE, PAGE) {
+            sys::discard(frame, len);
+            let _ = uffd::write_protect(addr, len, false);
+            return Err(e);
+        }
+    }
+    sys::discard(addr, len);
+    Ok(())
+}
+
+/// Signal path: read-only while copying (readers go on, writers fault and wait), then
+/// `PROT_NONE` and release the host pages. On failure access is restored and nothing changed.
+fn protect_and_copy(addr: usize, frame: usize, filled: &[bool]) -> Result<(), i32> {
+    let len = filled.len() * PAGE;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    sys::protect(addr, len, libc::PROT_READ)?;
+    for (i, _) in filled.iter().enumerate().filter(|(_, f)| **f) {
+        // SAFETY: both pages are ours and mapped (the host page readable, the window page
+        // writable and not registered with userfaultfd in this backend); they do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (addr + i * PAGE) as *const u8,
+                (frame + i * PAGE) as *mut u8,
+                PAGE,
+            )
+        };
+    }
+    if let Err(e) = sys::protect(addr, len, libc::PROT_NONE) {
+        sys::discard(frame, len);
+        let _ = sys::protect(addr, len, rw);
+        return Err(e);
+    }
+    sys::discard(addr, len);
+    Ok(())
+}
+
+/// Device `a` pages `[s, s+n)` (locked) back to the host, published as host pages.
+fn to_host(
+    backend: Backend,
+    a: u16,
+    s: usize,
+    n: usize,
+    e: &[Entry],
+    out: &mut Migrated,
+) -> Result<(), Error> {
+    // Placing a page into a missing host page fails only when the kernel is out of memory, and
+    // a half-done move back cannot be represented: stop rather than lose data.
+    if device_to_host(backend, a, s, n).is_err() {
+        sys::fatal("could not move device-resident pages back to host memory");
+    }
+    device::release(a, n);
+    for (i, entry) in e.iter().enumerate().take(n) {
+        out.moved += usize::from(entry.filled());
+        out.never_touched += usize::from(!entry.filled());
+        pagemap::unlock(s + i, entry.on_host());
+    }
+    COUNTERS
+        .pages_to_host
+        .fetch_add(n as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Places the data of device `d`'s pages `[s, s+n)` (locked) into host memory, atomically per
+/// page, and drops the device frames. Reads `FILLED` from the (locked, stable) entries.
+/// Async-signal-safe: this is the fault path's work.
+fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i32> {
+    let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
+    match backend {
+        Backend::Uffd | Backend::UffdFast => {
+            let moved = if fault::has_move() {
+                match uffd::mv(addr, frame, len) {
+                    Ok(()) => len,
+                    Err((done, _)) => done,
+                }
+            } else {
+                0
+            };
+            for k in moved / PAGE..n {
+                if pagemap::get(s + k).filled() {
+                    match uffd::copy(addr + k * PAGE, frame + k * PAGE, PAGE) {
+                        Ok(()) | Err(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if moved < len {
+                sys::discard(frame + moved, len - moved);
+            }
+            // Never-touched pages had no frame: give them the zero page (this also wakes
+            // threads waiting on them in the transparent mode).
+            for k in 0..n {
+                if !pagemap::get(s + k).filled() {
+                    uffd::zeropage(addr + k * PAGE, PAGE);
+                }
+            }
+            Ok(())
+        }
+        Backend::Signal => {
+            for k in 0..n {
+                if pagemap::get(s + k).filled() {
+                    fault::write_protected(addr + k * PAGE, frame + k * PAGE, PAGE)?;
+                }
+            }
+            sys::protect(addr, len, libc::PROT_READ | libc::PROT_WRITE)?;
+            runs_changed(s, n, false);
+            sys::discard(frame, len);
+            Ok(())
+        }
+    }
+}
+
+/// Device `a` pages `[s, s+n)` (locked) to device `b`, whose capacity is reserved.
+fn device_to_device(
+    backend: Backend,
+    a: u16,
+    b: u16,
+    s: usize,
+    n: usize,
+    e: &[Entry],
+    out: &mut Migrated,
+) -> Result<(), Error> {
+    let (from, to, len) = (device::frame(a, s), device::frame(b, s), n * PAGE);
+    let moved = match backend {
+        Backend::Uffd | Backend::UffdFast if fault::has_move() => match uffd::mv(to, from, len) {
+            Ok(()) => len,
+            Err((done, _)) => done,
+        },
+        _ => 0,
+    };
+    for k in moved / PAGE..n {
+        if !e[k].filled() {
+            continue;
+        }
+        let (dst, src) = (to + k * PAGE, from + k * PAGE);
+        if backend == Backend::Signal {
+            // SAFETY: two distinct, mapped window pages of ours (not registered in this backend).
+            unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, PAGE) };
+        } else if let Err(errno) = uffd::copy(dst, src, PAGE) {
+            // The pages the kernel moved are on `b`; the rest stay on `a` (drop their partial
+            // copies on `b`).
+            let k = moved / PAGE;
+            sys::discard(to + moved, len - moved);
+            device::release(a, k);
+            device::release(b, n - k);
+            for (i, entry) in e.iter().enumerate() {
+                let now = if i < k {
+                    entry.on_device(b, entry.filled())
+                } else {
+                    *entry
+                };
+                pagemap::unlock(s + i, now);
+            }
+            return Err(Error::Sys {
+                what: "moving pages between devices",
+                errno,
+            });
+        }
+    }
+    if moved < len {
+        sys::discard(from + moved, len - moved);
+    }
+    device::release(a, n);
+    for (i, entry) in e.iter().enumerate().take(n) {
+        out.moved += usize::from(entry.filled());
+        out.never_touched += usize::from(!entry.filled());
+        pagemap::unlock(s + i, entry.on_device(b, entry.filled()));
+    }
+    COUNTERS
+        .pages_device_to_device
+        .fetch_add(n as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Signal backend: keeps [`fault::PROTECTED_RUNS`] (maximal runs of protected pages, each a
+/// kernel mapping of its own) up to date when `[s, s+n)` becomes protected or accessible.
+fn runs_changed(s: usize, n: usize, protected: bool) {
+    let left = s > 0 && pagemap::get(s - 1).device().is_some();
+    let right = s + n < arena::pages() && pagemap::get(s + n).device().is_some();
+    let neighbours = usize::from(left) + usize::from(right);
+    let runs = &fault::PROTECTED_RUNS;
+    // Protecting joins the neighbouring runs (1 - neighbours runs more); unprotecting splits
+    // them (neighbours - 1 more). Saturating: the count is an estimate kept for a budget.
+    let (add, sub) = if protected {
+        (usize::from(neighbours == 0), neighbours.saturating_sub(1))
+    } else {
+        (neighbours.saturating_sub(1), usize::from(neighbours == 0))
+    };
+    runs.fetch_add(add, Ordering::Relaxed);
+    let _ = runs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+        Some(r.saturating_sub(sub))
+    });
+}
+
+/// Where the last fault-back ended, and the current fault-around size (pages).
+static NEXT_FAULT: AtomicUsize = AtomicUsize::new(usize::MAX);
+static AROUND: AtomicUsize = AtomicUsize::new(FAULT_AROUND_MIN);
+
+/// Resolves a CPU fault on managed page `page`: brings it (and its fault-around neighbours)
+/// back from a device, or repairs a host page that faulted because of a migration that has
+/// since finished. Returns true when the access can be retried. Async-signal-safe.
+pub fn cpu_fault(page: usize) -> bool {
+    let Some(backend) = fault::backend() else {
+        return false;
+    };
+    gate_enter();
+    loop {
+        let e = pagemap::wait_unlocked(page);
+        let Some(locked) = pagemap::try_lock(page) else {
+            continue;
+        };
+        if locked.device() != e.device() {
+            pagemap::unlock(page, locked);
+            continue;
+        }
+        match locked.device() {
+            Some(d) => bring_back(backend, page, d),
+            None => {
+                fault::fix_host(page);
+                pagemap::unlock(page, locked);
+            }
+        }
+        break;
+    }
+    gate_exit();
+    true
+}
+
+/// Locks `p` if it lives on device `d`; leaves it alone otherwise.
+fn try_lock_on(p: usize, d: u16) -> bool {
+    match pagemap::try_lock(p) {
+        Some(e) if e.device() == Some(d) => true,
+        Some(e) => {
+            pagemap::unlock(p, e);
+            false
+        }
+        None => false,
+    }
+}
+
+/// Fault-back of `page` (locked, on device `d`) with fault-around.
+fn bring_back(backend: Backend, page: usize, d: u16) {
+    let around = if NEXT_FAULT.load(Ordering::Relaxed) == page {
+        (AROUND.load(Ordering::Relaxed) * 2).min(FAULT_AROUND_MAX)
+    } else {
+        FAULT_AROUND_MIN
+    };
+    AROUND.store(around, Ordering::Relaxed);
+    let floor = page - page % FAULT_AROUND_MIN;
+    let mut lo = page;
+    while lo > floor && try_lock_on(lo - 1, d) {
+        lo -= 1;
+    }
+    let limit = (page + around).min(arena::pages());
+    let mut hi = page + 1;
+    while hi < limit && try_lock_on(hi, d) {
+        hi += 1;
+    }
+    if device_to_host(backend, d, lo, hi - lo).is_err() {
+        sys::fatal("could not bring device-resident pages back to host memory");
+    }
+    device::release(d, hi - lo);
+    for p in lo..hi {
+        pagemap::unlock(p, pagemap::get(p).on_host());
+    }
+    NEXT_FAULT.store(hi, Ordering::Relaxed);
+    COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
+    COUNTERS
+        .pages_to_host
+        .fetch_add((hi - lo) as u64, Ordering::Relaxed);
+    COUNTERS
+        .fault_pages
+        .fetch_add((hi - lo) as u64, Ordering::Relaxed);
+}
+
+/// Called by the heap before pages `[page, page+n)` return to the free runs: device-resident
+/// pages give their frames and capacity back, without being brought back to the host.
+pub(crate) fn release_freed(page: usize, n: usize) {
+    if !ANY_DEVICE.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(backend) = fault::backend() else {
+        return;
+    };
+    // No gate_enter here: the heap lock is held, and fork's preparation takes it after waiting
+    // for the gate, so a release that starts now finishes before the fork.
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    let end = page + n;
+    let mut p = page;
+    while p < end {
+        if pagemap::get(p).device().is_none() && !pagemap::get(p).locked() {
+            p += 1;
+            continue;
+        }
+        let e = pagemap::lock(p);
+        let Some(d) = e.device() else {
+            pagemap::unlock(p, e);
+            p += 1;
+            continue;
+        };
+        let s = p;
+        p += 1;
+        while p < end {
+            let e2 = pagemap::lock(p);
+            if e2.device() != Some(d) {
+                pagemap::unlock(p, e2);
+                break;
+            }
+            p += 1;
+        }
+        let k = p - s;
+        sys::discard(device::frame(d, s), k * PAGE);
+        if backend == Backend::Signal {
+            // The host pages were released when they moved; make them accessible again (they
+            // read as zero, as fresh pages do).
+            if sys::protect(
+                arena::addr_of(s),
+                k * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+            .is_err()
+            {
+                sys::fatal("could not unprotect freed device-resident pages (vm.max_map_count?)");
+            }
+            runs_changed(s, k, false);
+        }
+        device::release(d, k);
+        for q in s..p {
+            pagemap::unlock(q, pagemap::get(q).on_host());
+        }
+        COUNTERS
+            .freed_device_pages
+            .fetch_add(k as u64, Ordering::Relaxed);
+    }
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+}
