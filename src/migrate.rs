@@ -449,8 +449,15 @@ fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i3
             };
             for k in moved / PAGE..n {
                 if pagemap::get(s + k).filled() {
-                    match uffd::copy(addr + k * PAGE, frame + k * PAGE, PAGE) {
-                        Ok(()) | Err(libc::EEXIST) => {}
+                    let (dst, src) = (addr + k * PAGE, frame + k * PAGE);
+                    match uffd::copy(dst, src, PAGE) {
+                        Ok(()) => {}
+                        // A host page is there although the entry says "device": the device
+                        // copy is the authoritative one. Drop the stray page and copy again.
+                        Err(libc::EEXIST) => {
+                            sys::discard(dst, PAGE);
+                            uffd::copy(dst, src, PAGE)?;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -458,11 +465,11 @@ fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i3
             if moved < len {
                 sys::discard(frame + moved, len - moved);
             }
-            // Never-touched pages had no frame: give them the zero page (this also wakes
-            // threads waiting on them in the transparent mode).
+            // Never-touched pages had no frame: give them the zero page. Waiting threads are
+            // woken by the caller once the entries say "host" (`fault::wake_pages`).
             for k in 0..n {
                 if !pagemap::get(s + k).filled() {
-                    uffd::zeropage(addr + k * PAGE, PAGE);
+                    uffd::zeropage(addr + k * PAGE, PAGE, false);
                 }
             }
             Ok(())
@@ -577,21 +584,20 @@ pub fn cpu_fault(page: usize) -> bool {
     gate_enter();
     loop {
         let e = pagemap::wait_unlocked(page);
-        let Some(locked) = pagemap::try_lock(page) else {
-            continue;
+        let Some(d) = e.device() else {
+            // Another fault or migration brought the page back meanwhile, or it is a host page
+            // that was never touched: retrying the access is enough.
+            fault::fix_host(page);
+            break;
         };
-        if locked.device() != e.device() {
-            pagemap::unlock(page, locked);
-            continue;
-        }
-        match locked.device() {
-            Some(d) => bring_back(backend, page, d),
-            None => {
-                fault::fix_host(page);
-                pagemap::unlock(page, locked);
+        match pagemap::try_lock(page) {
+            Some(locked) if locked.device() == Some(d) => {
+                bring_back(backend, page, d);
+                break;
             }
+            Some(locked) => pagemap::unlock(page, locked),
+            None => {}
         }
-        break;
     }
     gate_exit();
     true
@@ -634,6 +640,7 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     for p in lo..hi {
         pagemap::unlock(p, pagemap::get(p).on_host());
     }
+    fault::wake_pages(lo, hi - lo);
     NEXT_FAULT.store(hi, Ordering::Relaxed);
     COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
     COUNTERS

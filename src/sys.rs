@@ -152,14 +152,14 @@ pub fn protect(addr: usize, len: usize, prot: i32) -> Result<(), i32> {
     }
 }
 
-/// Reads which pages of `[addr, addr + n pages)` are populated (present or swapped) from
-/// `/proc/self/pagemap` into `out[..n]`. Never-touched pages are false. Allocation-free;
-/// `n` is at most `out.len()` and at most 512.
-pub fn populated(addr: usize, n: usize, out: &mut [bool]) -> Result<(), i32> {
-    const PRESENT: u64 = 1 << 63;
-    const SWAPPED: u64 = 1 << 62;
-    let mut buf = [0u64; 512];
-    assert!(n <= buf.len() && n <= out.len());
+/// Page frame number of the kernel's shared zero page, as `/proc/self/pagemap` shows it (0 when
+/// unknown: unprivileged processes see no frame numbers).
+static ZERO_PFN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+const PFN_MASK: u64 = (1 << 55) - 1;
+const PRESENT: u64 = 1 << 63;
+const SWAPPED: u64 = 1 << 62;
+
+fn pagemap_entries(addr: usize, out: &mut [u64]) -> Result<(), i32> {
     // SAFETY: the path is a NUL-terminated literal.
     let fd = unsafe {
         libc::open(
@@ -170,18 +170,54 @@ pub fn populated(addr: usize, n: usize, out: &mut [bool]) -> Result<(), i32> {
     if fd < 0 {
         return Err(errno());
     }
-    let want = n * 8;
+    let want = out.len() * 8;
     let off = (addr / PAGE_SIZE * 8) as libc::off_t;
-    // SAFETY: `buf` has room for `want` bytes; fd is open for reading.
-    let got = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), want, off) };
+    // SAFETY: `out` has room for `want` bytes; fd is open for reading.
+    let got = unsafe { libc::pread(fd, out.as_mut_ptr().cast(), want, off) };
     let err = errno();
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     if got != want as isize {
         return Err(if got < 0 { err } else { libc::EIO });
     }
+    Ok(())
+}
+
+/// Finds the zero page's frame number: map a page, read it (the kernel maps the zero page),
+/// and look it up.
+fn zero_pfn() -> u64 {
+    let known = ZERO_PFN.load(core::sync::atomic::Ordering::Relaxed);
+    if known != u64::MAX {
+        return known;
+    }
+    let p = map_noreserve(PAGE_SIZE);
+    let mut pfn = 0;
+    if !p.is_null() {
+        // SAFETY: p is a fresh readable page of ours.
+        let _ = unsafe { core::ptr::read_volatile(p) };
+        let mut e = [0u64; 1];
+        if pagemap_entries(p as usize, &mut e).is_ok() && e[0] & PRESENT != 0 {
+            pfn = e[0] & PFN_MASK;
+        }
+        // SAFETY: unmapping the page we mapped.
+        unsafe { libc::munmap(p.cast(), PAGE_SIZE) };
+    }
+    ZERO_PFN.store(pfn, core::sync::atomic::Ordering::Relaxed);
+    pfn
+}
+
+/// Reads which pages of `[addr, addr + n pages)` hold data from `/proc/self/pagemap` into
+/// `out[..n]`: present or swapped out, and (when frame numbers are visible) not the shared zero
+/// page. Never-touched pages are false. Allocation-free; `n` is at most 512.
+pub fn populated(addr: usize, n: usize, out: &mut [bool]) -> Result<(), i32> {
+    let mut buf = [0u64; 512];
+    assert!(n <= buf.len() && n <= out.len());
+    let zero = zero_pfn();
+    pagemap_entries(addr, &mut buf[..n])?;
     for i in 0..n {
-        out[i] = buf[i] & (PRESENT | SWAPPED) != 0;
+        let e = buf[i];
+        let zero_page = zero != 0 && e & PRESENT != 0 && e & PFN_MASK == zero;
+        out[i] = e & (PRESENT | SWAPPED) != 0 && !zero_page;
     }
     Ok(())
 }

@@ -361,7 +361,7 @@ fn zero_missing(page: usize, n: usize) {
         )
     } != 0
     {
-        return uffd::zeropage(addr, n * sys::PAGE_SIZE);
+        return uffd::zeropage(addr, n * sys::PAGE_SIZE, true);
     }
     let mut i = 0;
     while i < n {
@@ -373,24 +373,44 @@ fn zero_missing(page: usize, n: usize) {
         while i < n && vec[i] & 1 == 0 {
             i += 1;
         }
-        uffd::zeropage(addr + s * sys::PAGE_SIZE, (i - s) * sys::PAGE_SIZE);
+        uffd::zeropage(addr + s * sys::PAGE_SIZE, (i - s) * sys::PAGE_SIZE, true);
     }
 }
 
-/// Makes host page `page` (locked by the caller, not device-resident) accessible again after
-/// a fault on it: fills it with the zero page if it is missing and lifts a stale
-/// write-protection (uffd), or restores read/write access (signal). Async-signal-safe.
+/// Makes host page `page` accessible after a fault on it, when no migration holds it.
+///
+/// With userfaultfd the page may be missing inside a registered chunk (allocated before the
+/// chunk was registered, and never touched): it gets the zero page, under the page's lock, so
+/// the fill cannot land after a migration has moved the page away (that would put a stray host
+/// page beside the device copy). A page that is there already needs nothing: the common case of
+/// several threads faulting on a page another fault just brought back takes no lock at all.
+/// Nothing else makes a host page fault: a host page is write-protected or `PROT_NONE` only
+/// while its entry is locked. Async-signal-safe.
 pub fn fix_host(page: usize) {
+    if !matches!(backend(), Some(Backend::Uffd | Backend::UffdFast)) {
+        return;
+    }
     let addr = arena::addr_of(page);
-    match backend() {
-        Some(Backend::Uffd | Backend::UffdFast) => {
-            uffd::zeropage(addr, sys::PAGE_SIZE);
-            let _ = uffd::write_protect(addr, sys::PAGE_SIZE, false);
+    let mut vec = [0u8; 1];
+    // SAFETY: one page of the managed range; `vec` has one entry.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, sys::PAGE_SIZE, vec.as_mut_ptr()) };
+    if rc == 0 && vec[0] & 1 != 0 {
+        return;
+    }
+    if let Some(e) = crate::pagemap::try_lock(page) {
+        if e.device().is_none() {
+            uffd::zeropage(addr, sys::PAGE_SIZE, true);
         }
-        Some(Backend::Signal) => {
-            let _ = sys::protect(addr, sys::PAGE_SIZE, libc::PROT_READ | libc::PROT_WRITE);
-        }
-        None => {}
+        crate::pagemap::unlock(page, e);
+    }
+}
+
+/// Transparent mode: wakes the threads waiting on faults in pages `[page, page+n)`, once their
+/// new state is published. A no-op in the other backends (the faulting thread resolves its own
+/// fault there). Async-signal-safe.
+pub fn wake_pages(page: usize, n: usize) {
+    if backend() == Some(Backend::Uffd) {
+        uffd::wake(arena::addr_of(page), n * sys::PAGE_SIZE);
     }
 }
 

@@ -39,6 +39,9 @@ const USER_MODE_ONLY: i32 = 1;
 pub const MODE_MISSING: u64 = 1;
 /// Register for write-protect faults.
 pub const MODE_WP: u64 = 2;
+/// `UFFDIO_MOVE`/`UFFDIO_COPY`/`UFFDIO_ZEROPAGE`: do not wake waiting threads (the caller
+/// wakes them after it has published the page's new state).
+const DONTWAKE: u64 = 1;
 const MOVE_ALLOW_SRC_HOLES: u64 = 2;
 const WP_MODE_WP: u64 = 1;
 
@@ -106,7 +109,8 @@ pub fn register(addr: usize, len: usize, mode: u64) -> Result<(), i32> {
 }
 
 /// Moves the pages of `[src, src+len)` to `[dst, dst+len)` without copying (holes in the
-/// source are skipped). On failure returns the bytes moved before it and the errno.
+/// source are skipped). Wakes no one: see [`wake`]. On failure returns the bytes moved before
+/// it and the errno.
 pub fn mv(dst: usize, src: usize, len: usize) -> Result<(), (usize, i32)> {
     let mut done = 0;
     while done < len {
@@ -114,7 +118,7 @@ pub fn mv(dst: usize, src: usize, len: usize) -> Result<(), (usize, i32)> {
             (dst + done) as u64,
             (src + done) as u64,
             (len - done) as u64,
-            MOVE_ALLOW_SRC_HOLES,
+            MOVE_ALLOW_SRC_HOLES | DONTWAKE,
             0,
         ];
         let r = ioctl(UFFDIO_MOVE, m.as_mut_ptr());
@@ -128,8 +132,8 @@ pub fn mv(dst: usize, src: usize, len: usize) -> Result<(), (usize, i32)> {
     Ok(())
 }
 
-/// Copies `len` bytes from `src` into the missing pages at `dst`, atomically per page, and
-/// wakes threads waiting on them. `EEXIST` means a page was already there.
+/// Copies `len` bytes from `src` into the missing pages at `dst`, atomically per page. Wakes no
+/// one: see [`wake`]. `EEXIST` means a page was already there.
 pub fn copy(dst: usize, src: usize, len: usize) -> Result<(), i32> {
     let mut done = 0;
     while done < len {
@@ -152,12 +156,17 @@ pub fn copy(dst: usize, src: usize, len: usize) -> Result<(), i32> {
 }
 
 /// Maps the zero page at every missing page of `[addr, addr+len)` (pages already there are
-/// skipped) and wakes threads waiting on them.
-pub fn zeropage(addr: usize, len: usize) {
+/// skipped); wakes threads waiting on them if `wake`.
+pub fn zeropage(addr: usize, len: usize, wake: bool) {
     let mut at = addr;
     let end = addr + len;
     while at < end {
-        let mut z = [at as u64, (end - at) as u64, 0, 0];
+        let mut z = [
+            at as u64,
+            (end - at) as u64,
+            if wake { 0 } else { DONTWAKE },
+            0,
+        ];
         let r = ioctl(UFFDIO_ZEROPAGE, z.as_mut_ptr());
         let done = (z[3] as i64).max(0) as usize;
         match r {
@@ -201,6 +210,10 @@ struct Msg {
 /// Starts one handler thread per CPU this process may run on (at most 8), each pinned to its
 /// CPU: a fault is then served by the handler on the faulting CPU, without a cross-CPU wake-up
 /// (6.8 us instead of ~50 us per fault on the project machine, see physics.md).
+///
+/// The threads are started with `pthread_create` directly, not `std::thread`: starting them
+/// must not allocate from tieralloc, because in a `fork` child an allocation may touch a
+/// device-resident page, whose fault only a running handler can serve.
 pub fn spawn_handlers() -> Result<(), i32> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
@@ -208,20 +221,31 @@ pub fn spawn_handlers() -> Result<(), i32> {
     if unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) } != 0 {
         return Err(sys::errno());
     }
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: i is below CPU_SETSIZE.
-        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
-        .take(8)
-        .collect();
-    for cpu in cpus {
-        std::thread::Builder::new()
-            .name(format!("tieralloc-fault-{cpu}"))
-            .stack_size(64 << 10)
-            .spawn(move || {
-                pin_to(cpu);
-                serve()
-            })
-            .map_err(|e| e.raw_os_error().unwrap_or(libc::EAGAIN))?;
+    let mut started = 0;
+    for cpu in 0..libc::CPU_SETSIZE as usize {
+        // SAFETY: cpu is below CPU_SETSIZE.
+        if started == 8 || !unsafe { libc::CPU_ISSET(cpu, &set) } {
+            continue;
+        }
+        // SAFETY: attributes are initialised before use and destroyed after; the thread runs
+        // `handler_main`, which never returns and takes its CPU number by value.
+        let rc = unsafe {
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut t: libc::pthread_t = 0;
+            let rc = libc::pthread_create(&mut t, &attr, handler_main, cpu as *mut libc::c_void);
+            libc::pthread_attr_destroy(&mut attr);
+            if rc == 0 {
+                libc::pthread_setname_np(t, c"tieralloc-fault".as_ptr());
+            }
+            rc
+        };
+        if rc != 0 {
+            return Err(rc);
+        }
+        started += 1;
     }
     Ok(())
 }
@@ -234,6 +258,11 @@ fn pin_to(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, core::mem::size_of_val(&set), &set);
     }
+}
+
+extern "C" fn handler_main(cpu: *mut libc::c_void) -> *mut libc::c_void {
+    pin_to(cpu as usize);
+    serve()
 }
 
 /// The handler loop: wait for fault messages and resolve each one. Allocates nothing.
