@@ -17,6 +17,9 @@ use crate::heap::lock::Lock;
 use crate::{arena, sys};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_BYTE: AtomicU8 = AtomicU8::new(0);
+
 /// Most devices one process can configure.
 pub const MAX_DEVICES: usize = 16;
 /// Longest device name kept (longer names are cut).
@@ -27,7 +30,7 @@ pub const DEFAULT_CAPACITY: usize = 1 << 30;
 /// One emulated device.
 struct DevicePool {
     /// Name bytes (`dev0` unless configured), `name[..name_len]`.
-    name: [u8; NAME_MAX],
+    name: [AtomicU8; NAME_MAX],
     /// Length of the name.
     name_len: AtomicUsize,
     /// Capacity in pages.
@@ -40,16 +43,16 @@ struct DevicePool {
 
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_DEVICE: DevicePool = DevicePool {
-    name: [0; NAME_MAX],
+    name: [NO_BYTE; NAME_MAX],
     name_len: AtomicUsize::new(0),
     capacity: AtomicUsize::new(0),
     used: AtomicUsize::new(0),
     window: AtomicUsize::new(0),
 };
 
-/// The pools. Written only during [`ensure_init`]; `name` is filled before `window` is
-/// published with `Release`, and read after `window` is seen with `Acquire`.
-static mut POOLS: [DevicePool; MAX_DEVICES] = [NO_DEVICE; MAX_DEVICES];
+/// The pools. Filled by [`ensure_init`] before [`COUNT`] is published (with `Release`);
+/// readers look at a device only below `COUNT` (read with `Acquire`).
+static POOLS: [DevicePool; MAX_DEVICES] = [NO_DEVICE; MAX_DEVICES];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 const UNINIT: u8 = 0;
@@ -71,10 +74,7 @@ static REQUESTED: Lock<Requested> = Lock::new(Requested {
 });
 
 fn pools() -> &'static [DevicePool; MAX_DEVICES] {
-    // SAFETY: POOLS is only written by `ensure_init` while STATE is RUNNING and before any
-    // reader can see a device (readers check COUNT/window, published with Release after the
-    // writes); all later access goes through atomics or immutable bytes.
-    unsafe { &*(&raw const POOLS) }
+    &POOLS
 }
 
 /// Sets the devices to create (name, capacity in bytes). Only before the first device use.
@@ -126,12 +126,11 @@ pub fn ensure_init() -> Result<(), Error> {
     } else {
         config::devices(&mut specs)
     };
-    // SAFETY: see `pools`; STATE is RUNNING under the REQUESTED lock, so no one else writes, and
-    // no reader looks at a device before COUNT is published below.
-    let pools = unsafe { &mut *(&raw mut POOLS) };
     for (i, (name, len, cap)) in specs[..n].iter().enumerate() {
-        let p = &mut pools[i];
-        p.name = *name;
+        let p = &POOLS[i];
+        for (slot, b) in p.name.iter().zip(name) {
+            slot.store(*b, Ordering::Relaxed);
+        }
         p.name_len.store(*len, Ordering::Relaxed);
         p.capacity.store(
             (cap / sys::PAGE_SIZE).min(arena::pages()),
@@ -228,7 +227,10 @@ pub fn infos() -> Vec<DeviceInfo> {
             let len = p.name_len.load(Ordering::Relaxed);
             DeviceInfo {
                 id: i as u16,
-                name: String::from_utf8_lossy(&p.name[..len]).into_owned(),
+                name: p.name[..len]
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed) as char)
+                    .collect(),
                 capacity: p.capacity.load(Ordering::Relaxed) * sys::PAGE_SIZE,
                 used: p.used.load(Ordering::Relaxed) * sys::PAGE_SIZE,
             }

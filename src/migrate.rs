@@ -216,8 +216,8 @@ fn migrate_batch(
     out: &mut Migrated,
 ) -> Result<(), Error> {
     let mut entries = [Entry::host(Use::Free); BATCH];
-    for i in 0..m {
-        entries[i] = pagemap::lock(p + i);
+    for (i, e) in entries.iter_mut().enumerate().take(m) {
+        *e = pagemap::lock(p + i);
     }
     let unlock_rest = |from: usize, entries: &[Entry]| {
         for (i, e) in entries.iter().enumerate().take(m).skip(from) {
@@ -337,8 +337,8 @@ fn to_device(
         }
         Err((k, errno)) => {
             published(k, &filled, out);
-            for i in k..n {
-                pagemap::unlock(s + i, e[i]);
+            for (i, entry) in e.iter().enumerate().skip(k) {
+                pagemap::unlock(s + i, *entry);
             }
             device::release(d, n - k);
             Err(if errno == libc::ENOMEM && backend == Backend::Signal {
@@ -429,6 +429,7 @@ fn to_host(
     COUNTERS
         .pages_to_host
         .fetch_add(n as u64, Ordering::Relaxed);
+    fault::wake_pages(s, n);
     Ok(())
 }
 
@@ -605,6 +606,11 @@ pub fn cpu_fault(page: usize) -> bool {
 
 /// Locks `p` if it lives on device `d`; leaves it alone otherwise.
 fn try_lock_on(p: usize, d: u16) -> bool {
+    // A plain load first: most neighbours of an isolated fault are host pages, and a CAS per
+    // neighbour would cost more than the fault-back itself.
+    if pagemap::get(p).device() != Some(d) {
+        return false;
+    }
     match pagemap::try_lock(p) {
         Some(e) if e.device() == Some(d) => true,
         Some(e) => {
@@ -637,10 +643,7 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
         sys::fatal("could not bring device-resident pages back to host memory");
     }
     device::release(d, hi - lo);
-    for p in lo..hi {
-        pagemap::unlock(p, pagemap::get(p).on_host());
-    }
-    fault::wake_pages(lo, hi - lo);
+    // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
     NEXT_FAULT.store(hi, Ordering::Relaxed);
     COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
     COUNTERS
@@ -649,6 +652,10 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     COUNTERS
         .fault_pages
         .fetch_add((hi - lo) as u64, Ordering::Relaxed);
+    for p in lo..hi {
+        pagemap::unlock(p, pagemap::get(p).on_host());
+    }
+    fault::wake_pages(lo, hi - lo);
 }
 
 /// Called by the heap before pages `[page, page+n)` return to the free runs: device-resident

@@ -81,7 +81,7 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let i = slot(sig);
     // SAFETY: INSTALLED[i] was set after PREVIOUS[i] was written (we are running as that
     // handler), and nothing writes it again.
-    let prev = unsafe { *(&raw const PREVIOUS[i]) };
+    let prev = unsafe { (&raw const PREVIOUS[i]).read() };
     let h = prev.sa_sigaction;
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
         // SAFETY: a zeroed sigaction is SIG_DFL; restoring the default for this signal is

@@ -458,12 +458,10 @@ extern "C" fn fork_child() {
                 Err(_) => sys::fatal("could not open a userfaultfd in the child after fork"),
             }
         }
-        Some(Backend::Signal) => {
-            if open_mem_fd().is_err() {
-                sys::fatal("could not reopen /proc/self/mem after fork");
-            }
+        Some(Backend::Signal) if open_mem_fd().is_err() => {
+            sys::fatal("could not reopen /proc/self/mem after fork")
         }
-        None => {}
+        _ => {}
     }
     crate::migrate::gate_open();
 }

@@ -1,0 +1,128 @@
+//! Migration and fault workloads shared by `benches/migrate.rs` (Criterion) and
+//! `examples/fault_report.rs` (the ratio table). The fault backend is fixed per process
+//! (`TIERALLOC_FAULT`); callers that compare backends run one process per backend.
+//! The includer installs `TierAlloc` as its global allocator.
+
+#![allow(dead_code)] // each includer uses a different subset
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tieralloc::Tier;
+
+pub const PAGE: usize = 4096;
+
+/// The page the floor's handler opens again (one at a time; set before each touch).
+static FLOOR_PAGE: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn floor_handler(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let p = FLOOR_PAGE.load(Ordering::Relaxed);
+    // SAFETY: p is the private page the benchmark mapped; reopening it is the measured work.
+    unsafe {
+        libc::mprotect(
+            p as *mut libc::c_void,
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
+}
+
+/// The bare mechanism floor, measured on the spot: a write to a `PROT_NONE` private page, a
+/// SIGSEGV whose handler does `mprotect(RW)`, and the return (ns per fault). Installs its own
+/// handler for the duration and restores the previous one; call it before any migration.
+pub fn floor_sigsegv_mprotect(iters: usize) -> f64 {
+    // SAFETY: a fresh private page; the handler only touches that page.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        (p as *mut u8).write(1);
+        FLOOR_PAGE.store(p as usize, Ordering::Relaxed);
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = floor_handler as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGSEGV, &act, &mut old);
+        let mut total = Duration::ZERO;
+        for i in 0..iters {
+            libc::mprotect(p, PAGE, libc::PROT_NONE);
+            let t = Instant::now();
+            std::ptr::write_volatile((p as *mut u8).add(i % 64), i as u8);
+            total += t.elapsed();
+        }
+        libc::sigaction(libc::SIGSEGV, &old, std::ptr::null_mut());
+        libc::munmap(p, PAGE);
+        total.as_nanos() as f64 / iters as f64
+    }
+}
+
+/// A buffer of `pages` pages, every page written.
+pub fn filled_pages(pages: usize) -> Vec<u8> {
+    let mut v = vec![0u8; pages * PAGE];
+    for (i, page) in v.chunks_mut(PAGE).enumerate() {
+        page[0] = i as u8;
+        page[PAGE - 1] = 1;
+    }
+    v
+}
+
+/// Fault-back cost of one isolated 4 KiB page (ns per fault): every other page of a buffer is
+/// moved to device 0 on its own, so fault-around finds no neighbour to bring along; then one
+/// byte of each device page is written.
+pub fn fault_back_per_page(buf: &mut [u8]) -> f64 {
+    let pages = buf.len() / PAGE;
+    let base = buf.as_ptr() as usize;
+    for p in (0..pages).step_by(2) {
+        tieralloc::migrate((base + p * PAGE) as *const u8, PAGE, Tier::Device(0)).unwrap();
+    }
+    let faults = tieralloc::stats().cpu_faults;
+    let t = Instant::now();
+    for p in (0..pages).step_by(2) {
+        // SAFETY: inside the buffer.
+        unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(p * PAGE + 8), 7) };
+    }
+    let ns = t.elapsed().as_nanos() as f64;
+    let n = tieralloc::stats().cpu_faults - faults;
+    assert_eq!(n as usize, pages.div_ceil(2), "one fault per isolated page");
+    ns / n as f64
+}
+
+/// Sums a device-resident buffer from the CPU, sequentially (bytes per second). Every page
+/// faults back, with fault-around.
+pub fn sequential_read(buf: &[u64]) -> f64 {
+    let bytes = std::mem::size_of_val(buf);
+    tieralloc::migrate(buf.as_ptr().cast(), bytes, Tier::Device(0)).unwrap();
+    let t = Instant::now();
+    let s: u64 = buf.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+    let secs = t.elapsed().as_secs_f64();
+    black_box(s);
+    bytes as f64 / secs
+}
+
+/// Explicit bulk migration of a populated buffer to device 0 and back (bytes per second each).
+pub fn bulk_migrate(buf: &[u8]) -> (f64, f64) {
+    let (p, n) = (buf.as_ptr(), buf.len());
+    let t = Instant::now();
+    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    let to_dev = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    tieralloc::migrate(p, n, Tier::Host).unwrap();
+    let to_host = t.elapsed().as_secs_f64();
+    (n as f64 / to_dev, n as f64 / to_host)
+}
+
+/// memcpy bandwidth between two populated buffers of equal size (bytes per second).
+pub fn memcpy_bandwidth(src: &[u8], dst: &mut [u8]) -> f64 {
+    dst.copy_from_slice(src); // warm
+    let t = Instant::now();
+    dst.copy_from_slice(black_box(src));
+    let secs = t.elapsed().as_secs_f64();
+    black_box(&dst);
+    src.len() as f64 / secs
+}

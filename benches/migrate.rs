@@ -1,0 +1,70 @@
+//! Criterion benches of migration and fault-back, in the backend `TIERALLOC_FAULT` selects
+//! (default `auto`): e.g. `TIERALLOC_FAULT=uffd-fast cargo bench --bench migrate`.
+//! `cargo run --release --example fault_report` prints all backends side by side, with ratios.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::time::Duration;
+use tieralloc::TierAlloc;
+
+#[global_allocator]
+static A: TierAlloc = TierAlloc::new();
+
+#[path = "common/fault_workloads.rs"]
+mod fault_workloads;
+use fault_workloads::*;
+
+const MIB: usize = 1 << 20;
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fault");
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(2));
+    g.sample_size(10);
+    g.bench_function("bare floor: SIGSEGV + mprotect", |b| {
+        b.iter_custom(|iters| {
+            let ns = floor_sigsegv_mprotect(iters as usize);
+            Duration::from_nanos((ns * iters as f64) as u64)
+        })
+    });
+    let mut buf = filled_pages(2000);
+    g.bench_function("fault-back of one 4 KiB page", |b| {
+        b.iter_custom(|iters| {
+            let mut total = 0.0;
+            for _ in 0..iters {
+                total += fault_back_per_page(&mut buf);
+            }
+            Duration::from_nanos(total as u64)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("migrate 64 MiB");
+    g.throughput(Throughput::Bytes((64 * MIB) as u64));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    let words: Vec<u64> = (0..(64 * MIB / 8) as u64).collect();
+    g.bench_function("sequential CPU read of device-resident data", |b| {
+        b.iter_custom(|iters| {
+            let secs: f64 = (0..iters)
+                .map(|_| (64 * MIB) as f64 / sequential_read(&words))
+                .sum();
+            Duration::from_secs_f64(secs)
+        })
+    });
+    let bytes = filled_pages(64 * MIB / PAGE);
+    g.bench_function("to device and back", |b| {
+        b.iter_custom(|iters| {
+            let secs: f64 = (0..iters)
+                .map(|_| {
+                    let (to, back) = bulk_migrate(&bytes);
+                    (64 * MIB) as f64 / to + (64 * MIB) as f64 / back
+                })
+                .sum();
+            Duration::from_secs_f64(secs)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
