@@ -355,6 +355,24 @@ fn freeing_device_resident_memory_gives_the_capacity_back() {
 }
 
 #[test]
+fn shrinking_device_resident_memory_gives_the_tail_back_without_faults() {
+    let _g = setup();
+    let used0 = used(0);
+    let mut v = pattern(15, 2 * MIB); // 16 MiB
+    let (p, n) = bytes_of(&v);
+    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    let faults = tieralloc::stats().cpu_faults;
+    // SAFETY: shrinking the length of a Vec of plain integers drops nothing; no byte is read.
+    unsafe { v.set_len(MIB) };
+    v.shrink_to_fit(); // realloc in place: the freed tail leaves the device without a fault
+    assert_eq!(v.as_ptr().cast::<u8>(), p, "shrunk in place");
+    assert_eq!(tieralloc::stats().cpu_faults, faults);
+    assert_eq!(used(0), used0 + n / 2);
+    check(&v, 15);
+    assert_eq!(used(0), used0);
+}
+
+#[test]
 fn bad_input_gets_typed_errors_and_moves_nothing() {
     let _g = setup();
     let local = [0u8; 64];
