@@ -575,33 +575,44 @@ fn runs_changed(s: usize, n: usize, protected: bool) {
 static NEXT_FAULT: AtomicUsize = AtomicUsize::new(usize::MAX);
 static AROUND: AtomicUsize = AtomicUsize::new(FAULT_AROUND_MIN);
 
+/// What [`cpu_fault`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// No backend is running: the fault is not tieralloc's.
+    NotOurs,
+    /// The page (with fault-around neighbours) came back from a device, and threads waiting on
+    /// those pages were woken.
+    BroughtBack,
+    /// The page is on the host (another fault or a migration brought it back meanwhile, or it
+    /// was never touched): retrying the access is enough.
+    Retry,
+}
+
 /// Resolves a CPU fault on managed page `page`: brings it (and its fault-around neighbours)
 /// back from a device, or repairs a host page that faulted because of a migration that has
-/// since finished. Returns true when the access can be retried. Async-signal-safe.
-pub fn cpu_fault(page: usize) -> bool {
+/// since finished. Async-signal-safe.
+pub fn cpu_fault(page: usize) -> Fault {
     let Some(backend) = fault::backend() else {
-        return false;
+        return Fault::NotOurs;
     };
     gate_enter();
-    loop {
+    let done = loop {
         let e = pagemap::wait_unlocked(page);
         let Some(d) = e.device() else {
-            // Another fault or migration brought the page back meanwhile, or it is a host page
-            // that was never touched: retrying the access is enough.
             fault::fix_host(page);
-            break;
+            break Fault::Retry;
         };
         match pagemap::try_lock(page) {
             Some(locked) if locked.device() == Some(d) => {
                 bring_back(backend, page, d);
-                break;
+                break Fault::BroughtBack;
             }
             Some(locked) => pagemap::unlock(page, locked),
             None => {}
         }
-    }
+    };
     gate_exit();
-    true
+    done
 }
 
 /// Locks `p` if it lives on device `d`; leaves it alone otherwise.

@@ -69,7 +69,7 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
             // Our protections give SEGV_ACCERR; a user-space kill(2) has si_code <= 0.
             _ => code == SEGV_ACCERR,
         };
-    if ours && migrate::cpu_fault(arena::page_of(addr)) {
+    if ours && migrate::cpu_fault(arena::page_of(addr)) != migrate::Fault::NotOurs {
         return;
     }
     chain(sig, info, ctx);

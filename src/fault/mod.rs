@@ -414,14 +414,14 @@ pub fn wake_pages(page: usize, n: usize) {
     }
 }
 
-/// Transparent mode: resolves one queued fault at `addr`, then wakes the threads waiting on
-/// its page (a move already woke them unless another handler resolved the page first; an
-/// extra wake is harmless).
+/// Transparent mode: resolves one queued fault at `addr` and makes sure the threads waiting on
+/// its page are woken (a fault-back wakes its whole range itself).
 pub(crate) fn resolve_queued(addr: usize) {
-    if arena::contains(addr) {
-        crate::migrate::cpu_fault(arena::page_of(addr));
+    let brought_back = arena::contains(addr)
+        && crate::migrate::cpu_fault(arena::page_of(addr)) == crate::migrate::Fault::BroughtBack;
+    if !brought_back {
+        uffd::wake(addr & !(sys::PAGE_SIZE - 1), sys::PAGE_SIZE);
     }
-    uffd::wake(addr & !(sys::PAGE_SIZE - 1), sys::PAGE_SIZE);
 }
 
 extern "C" fn fork_prepare() {

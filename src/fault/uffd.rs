@@ -1,7 +1,7 @@
 //! userfaultfd: the ioctls tieralloc uses and the handler threads of the transparent mode.
 //!
 //! Async-signal-safety: every function here except [`spawn_handlers`] is a thin wrapper over one
-//! `ioctl(2)`/`poll(2)`/`read(2)` and is called from fault handlers: no allocation, no locks.
+//! `ioctl(2)`/`read(2)` and is called from fault handlers: no allocation, no locks.
 //! The handler threads allocate nothing in their loop (messages are read into a stack buffer).
 //!
 //! The ABI constants are defined here because the C headers of older distributions lack
@@ -59,8 +59,11 @@ struct Range {
 /// Opens a userfaultfd. `sigbus` selects the fast mode; `user_mode_only` asks only for
 /// user-mode faults, which unprivileged processes may get. Returns (fd, features granted).
 pub fn open(sigbus: bool, user_mode_only: bool) -> Result<(i32, u64), i32> {
-    let flags =
-        libc::O_CLOEXEC | libc::O_NONBLOCK | if user_mode_only { USER_MODE_ONLY } else { 0 };
+    // Blocking in the transparent mode: handler threads wait in read(2), and one that loses
+    // the race for a message goes back to waiting inside the kernel.
+    let flags = libc::O_CLOEXEC
+        | if sigbus { libc::O_NONBLOCK } else { 0 }
+        | if user_mode_only { USER_MODE_ONLY } else { 0 };
     let want = FEATURE_WP | if sigbus { FEATURE_SIGBUS } else { 0 };
     // Kernels before 6.8 refuse the unknown MOVE feature: then go on without it (copy instead).
     open_with(flags, want | FEATURE_MOVE).or_else(|_| open_with(flags, want))
@@ -275,22 +278,20 @@ fn serve() -> ! {
         _feat: 0,
     }; 16];
     loop {
-        let fd = fd();
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
+        // SAFETY: `msgs` has room for 16 messages; the descriptor blocks until one comes.
+        let got = unsafe {
+            libc::read(
+                fd(),
+                msgs.as_mut_ptr().cast(),
+                core::mem::size_of_val(&msgs),
+            )
         };
-        // SAFETY: one valid pollfd. A timeout lets the loop pick up a new descriptor (after fork
-        // the child replaces it) without a dedicated wake-up.
-        let n = unsafe { libc::poll(&mut p, 1, 1000) };
-        if n <= 0 {
-            continue;
-        }
-        // SAFETY: `msgs` has room for 16 messages; the descriptor is non-blocking.
-        let got =
-            unsafe { libc::read(fd, msgs.as_mut_ptr().cast(), core::mem::size_of_val(&msgs)) };
         if got <= 0 {
+            if sys::errno() == libc::EBADF {
+                // The descriptor is gone (it never is while the process uses it): stop serving.
+                // SAFETY: ends only this handler thread.
+                unsafe { libc::pthread_exit(core::ptr::null_mut()) };
+            }
             continue;
         }
         let count = got as usize / core::mem::size_of::<Msg>();
