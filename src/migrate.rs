@@ -309,14 +309,7 @@ fn to_device(
     }
     let result = match backend {
         Backend::Uffd | Backend::UffdFast => {
-            let moved = if fault::has_move() {
-                match uffd::mv(frame, addr, len) {
-                    Ok(()) => len,
-                    Err((done, _)) => done,
-                }
-            } else {
-                0
-            };
+            let moved = move_pages(frame, addr, len);
             let k = moved / PAGE;
             if k == n {
                 Ok(())
@@ -360,6 +353,18 @@ fn fault_map_limit() -> usize {
     match fault::check_map_budget(usize::MAX / 4) {
         Err(Error::MapCountLimit { limit }) => limit,
         _ => 65530,
+    }
+}
+
+/// Moves `[src, src+len)` to `dst` with `UFFDIO_MOVE` as far as the kernel can; returns the
+/// bytes moved (0 on kernels without it). The caller copies the rest. Async-signal-safe.
+fn move_pages(dst: usize, src: usize, len: usize) -> usize {
+    if !fault::has_move() {
+        return 0;
+    }
+    match uffd::mv(dst, src, len) {
+        Ok(()) => len,
+        Err((done, _)) => done,
     }
 }
 
@@ -440,14 +445,7 @@ fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i3
     let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
     match backend {
         Backend::Uffd | Backend::UffdFast => {
-            let moved = if fault::has_move() {
-                match uffd::mv(addr, frame, len) {
-                    Ok(()) => len,
-                    Err((done, _)) => done,
-                }
-            } else {
-                0
-            };
+            let moved = move_pages(addr, frame, len);
             for k in moved / PAGE..n {
                 if pagemap::get(s + k).filled() {
                     let (dst, src) = (addr + k * PAGE, frame + k * PAGE);
@@ -501,11 +499,8 @@ fn device_to_device(
 ) -> Result<(), Error> {
     let (from, to, len) = (device::frame(a, s), device::frame(b, s), n * PAGE);
     let moved = match backend {
-        Backend::Uffd | Backend::UffdFast if fault::has_move() => match uffd::mv(to, from, len) {
-            Ok(()) => len,
-            Err((done, _)) => done,
-        },
-        _ => 0,
+        Backend::Uffd | Backend::UffdFast => move_pages(to, from, len),
+        Backend::Signal => 0,
     };
     for k in moved / PAGE..n {
         if !e[k].filled() {

@@ -115,44 +115,34 @@ pub fn register(addr: usize, len: usize, mode: u64) -> Result<(), i32> {
 /// source are skipped). Wakes no one: see [`wake`]. On failure returns the bytes moved before
 /// it and the errno.
 pub fn mv(dst: usize, src: usize, len: usize) -> Result<(), (usize, i32)> {
-    let mut done = 0;
-    while done < len {
-        let mut m = [
-            (dst + done) as u64,
-            (src + done) as u64,
-            (len - done) as u64,
-            MOVE_ALLOW_SRC_HOLES | DONTWAKE,
-            0,
-        ];
-        let r = ioctl(UFFDIO_MOVE, m.as_mut_ptr());
-        let moved = m[4] as i64;
-        match r {
-            Ok(()) => return Ok(()),
-            Err(libc::EAGAIN) if moved > 0 => done += moved as usize,
-            Err(e) => return Err((done + moved.max(0) as usize, e)),
-        }
-    }
-    Ok(())
+    transfer(UFFDIO_MOVE, MOVE_ALLOW_SRC_HOLES, dst, src, len)
 }
 
 /// Copies `len` bytes from `src` into the missing pages at `dst`, atomically per page. Wakes no
 /// one: see [`wake`]. `EEXIST` means a page was already there.
 pub fn copy(dst: usize, src: usize, len: usize) -> Result<(), i32> {
+    transfer(UFFDIO_COPY, 0, dst, src, len).map_err(|(_, e)| e)
+}
+
+/// One `UFFDIO_MOVE` or `UFFDIO_COPY` (same argument layout: dst, src, len, mode, result),
+/// continued after partial progress (`EAGAIN`), never waking waiters. On failure returns the
+/// bytes done before it and the errno.
+fn transfer(req: u64, mode: u64, dst: usize, src: usize, len: usize) -> Result<(), (usize, i32)> {
     let mut done = 0;
     while done < len {
-        let mut c = [
+        let mut a = [
             (dst + done) as u64,
             (src + done) as u64,
             (len - done) as u64,
-            0,
+            mode | DONTWAKE,
             0,
         ];
-        let r = ioctl(UFFDIO_COPY, c.as_mut_ptr());
-        let copied = c[4] as i64;
+        let r = ioctl(req, a.as_mut_ptr());
+        let n = a[4] as i64;
         match r {
             Ok(()) => return Ok(()),
-            Err(libc::EAGAIN) if copied > 0 => done += copied as usize,
-            Err(e) => return Err(e),
+            Err(libc::EAGAIN) if n > 0 => done += n as usize,
+            Err(e) => return Err((done + n.max(0) as usize, e)),
         }
     }
     Ok(())
