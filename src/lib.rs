@@ -19,6 +19,31 @@
 //! }
 //! ```
 //!
+//! ## Moving memory to a device and back
+//!
+//! ```
+//! use tieralloc::{Tier, TierAlloc};
+//!
+//! #[global_allocator]
+//! static ALLOC: TierAlloc = TierAlloc::new();
+//!
+//! fn main() -> Result<(), tieralloc::Error> {
+//!     let v: Vec<u64> = (0..1 << 18).collect();
+//!     let (p, n) = (v.as_ptr().cast::<u8>(), v.len() * 8);
+//!     tieralloc::migrate(p, n, Tier::Device(0))?; // same addresses, host memory released
+//!     assert_eq!(tieralloc::residency(p, n)?.device_bytes(0), n);
+//!     let sum: u64 = v.iter().sum(); // a CPU touch brings the pages back
+//!     assert_eq!(sum, (0..1u64 << 18).sum());
+//!     assert_eq!(tieralloc::residency(p, n)?.host_bytes(), n);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Devices are emulated memory pools (`TIERALLOC_DEVICES`, default one of 1 GiB; see
+//! [`devices`]). A CPU touch of a device-resident page faults it back through one of three
+//! backends (`TIERALLOC_FAULT=auto|uffd|uffd-fast|signal`; see the README for what each allows,
+//! such as system calls on device-resident buffers).
+//!
 //! ## How memory is laid out
 //! - At the first allocation tieralloc reserves one range of address space (`TIERALLOC_ARENA`,
 //!   default 64 GiB, `MAP_NORESERVE`: only touched pages cost memory). Every byte it hands out
