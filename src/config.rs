@@ -108,26 +108,29 @@ pub fn arena_size() -> usize {
     }
 }
 
+use crate::device::NAME_MAX;
+
 /// One device spec: name bytes, name length, capacity in bytes.
-pub type DeviceSpec = ([u8; 24], usize, usize);
+pub type DeviceSpec = ([u8; NAME_MAX], usize, usize);
 
 fn default_devices(out: &mut [DeviceSpec; crate::device::MAX_DEVICES]) -> usize {
     out[0] = (name_of(b"dev0"), 4, crate::device::DEFAULT_CAPACITY);
     1
 }
 
-fn name_of(s: &[u8]) -> [u8; 24] {
-    let mut n = [0u8; 24];
-    let len = s.len().min(24);
+/// A device name as stored: the first [`NAME_MAX`] bytes of `s`, zero-padded.
+pub fn name_of(s: &[u8]) -> [u8; NAME_MAX] {
+    let mut n = [0u8; NAME_MAX];
+    let len = s.len().min(NAME_MAX);
     n[..len].copy_from_slice(&s[..len]);
     n
 }
 
 /// `devN` for device `i`.
-fn numbered(i: usize) -> ([u8; 24], usize) {
+fn numbered(i: usize) -> ([u8; NAME_MAX], usize) {
     let mut buf = [0u8; 20];
     let digits = sys::fmt_u64(i as u64, &mut buf);
-    let mut n = [0u8; 24];
+    let mut n = [0u8; NAME_MAX];
     n[..3].copy_from_slice(b"dev");
     n[3..3 + digits.len()].copy_from_slice(digits);
     (n, 3 + digits.len())
@@ -167,7 +170,7 @@ pub fn parse_devices(
         let (name, len, size) = match item.iter().position(|&b| b == b'=') {
             Some(eq) => {
                 let name = trim(&item[..eq]);
-                if name.is_empty() || name.len() > 24 {
+                if name.is_empty() || name.len() > NAME_MAX {
                     return None;
                 }
                 (name_of(name), name.len(), &item[eq + 1..])
@@ -256,7 +259,7 @@ mod tests {
     #[test]
     fn device_lists_parse() {
         use super::parse_devices;
-        let mut out = [([0u8; 24], 0, 0); crate::device::MAX_DEVICES];
+        let mut out = [([0u8; crate::device::NAME_MAX], 0, 0); crate::device::MAX_DEVICES];
         assert_eq!(parse_devices(b"2x1GiB", &mut out), Some(2));
         assert_eq!((&out[1].0[..out[1].1], out[1].2), (&b"dev1"[..], 1 << 30));
         assert_eq!(

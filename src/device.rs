@@ -11,7 +11,7 @@
 //! Capacity is enforced by counting pages ([`reserve`] / [`release`]): `used` always equals the
 //! number of pages whose page-map entry names this device (DESIGN §4).
 
-use crate::config;
+use crate::config::{self, DeviceSpec};
 use crate::error::Error;
 use crate::heap::lock::Lock;
 use crate::{arena, sys};
@@ -23,7 +23,7 @@ const NO_BYTE: AtomicU8 = AtomicU8::new(0);
 /// Most devices one process can configure.
 pub const MAX_DEVICES: usize = 16;
 /// Longest device name kept (longer names are cut).
-const NAME_MAX: usize = 24;
+pub const NAME_MAX: usize = 24;
 /// Capacity of the default device (one device, `dev0`).
 pub const DEFAULT_CAPACITY: usize = 1 << 30;
 
@@ -63,7 +63,7 @@ static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// A device configuration given through [`crate::set_devices`] before first use.
 struct Requested {
     /// Names and capacities, `list[..n]`.
-    list: [([u8; NAME_MAX], usize, usize); MAX_DEVICES],
+    list: [DeviceSpec; MAX_DEVICES],
     /// How many were given (0: use `TIERALLOC_DEVICES` or the default).
     n: usize,
 }
@@ -94,10 +94,11 @@ pub fn set_devices(list: &[(&str, usize)]) -> Result<(), Error> {
                 why: "a device needs a capacity of at least one page (4096 bytes)",
             });
         }
-        let mut n = [0u8; NAME_MAX];
-        let len = name.len().min(NAME_MAX);
-        n[..len].copy_from_slice(&name.as_bytes()[..len]);
-        r.list[i] = (n, len, *cap);
+        r.list[i] = (
+            config::name_of(name.as_bytes()),
+            name.len().min(NAME_MAX),
+            *cap,
+        );
     }
     r.n = list.len();
     Ok(())
@@ -119,7 +120,7 @@ pub fn ensure_init() -> Result<(), Error> {
         return Ok(());
     }
     STATE.store(RUNNING, Ordering::Relaxed);
-    let mut specs = [([0u8; NAME_MAX], 0usize, 0usize); MAX_DEVICES];
+    let mut specs: [DeviceSpec; MAX_DEVICES] = [([0; NAME_MAX], 0, 0); MAX_DEVICES];
     let n = if r.n > 0 {
         specs[..r.n].copy_from_slice(&r.list[..r.n]);
         r.n

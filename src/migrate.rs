@@ -336,7 +336,7 @@ fn to_device(
             device::release(d, n - k);
             Err(if errno == libc::ENOMEM && backend == Backend::Signal {
                 Error::MapCountLimit {
-                    limit: fault_map_limit(),
+                    limit: fault::map_limit(),
                 }
             } else {
                 Error::Sys {
@@ -345,14 +345,6 @@ fn to_device(
                 }
             })
         }
-    }
-}
-
-fn fault_map_limit() -> usize {
-    // The limit the signal backend read at start; shown in the error message.
-    match fault::check_map_budget(usize::MAX / 4) {
-        Err(Error::MapCountLimit { limit }) => limit,
-        _ => 65530,
     }
 }
 

@@ -266,11 +266,16 @@ fn count_maps() -> usize {
     lines
 }
 
+/// `vm.max_map_count` as the signal backend read it at start.
+pub fn map_limit() -> usize {
+    MAP_LIMIT.load(Ordering::Relaxed)
+}
+
 /// Signal backend: refuses a migration that would create up to `new_runs` protected runs when
 /// that could bring the process near `vm.max_map_count`. Half of the room is kept for the
 /// splits that faults make later (a fault in the middle of a run splits it).
 pub fn check_map_budget(new_runs: usize) -> Result<(), Error> {
-    let limit = MAP_LIMIT.load(Ordering::Relaxed);
+    let limit = map_limit();
     let room = limit.saturating_sub(MAP_BASELINE.load(Ordering::Relaxed) + 1000) / 2;
     let runs = PROTECTED_RUNS.load(Ordering::Relaxed) + new_runs;
     if 2 * runs > room {
