@@ -242,6 +242,37 @@ pub fn fault_mode() -> FaultMode {
     }
 }
 
+/// Which built-in policy `TIERALLOC_POLICY` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyChoice {
+    /// Eviction, thrash guard, auto-migration, density fault-around.
+    Adaptive,
+    /// On-demand migration with eviction.
+    Evict,
+    /// No eviction: a full device fails the migration.
+    Strict,
+}
+
+/// `TIERALLOC_POLICY`: `adaptive` (default), `evict` or `strict`.
+pub fn policy() -> PolicyChoice {
+    let Some(v) = getenv(c"TIERALLOC_POLICY") else {
+        return PolicyChoice::Adaptive;
+    };
+    match trim(v) {
+        b"adaptive" | b"" => PolicyChoice::Adaptive,
+        b"evict" => PolicyChoice::Evict,
+        b"strict" => PolicyChoice::Strict,
+        _ => {
+            warn_bad(
+                "TIERALLOC_POLICY",
+                v,
+                "expected adaptive, evict or strict; using adaptive",
+            );
+            PolicyChoice::Adaptive
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;

@@ -148,6 +148,7 @@ pub fn ensure_init() -> Result<(), Error> {
         p.window.store(w as usize, Ordering::Release);
     }
     COUNT.store(n, Ordering::Release);
+    crate::link::from_env(n);
     STATE.store(READY, Ordering::Release);
     Ok(())
 }
@@ -197,6 +198,11 @@ pub fn reserve(d: u16, pages: usize) -> bool {
 #[inline]
 pub fn release(d: u16, pages: usize) {
     pools()[d as usize].used.fetch_sub(pages, Ordering::AcqRel);
+}
+
+/// Capacity of device `d` in pages.
+pub fn capacity_pages(d: u16) -> usize {
+    pools()[d as usize].capacity.load(Ordering::Relaxed)
 }
 
 /// Free pages of device `d`.

@@ -71,6 +71,12 @@ pub enum Error {
     },
     /// Devices can only be configured before the first device is used.
     DevicesAlreadyInUse,
+    /// A device kernel panicked (its panic message went to stderr); its pages are unpinned
+    /// and intact up to what it wrote.
+    KernelPanicked {
+        /// The device it ran on.
+        device: u16,
+    },
     /// The fault backend asked for with `TIERALLOC_FAULT` cannot be used by this process.
     BackendUnavailable {
         /// The backend asked for.
@@ -135,6 +141,10 @@ impl fmt::Display for Error {
                 f,
                 "devices are already in use; set_devices must be called before the first \
                  device operation"
+            ),
+            Error::KernelPanicked { device } => write!(
+                f,
+                "a kernel on device {device} panicked (see the panic message above)"
             ),
             Error::BackendUnavailable { backend, why } => write!(
                 f,

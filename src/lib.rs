@@ -56,21 +56,36 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod advice;
 mod arena;
+mod blocks;
 mod config;
 mod device;
+mod duplicate;
 mod error;
+mod evict;
 mod fault;
 mod heap;
+mod kernel;
+mod link;
 mod migrate;
 mod pagemap;
+pub mod policy;
+mod prefetch;
 mod residency;
 mod stats;
 mod sys;
+mod tier;
+mod worker;
 
+pub use advice::{advise, Advice};
 pub use device::DeviceInfo;
 pub use error::Error;
+pub use kernel::{device, Device, KernelArgs, KernelReport, Launch, Stream};
+pub use link::{link, set_link, Link};
 pub use migrate::{Migrated, Tier};
+pub use policy::{name as policy_name, set_policy};
+pub use prefetch::{prefetch, Pending};
 pub use residency::{PageState, Residency};
 pub use stats::{stats, Bytes, Stats};
 

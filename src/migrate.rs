@@ -25,10 +25,11 @@
 //! heap lock.
 
 use crate::error::Error;
+pub use crate::tier::Tier;
 use crate::fault::{self, uffd, Backend};
 use crate::pagemap::{self, Entry, Use};
 use crate::stats::COUNTERS;
-use crate::{arena, device, heap, sys};
+use crate::{arena, blocks, device, duplicate, evict, heap, link, policy, sys};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -41,24 +42,6 @@ pub const BATCH: usize = 512;
 pub const FAULT_AROUND_MIN: usize = 16;
 /// ... doubling while faults follow each other sequentially, up to this many (2 MiB).
 pub const FAULT_AROUND_MAX: usize = 512;
-
-/// Where pages live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Tier {
-    /// Host memory (the CPU's).
-    Host,
-    /// The pool of emulated device `n` (see [`crate::devices`]).
-    Device(u16),
-}
-
-impl Tier {
-    fn device(self) -> Option<u16> {
-        match self {
-            Tier::Host => None,
-            Tier::Device(d) => Some(d),
-        }
-    }
-}
 
 /// What a [`crate::migrate`] call did. Counts are in pages of 4 KiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +65,7 @@ static ANY_DEVICE: AtomicBool = AtomicBool::new(false);
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static FORKING: AtomicBool = AtomicBool::new(false);
 
-fn gate_enter() {
+pub(crate) fn gate_enter() {
     let mut spins = 0;
     loop {
         while FORKING.load(Ordering::SeqCst) {
@@ -96,7 +79,7 @@ fn gate_enter() {
     }
 }
 
-fn gate_exit() {
+pub(crate) fn gate_exit() {
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
 }
 
@@ -137,6 +120,17 @@ pub(crate) fn pages_of(ptr: *const u8, len: usize) -> Result<(usize, usize), Err
 
 /// Moves the pages of `[ptr, ptr+len)` to tier `to`. See [`crate::migrate`].
 pub fn migrate(ptr: *const u8, len: usize, to: Tier) -> Result<Migrated, Error> {
+    migrate_keeping(ptr, len, to, &[])
+}
+
+/// [`migrate`], where eviction (if the target device is full) spares the pages of `keep` as
+/// well as the range itself: a kernel's other arguments.
+pub(crate) fn migrate_keeping(
+    ptr: *const u8,
+    len: usize,
+    to: Tier,
+    keep: &[Range<usize>],
+) -> Result<Migrated, Error> {
     let (first, n) = pages_of(ptr, len)?;
     device::ensure_init()?;
     if let Some(d) = to.device() {
@@ -151,15 +145,16 @@ pub fn migrate(ptr: *const u8, len: usize, to: Tier) -> Result<Migrated, Error> 
     let mut reserved = 0;
     if let Some(d) = to.device() {
         let need = (first..first + n)
-            .filter(|&p| pagemap::get(p).device() != Some(d))
+            .filter(|&p| pagemap::get(p).device() != Some(d) && pagemap::get(p).dup() != Some(d))
             .count();
-        if !device::reserve(d, need) {
-            return Err(Error::DeviceFull {
-                device: d,
-                needed: need * PAGE,
-                free: device::free_pages(d) * PAGE,
-            });
-        }
+        let mut spare = [first..first + n, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0];
+        let spare: &[Range<usize>] = if keep.len() < spare.len() {
+            spare[1..=keep.len()].clone_from_slice(keep);
+            &spare[..=keep.len()]
+        } else {
+            keep
+        };
+        reserve_or_evict(d, need, spare)?;
         reserved = need;
         ANY_DEVICE.store(true, Ordering::Release);
     }
@@ -192,6 +187,25 @@ pub fn migrate(ptr: *const u8, len: usize, to: Tier) -> Result<Migrated, Error> 
         device::release(d, reserved);
     }
     result.map(|()| out)
+}
+
+/// Takes `need` pages of device `d`'s capacity, evicting cold blocks (other than `keep`) to
+/// the host if the policy allows; `Error::DeviceFull` (nothing taken) otherwise.
+pub(crate) fn reserve_or_evict(d: u16, need: usize, keep: &[Range<usize>]) -> Result<(), Error> {
+    let full = || Error::DeviceFull {
+        device: d,
+        needed: need * PAGE,
+        free: device::free_pages(d) * PAGE,
+    };
+    while !device::reserve(d, need) {
+        if need > device::capacity_pages(d) || !policy::current().evict_when_full(d) {
+            return Err(full());
+        }
+        if evict::make_room(d, need, keep) == 0 {
+            return Err(full());
+        }
+    }
+    Ok(())
 }
 
 /// Maximal runs of host pages in `[first, first+n)` (each may become one protected run).
@@ -231,17 +245,35 @@ fn migrate_batch(
         });
     }
     let target = to.device();
+    // Read-only duplicates stay when the target is their device and the page still has
+    // `ReadMostly` advice; otherwise they go (the host copy holds the data).
+    for (i, e) in entries.iter_mut().enumerate().take(m) {
+        if let Some(dd) = e.dup() {
+            if !(target == Some(dd) && e.read_mostly()) {
+                duplicate::drop_locked(backend, p + i, 1, dd);
+                *e = e.on_host();
+            }
+        }
+    }
+    // Host pages with `ReadMostly` advice get a duplicate on the target device instead of
+    // moving there.
+    let duplicates = |e: Entry| e.device().is_none() && target.is_some() && e.read_mostly();
     let mut i = 0;
     while i < m {
         let src = entries[i].device();
-        if src == target {
+        if src == target || (target.is_some() && entries[i].dup() == target) {
             out.already_there += 1;
             pagemap::unlock(p + i, entries[i]);
             i += 1;
             continue;
         }
+        let dup = duplicates(entries[i]);
         let mut j = i + 1;
-        while j < m && entries[j].device() == src {
+        while j < m
+            && entries[j].device() == src
+            && duplicates(entries[j]) == dup
+            && !(target.is_some() && entries[j].dup() == target)
+        {
             j += 1;
         }
         let (s, len) = (p + i, j - i);
@@ -259,6 +291,7 @@ fn migrate_batch(
             }
         }
         let done = match (src, target) {
+            (None, Some(d)) if dup => duplicate::create(backend, d, s, len, &entries[i..j], out),
             (None, Some(d)) => to_device(backend, d, s, len, &entries[i..j], out),
             (Some(a), None) => to_host(backend, a, s, len, &entries[i..j], out),
             (Some(a), Some(b)) => device_to_device(backend, a, b, s, len, &entries[i..j], out),
@@ -268,6 +301,9 @@ fn migrate_batch(
         if let Err(e) = done {
             unlock_rest(j, &entries);
             return Err(e);
+        }
+        if let Some(d) = src.or(target) {
+            link::transfer(d, len * PAGE);
         }
         i = j;
     }
@@ -540,7 +576,7 @@ fn device_to_device(
 
 /// Signal backend: keeps [`fault::PROTECTED_RUNS`] (maximal runs of protected pages, each a
 /// kernel mapping of its own) up to date when `[s, s+n)` becomes protected or accessible.
-fn runs_changed(s: usize, n: usize, protected: bool) {
+pub(crate) fn runs_changed(s: usize, n: usize, protected: bool) {
     let left = s > 0 && pagemap::get(s - 1).device().is_some();
     let right = s + n < arena::pages() && pagemap::get(s + n).device().is_some();
     let neighbours = usize::from(left) + usize::from(right);
@@ -571,8 +607,12 @@ pub enum Fault {
     /// those pages were woken.
     BroughtBack,
     /// The page is on the host (another fault or a migration brought it back meanwhile, or it
-    /// was never touched): retrying the access is enough.
+    /// was never touched, or its read-only duplicate was dropped): retrying the access is
+    /// enough.
     Retry,
+    /// A running device kernel uses the page: the access must wait until the kernel is done
+    /// (the kernel's end wakes transparent-mode waiters).
+    Pinned,
 }
 
 /// Resolves a CPU fault on managed page `page`: brings it (and its fault-around neighbours)
@@ -583,9 +623,30 @@ pub fn cpu_fault(page: usize) -> Fault {
         return Fault::NotOurs;
     };
     gate_enter();
+    let mut spins = 0;
     let done = loop {
-        let e = pagemap::wait_unlocked(page);
+        let e = pagemap::get(page);
+        if e.pinned() {
+            break Fault::Pinned;
+        }
+        if e.locked() {
+            pagemap::backoff(&mut spins);
+            continue;
+        }
         let Some(d) = e.device() else {
+            if let Some(d) = e.dup() {
+                // A write to a read-only host copy: the device's duplicate goes.
+                if let Some(locked) = pagemap::try_lock(page) {
+                    if locked.dup() == Some(d) {
+                        duplicate::drop_locked(backend, page, 1, d);
+                        pagemap::unlock(page, locked.on_host());
+                        COUNTERS.dup_invalidations.fetch_add(1, Ordering::Relaxed);
+                        break Fault::Retry;
+                    }
+                    pagemap::unlock(page, locked);
+                }
+                continue;
+            }
             fault::fix_host(page);
             break Fault::Retry;
         };
@@ -621,18 +682,23 @@ fn try_lock_on(p: usize, d: u16) -> bool {
 
 /// Fault-back of `page` (locked, on device `d`) with fault-around.
 fn bring_back(backend: Backend, page: usize, d: u16) {
+    let min = policy::AROUND_MIN.load(Ordering::Relaxed);
     let around = if NEXT_FAULT.load(Ordering::Relaxed) == page {
-        (AROUND.load(Ordering::Relaxed) * 2).min(FAULT_AROUND_MAX)
+        (AROUND.load(Ordering::Relaxed) * 2).min(policy::AROUND_MAX.load(Ordering::Relaxed))
     } else {
-        FAULT_AROUND_MIN
+        min
     };
     AROUND.store(around, Ordering::Relaxed);
-    let floor = page - page % FAULT_AROUND_MIN;
+    let (mut floor, mut limit) = (page - page % min, (page + around).min(arena::pages()));
+    if policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page) {
+        // Half of this 2 MiB region has faulted recently: bring the rest back at once.
+        floor = floor.min(page - page % FAULT_AROUND_MAX);
+        limit = limit.max((page - page % FAULT_AROUND_MAX + FAULT_AROUND_MAX).min(arena::pages()));
+    }
     let mut lo = page;
     while lo > floor && try_lock_on(lo - 1, d) {
         lo -= 1;
     }
-    let limit = (page + around).min(arena::pages());
     let mut hi = page + 1;
     while hi < limit && try_lock_on(hi, d) {
         hi += 1;
@@ -641,6 +707,8 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
         sys::fatal("could not bring device-resident pages back to host memory");
     }
     device::release(d, hi - lo);
+    blocks::cpu_fault(lo, hi - lo);
+    link::transfer(d, (hi - lo) * PAGE);
     // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
     NEXT_FAULT.store(hi, Ordering::Relaxed);
     COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
@@ -654,6 +722,17 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
         pagemap::unlock(p, pagemap::get(p).on_host());
     }
     fault::wake_pages(lo, hi - lo);
+}
+
+/// True if at least half of the blocks of page's 2 MiB region faulted in the thrash window.
+fn dense_region(page: usize) -> bool {
+    let start = page - page % FAULT_AROUND_MAX;
+    let end = (start + FAULT_AROUND_MAX).min(arena::pages());
+    let total = (end - start).div_ceil(blocks::BLOCK_PAGES);
+    let hot = blocks::blocks_of(start, end - start)
+        .filter(|b| blocks::recent_bounces(b) > 0)
+        .count();
+    2 * hot >= total && total > 1
 }
 
 /// Called by the heap before pages `[page, page+n)` return to the free runs: device-resident
@@ -671,13 +750,17 @@ pub(crate) fn release_freed(page: usize, n: usize) {
     let end = page + n;
     let mut p = page;
     while p < end {
-        if pagemap::get(p).device().is_none() && !pagemap::get(p).locked() {
+        let seen = pagemap::get(p);
+        if seen.device().is_none() && seen.dup().is_none() && !seen.locked() {
             p += 1;
             continue;
         }
         let e = pagemap::lock(p);
         let Some(d) = e.device() else {
-            pagemap::unlock(p, e);
+            if let Some(d) = e.dup() {
+                duplicate::drop_locked(backend, p, 1, d);
+            }
+            pagemap::unlock(p, e.on_host());
             p += 1;
             continue;
         };

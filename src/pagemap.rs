@@ -10,12 +10,23 @@
 //! - `3`      [`LOCKED`]: a migration or fault-back owns the page; everyone else waits.
 //! - `4`      [`FILLED`]: (device pages) the device frame holds data; clear means the page was
 //!   never touched and reads as zero wherever it lands.
-//! - `8..24`  device id (valid when `DEVICE` is set).
+//! - `5`      [`PINNED`]: (with `LOCKED`) a running device kernel uses the page; waiters may
+//!   wait long, so they sleep instead of spinning and transparent-mode faults are parked.
+//! - `6`      `READ_MOSTLY` advice: migrating to a device makes a read-only duplicate.
+//! - `7`      [`DUP`]: (host pages) a read-only duplicate lives on the device in the id field;
+//!   the host page is write-protected, and the first write drops the duplicate.
+//! - `8..24`  device id (when `DEVICE` or `DUP` is set).
+//! - `24..41` `AccessedBy` advice: one bit per device (0..16), bit 40 for the host.
+//! - `44..60` `PreferredLocation` advice: 0 none, 1 host, 2 + d device d.
+//!
+//! The advice bits and the use stick to the page across residency changes; the heap resets the
+//! whole entry when it hands a page out or takes it back.
 //!
 //! Invariant: only the holder of `LOCKED` changes the residency bits of an entry, and it clears
-//! `LOCKED` in the same store that publishes the new residency ([`unlock`]).
+//! `LOCKED` (and `PINNED`) in the same store that publishes the new residency ([`unlock`]).
 
 use crate::sys;
+use crate::tier::Tier;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What the allocator uses a page for.
@@ -37,8 +48,23 @@ const DEVICE: u64 = 1 << 2;
 const LOCKED: u64 = 1 << 3;
 /// The device frame holds data (else it reads as zero).
 const FILLED: u64 = 1 << 4;
+/// A running device kernel holds the page (always together with `LOCKED`).
+const PINNED: u64 = 1 << 5;
+/// `ReadMostly` advice.
+const READ_MOSTLY: u64 = 1 << 6;
+/// A read-only duplicate of this host page lives on the device in the id field.
+const DUP: u64 = 1 << 7;
 const DEV_SHIFT: u32 = 8;
 const DEV_MASK: u64 = 0xffff << DEV_SHIFT;
+const ACCESSED_SHIFT: u32 = 24;
+/// Bit of the host in the `AccessedBy` mask (after the 16 devices).
+const ACCESSED_HOST: u32 = 16;
+const ACCESSED_MASK: u64 = 0x1_ffff << ACCESSED_SHIFT;
+const PREF_SHIFT: u32 = 44;
+const PREF_MASK: u64 = 0xffff << PREF_SHIFT;
+/// What stays with a page when it changes residency.
+const STICKY: u64 = USE_MASK | READ_MOSTLY | ACCESSED_MASK | PREF_MASK;
+const ADVICE: u64 = READ_MOSTLY | ACCESSED_MASK | PREF_MASK;
 
 /// One decoded page map entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,27 +103,99 @@ impl Entry {
         self.0 & FILLED != 0
     }
 
-    /// This entry moved to host memory (same use, unlocked).
+    /// True while a running device kernel uses the page.
+    #[inline]
+    pub fn pinned(self) -> bool {
+        self.0 & PINNED != 0
+    }
+
+    /// For a host page with a read-only duplicate: the device holding it.
+    #[inline]
+    pub fn dup(self) -> Option<u16> {
+        (self.0 & (DUP | DEVICE) == DUP).then_some(((self.0 & DEV_MASK) >> DEV_SHIFT) as u16)
+    }
+
+    /// True if the page has `ReadMostly` advice.
+    #[inline]
+    pub fn read_mostly(self) -> bool {
+        self.0 & READ_MOSTLY != 0
+    }
+
+    /// True if the page has `AccessedBy` advice for `tier`.
+    #[inline]
+    pub fn accessed_by(self, tier: Tier) -> bool {
+        self.0 & (1 << (ACCESSED_SHIFT + accessor_bit(tier))) != 0
+    }
+
+    /// The page's `PreferredLocation` advice.
+    #[inline]
+    pub fn preferred(self) -> Option<Tier> {
+        match (self.0 & PREF_MASK) >> PREF_SHIFT {
+            0 => None,
+            1 => Some(Tier::Host),
+            v => Some(Tier::Device(v as u16 - 2)),
+        }
+    }
+
+    /// This entry with `ReadMostly` advice set or cleared.
+    pub fn with_read_mostly(self, on: bool) -> Entry {
+        Entry(if on { self.0 | READ_MOSTLY } else { self.0 & !READ_MOSTLY })
+    }
+
+    /// This entry with `AccessedBy(tier)` advice added.
+    pub fn with_accessed_by(self, tier: Tier) -> Entry {
+        Entry(self.0 | 1 << (ACCESSED_SHIFT + accessor_bit(tier)))
+    }
+
+    /// This entry with `PreferredLocation(tier)` advice.
+    pub fn with_preferred(self, tier: Tier) -> Entry {
+        let v = match tier {
+            Tier::Host => 1,
+            Tier::Device(d) => d as u64 + 2,
+        };
+        Entry((self.0 & !PREF_MASK) | v << PREF_SHIFT)
+    }
+
+    /// This entry without any advice.
+    pub fn without_advice(self) -> Entry {
+        Entry(self.0 & !ADVICE)
+    }
+
+    /// This entry moved to host memory (same use and advice, unlocked, no duplicate).
     #[inline]
     pub fn on_host(self) -> Entry {
-        Entry(self.0 & USE_MASK)
+        Entry(self.0 & STICKY)
+    }
+
+    /// This host entry with a read-only duplicate on device `d` (unlocked).
+    #[inline]
+    pub fn with_dup(self, d: u16) -> Entry {
+        Entry((self.0 & STICKY) | DUP | ((d as u64) << DEV_SHIFT))
     }
 
     /// This entry moved to device `d`, with or without data in its frame (same use, unlocked).
     #[inline]
     pub fn on_device(self, d: u16, filled: bool) -> Entry {
         Entry(
-            (self.0 & USE_MASK)
+            (self.0 & STICKY)
                 | DEVICE
                 | ((d as u64) << DEV_SHIFT)
                 | if filled { FILLED } else { 0 },
         )
     }
 
-    /// This entry without the lock bit.
+    /// This entry without the lock and pin bits.
     #[inline]
     pub fn unlocked(self) -> Entry {
-        Entry(self.0 & !LOCKED)
+        Entry(self.0 & !(LOCKED | PINNED))
+    }
+}
+
+/// The `AccessedBy` bit of `tier`.
+fn accessor_bit(tier: Tier) -> u32 {
+    match tier {
+        Tier::Host => ACCESSED_HOST,
+        Tier::Device(d) => d as u32 % ACCESSED_HOST,
     }
 }
 
@@ -160,20 +258,19 @@ pub fn lock(page: usize) -> Entry {
         if let Some(e) = try_lock(page) {
             return e;
         }
-        backoff(&mut spins);
+        if get(page).pinned() {
+            // A device kernel holds it: that can take a while.
+            sys::sleep_us(50);
+        } else {
+            backoff(&mut spins);
+        }
     }
 }
 
-/// Waits until page `page` is unlocked and returns its entry then. Async-signal-safe.
-pub fn wait_unlocked(page: usize) -> Entry {
-    let mut spins = 0u32;
-    loop {
-        let e = get(page);
-        if !e.locked() {
-            return e;
-        }
-        backoff(&mut spins);
-    }
+/// Marks page `page` (locked by this thread, entry `e`) as used by a running device kernel.
+#[inline]
+pub fn pin(page: usize, e: Entry) {
+    slot(page).store(e.0 | LOCKED | PINNED, Ordering::Release);
 }
 
 /// Publishes `e` (unlocked) for a page this thread locked.
@@ -220,5 +317,28 @@ mod tests {
             (Some(0), false, Use::Span)
         );
         assert!(!Entry(z.0 | LOCKED).unlocked().locked());
+    }
+
+    #[test]
+    fn advice_sticks_across_moves_and_duplicates_are_host_only() {
+        let e = Entry::host(Use::Large)
+            .with_read_mostly(true)
+            .with_accessed_by(Tier::Device(3))
+            .with_accessed_by(Tier::Host)
+            .with_preferred(Tier::Device(15));
+        let moved = e.on_device(2, true).on_host();
+        assert!(moved.read_mostly());
+        assert!(moved.accessed_by(Tier::Device(3)) && moved.accessed_by(Tier::Host));
+        assert!(!moved.accessed_by(Tier::Device(2)));
+        assert_eq!(moved.preferred(), Some(Tier::Device(15)));
+        assert_eq!(moved.with_preferred(Tier::Host).preferred(), Some(Tier::Host));
+        let dup = moved.with_dup(7);
+        assert_eq!((dup.dup(), dup.device()), (Some(7), None));
+        assert_eq!(dup.on_host().dup(), None);
+        assert_eq!(dup.on_device(7, true).dup(), None);
+        let bare = dup.without_advice();
+        assert!(!bare.read_mostly() && bare.preferred().is_none());
+        assert!(bare.dup() == Some(7) && bare.use_() == Use::Large);
+        assert!(!Entry(e.0 | LOCKED | PINNED).unlocked().pinned());
     }
 }

@@ -23,6 +23,30 @@ pub(crate) struct Counters {
     pub migrations: AtomicU64,
     /// Device-resident pages released by frees (without coming back to the host).
     pub freed_device_pages: AtomicU64,
+    /// Device faults: 64 KiB blocks a kernel needed on its device that lived elsewhere.
+    pub device_faults: AtomicU64,
+    /// Pages those device faults migrated to the kernel's device.
+    pub device_fault_pages: AtomicU64,
+    /// Pages kernels accessed remotely (left where they were).
+    pub remote_pages: AtomicU64,
+    /// Kernel launches run.
+    pub kernels: AtomicU64,
+    /// Prefetches completed.
+    pub prefetches: AtomicU64,
+    /// Read-only duplicates made on devices (`ReadMostly`), in pages.
+    pub dup_pages: AtomicU64,
+    /// Duplicates dropped by a CPU write.
+    pub dup_invalidations: AtomicU64,
+    /// Blocks evicted from full devices.
+    pub evictions: AtomicU64,
+    /// Pages those evictions moved to the host.
+    pub evicted_pages: AtomicU64,
+    /// Thrash guards started (a block kept on the host for a while).
+    pub thrash_guards: AtomicU64,
+    /// Runs moved back to their preferred device after a CPU fault.
+    pub returns: AtomicU64,
+    /// Time the transfers would take over the devices' links (ns).
+    pub simulated_transfer_ns: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -33,6 +57,18 @@ pub(crate) static COUNTERS: Counters = Counters {
     pages_device_to_device: AtomicU64::new(0),
     migrations: AtomicU64::new(0),
     freed_device_pages: AtomicU64::new(0),
+    device_faults: AtomicU64::new(0),
+    device_fault_pages: AtomicU64::new(0),
+    remote_pages: AtomicU64::new(0),
+    kernels: AtomicU64::new(0),
+    prefetches: AtomicU64::new(0),
+    dup_pages: AtomicU64::new(0),
+    dup_invalidations: AtomicU64::new(0),
+    evictions: AtomicU64::new(0),
+    evicted_pages: AtomicU64::new(0),
+    thrash_guards: AtomicU64::new(0),
+    returns: AtomicU64::new(0),
+    simulated_transfer_ns: AtomicU64::new(0),
 };
 
 /// A snapshot of the allocator's state. Byte counts; "resident" figures are measured with
@@ -87,6 +123,30 @@ pub struct Stats {
     pub migrations: u64,
     /// Bytes of device-resident memory freed without coming back to the host.
     pub device_bytes_freed: u64,
+    /// Device faults: 64 KiB blocks a kernel needed on its device that lived elsewhere.
+    pub device_faults: u64,
+    /// Bytes those device faults migrated.
+    pub device_fault_bytes: u64,
+    /// Bytes kernels accessed remotely, without migrating them.
+    pub remote_bytes: u64,
+    /// Kernel launches run.
+    pub kernels: u64,
+    /// Prefetches completed.
+    pub prefetches: u64,
+    /// Bytes of read-only duplicates made on devices (`ReadMostly`).
+    pub duplicated_bytes: u64,
+    /// Duplicates dropped by a CPU write.
+    pub duplicate_invalidations: u64,
+    /// Blocks evicted from full devices.
+    pub evictions: u64,
+    /// Bytes evictions moved to the host.
+    pub evicted_bytes: u64,
+    /// Thrash guards started.
+    pub thrash_guards: u64,
+    /// Time all transfers would take over the devices' links (see `set_link`), in ns.
+    pub simulated_transfer_ns: u64,
+    /// The placement policy in use.
+    pub policy: String,
     /// The devices, with capacity and bytes used.
     pub devices: Vec<DeviceInfo>,
 }
@@ -125,6 +185,18 @@ pub fn stats() -> Stats {
         bytes_device_to_device: pages_to_bytes(&COUNTERS.pages_device_to_device),
         migrations: COUNTERS.migrations.load(Ordering::Relaxed),
         device_bytes_freed: pages_to_bytes(&COUNTERS.freed_device_pages),
+        device_faults: COUNTERS.device_faults.load(Ordering::Relaxed),
+        device_fault_bytes: pages_to_bytes(&COUNTERS.device_fault_pages),
+        remote_bytes: pages_to_bytes(&COUNTERS.remote_pages),
+        kernels: COUNTERS.kernels.load(Ordering::Relaxed),
+        prefetches: COUNTERS.prefetches.load(Ordering::Relaxed),
+        duplicated_bytes: pages_to_bytes(&COUNTERS.dup_pages),
+        duplicate_invalidations: COUNTERS.dup_invalidations.load(Ordering::Relaxed),
+        evictions: COUNTERS.evictions.load(Ordering::Relaxed),
+        evicted_bytes: pages_to_bytes(&COUNTERS.evicted_pages),
+        thrash_guards: COUNTERS.thrash_guards.load(Ordering::Relaxed),
+        simulated_transfer_ns: COUNTERS.simulated_transfer_ns.load(Ordering::Relaxed),
+        policy: crate::policy::name(),
         devices: device::infos(),
     }
 }
@@ -195,6 +267,34 @@ impl fmt::Display for Stats {
             "  cpu faults      {} ({} brought back)",
             self.cpu_faults,
             Bytes(self.fault_pages * sys::PAGE_SIZE as u64)
+        )?;
+        writeln!(
+            f,
+            "  kernels         {} launches; {} device faults ({} migrated), {} remote",
+            self.kernels,
+            self.device_faults,
+            Bytes(self.device_fault_bytes),
+            Bytes(self.remote_bytes)
+        )?;
+        writeln!(
+            f,
+            "  read-mostly     {} duplicated, {} invalidated by CPU writes",
+            Bytes(self.duplicated_bytes),
+            self.duplicate_invalidations
+        )?;
+        writeln!(
+            f,
+            "  policy          {}: {} evictions ({}), {} thrash guards, {} prefetches",
+            self.policy,
+            self.evictions,
+            Bytes(self.evicted_bytes),
+            self.thrash_guards,
+            self.prefetches
+        )?;
+        writeln!(
+            f,
+            "  link time       {:.3} ms simulated",
+            self.simulated_transfer_ns as f64 / 1e6
         )?;
         write!(f, "  device freed    {}", Bytes(self.device_bytes_freed))?;
         for d in &self.devices {

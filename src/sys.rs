@@ -89,6 +89,16 @@ pub fn resident_bytes(addr: usize, len: usize) -> usize {
     pages * PAGE_SIZE
 }
 
+/// Sleeps for `us` microseconds. Async-signal-safe.
+pub fn sleep_us(us: u64) {
+    let ts = libc::timespec {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_nsec: (us % 1_000_000 * 1000) as libc::c_long,
+    };
+    // SAFETY: nanosleep only reads the timespec we pass; it is async-signal-safe.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
 /// Writes `parts` to stderr with one `write(2)` per part. Async-signal-safe.
 pub fn write_stderr(parts: &[&[u8]]) {
     for part in parts {

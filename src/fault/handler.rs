@@ -69,8 +69,16 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
             // Our protections give SEGV_ACCERR; a user-space kill(2) has si_code <= 0.
             _ => code == SEGV_ACCERR,
         };
-    if ours && migrate::cpu_fault(arena::page_of(addr)) != migrate::Fault::NotOurs {
-        return;
+    if ours {
+        match migrate::cpu_fault(arena::page_of(addr)) {
+            migrate::Fault::NotOurs => {}
+            migrate::Fault::Pinned if crate::kernel::in_kernel() => sys::fatal(
+                "a device kernel touched one of its own arguments through its CPU address; \
+                 kernels must use the views they are given",
+            ),
+            migrate::Fault::Pinned => return sys::sleep_us(50),
+            _ => return,
+        }
     }
     chain(sig, info, ctx);
 }

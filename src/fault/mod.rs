@@ -420,11 +420,18 @@ pub fn wake_pages(page: usize, n: usize) {
 }
 
 /// Transparent mode: resolves one queued fault at `addr` and makes sure the threads waiting on
-/// its page are woken (a fault-back wakes its whole range itself).
+/// its page are woken (a fault-back wakes its whole range itself; a running kernel's end
+/// wakes the pages it pinned).
 pub(crate) fn resolve_queued(addr: usize) {
-    let brought_back = arena::contains(addr)
-        && crate::migrate::cpu_fault(arena::page_of(addr)) == crate::migrate::Fault::BroughtBack;
-    if !brought_back {
+    use crate::migrate::Fault;
+    // A pinned page's waiters are woken by the kernel's end (`wake_pages`), so a handler thread
+    // never waits for a kernel.
+    let woken = arena::contains(addr)
+        && matches!(
+            crate::migrate::cpu_fault(arena::page_of(addr)),
+            Fault::BroughtBack | Fault::Pinned
+        );
+    if !woken {
         uffd::wake(addr & !(sys::PAGE_SIZE - 1), sys::PAGE_SIZE);
     }
 }

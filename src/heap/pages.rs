@@ -15,6 +15,10 @@
 //! The tags live in a side table outside the managed range, so no metadata is ever written into
 //! pages that may migrate.
 
+/// Mirror of the high-water page (`top`) readable without the lock: pages at or above it
+/// were never handed out (eviction scans stop there).
+pub static TOP: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 use super::lock::Lock;
 use crate::pagemap::{self, Entry, Use};
 use crate::{arena, sys};
@@ -216,6 +220,7 @@ impl PageHeap {
             .find_free(n, align)
             .or_else(|| self.carve_top(n, align))?;
         pagemap::set_range(start, n, Entry::host(use_));
+        crate::blocks::reset(start, n);
         crate::fault::pages_handed_out(start, n);
         match use_ {
             Use::Large => {
@@ -271,9 +276,11 @@ impl PageHeap {
         if s > self.top {
             let gap = (self.top, s - self.top);
             self.top = s + n;
+            TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
             self.release_run(gap.0, gap.1, false);
         } else {
             self.top = s + n;
+            TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
         }
         Some((s, true))
     }
@@ -356,11 +363,13 @@ impl PageHeap {
             } else if next + run == self.top && self.top + (extra - run) <= self.end {
                 self.remove(next);
                 self.top += extra - run;
+                TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
             } else {
                 return false;
             }
         } else if next == self.top && self.top + extra <= self.end {
             self.top += extra;
+            TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
         } else {
             return false;
         }

@@ -1,0 +1,130 @@
+//! Hints: `advise(ptr, len, Advice)` records, per page, how the program will use memory, and
+//! the placement paths follow it (see [`Advice`]).
+
+use crate::error::Error;
+use crate::fault;
+use crate::migrate;
+use crate::pagemap::{self, Use};
+use crate::stats::COUNTERS;
+use crate::tier::Tier;
+use crate::{arena, device, duplicate};
+use core::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A usage hint for a range of pages (whole pages: the hint covers every page the range
+/// touches). Hints stay with the pages until [`Advice::Reset`] or until the memory is freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advice {
+    /// Where the data should live. For `Device(d)`: kernels on other devices read it remotely
+    /// instead of taking it away, and after a CPU fault brought pages back, a background
+    /// worker moves them to `d` again soon after (once the CPU has left them alone for a few
+    /// ms). For `Host`: kernels read the pages remotely, on the host.
+    PreferredLocation(Tier),
+    /// `Device(d)`: kernels on `d` read and write the pages where they are (remote access),
+    /// without migrating them. `Host` is recorded, but the CPU cannot map device memory in
+    /// this emulation: a CPU touch still brings device pages back.
+    AccessedBy(Tier),
+    /// Migrating to a device makes a read-only duplicate there, and the host copy stays: CPU
+    /// reads and device kernels that read both hit local copies without faults. The first
+    /// CPU write (or a kernel that declares a write) leaves one copy again.
+    ReadMostly,
+    /// Forget every hint on the pages (duplicates are dropped; the host copy stays).
+    Reset,
+}
+
+/// Ranges with `PreferredLocation(Device)` advice, for the worker that moves them back.
+static PREFERRED: Mutex<Vec<(usize, usize, u16)>> = Mutex::new(Vec::new());
+static RETURNER: Mutex<u32> = Mutex::new(0);
+
+/// Records `advice` for the pages of `[ptr, ptr+len)`. See [`crate::advise`].
+pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
+    let (first, n) = migrate::pages_of(ptr, len)?;
+    device::ensure_init()?;
+    if let Advice::PreferredLocation(Tier::Device(d)) | Advice::AccessedBy(Tier::Device(d)) = advice
+    {
+        device::check(d)?;
+    }
+    if let Some(p) = (first..first + n).find(|&p| pagemap::get(p).use_() == Use::Free) {
+        return Err(Error::NotAllocated {
+            addr: arena::addr_of(p),
+        });
+    }
+    for p in first..first + n {
+        let e = pagemap::lock(p);
+        let next = match advice {
+            Advice::PreferredLocation(t) => e.with_preferred(t),
+            Advice::AccessedBy(t) => e.with_accessed_by(t),
+            Advice::ReadMostly => e.with_read_mostly(true),
+            Advice::Reset => match (e.dup(), fault::backend()) {
+                (Some(d), Some(b)) => {
+                    duplicate::drop_locked(b, p, 1, d);
+                    e.on_host().without_advice()
+                }
+                _ => e.without_advice(),
+            },
+        };
+        pagemap::unlock(p, next);
+    }
+    if let Advice::PreferredLocation(Tier::Device(d)) = advice {
+        let mut list = PREFERRED.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|&(s, k, _)| s + k <= first || first + n <= s);
+        list.push((first, n, d));
+        start_returner();
+    } else if advice == Advice::Reset {
+        let mut list = PREFERRED.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|&(s, k, _)| s + k <= first || first + n <= s);
+    }
+    Ok(())
+}
+
+/// How long the CPU must leave a faulted-back block alone before it returns to its
+/// preferred device.
+const QUIET: Duration = Duration::from_millis(20);
+
+fn start_returner() {
+    let mut pid = RETURNER.lock().unwrap_or_else(|e| e.into_inner());
+    if *pid == std::process::id() {
+        return;
+    }
+    *pid = std::process::id();
+    let _ = std::thread::Builder::new()
+        .name("tieralloc-return".into())
+        .spawn(|| loop {
+            std::thread::sleep(QUIET);
+            return_preferred();
+        });
+}
+
+/// Moves host pages with `PreferredLocation(Device(d))` whose block has not faulted recently
+/// back to `d`.
+fn return_preferred() {
+    let list = PREFERRED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (first, n, d) in list {
+        let mut p = first;
+        while p < first + n {
+            let e = pagemap::get(p);
+            let back = e.use_() != Use::Free
+                && e.device().is_none()
+                && e.preferred() == Some(Tier::Device(d))
+                && crate::blocks::recent_bounces(crate::blocks::of_page(p)) == 0;
+            if !back {
+                p += 1;
+                continue;
+            }
+            let s = p;
+            while p < first + n && pagemap::get(p).device().is_none() {
+                p += 1;
+            }
+            if migrate::migrate(
+                arena::addr_of(s) as *const u8,
+                (p - s) * crate::sys::PAGE_SIZE,
+                Tier::Device(d),
+            )
+            .is_ok()
+            {
+                COUNTERS.returns.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Emulated device execution: kernels (closures) that run on a device's worker thread against
+//! the memory the CPU uses, addressed through the device's window.
+//!
+//! A kernel declares the slices it uses ([`KernelArgs`]: `&[T]` read, `&mut [T]` written, and
+//! tuples of them) and receives views of the same data as the device sees it. Before it runs,
+//! each argument is placed ("device faults"): by default pages that are not on the kernel's
+//! device migrate there (a device fault per 64 KiB block); with `Advice::AccessedBy`, a
+//! `PreferredLocation` elsewhere, or a thrash guard, the device reads them where they are
+//! (remote access); `ReadMostly` data read by a kernel gets a read-only duplicate on the
+//! device. While the kernel runs, its pages are **pinned**: a CPU touch of one waits until the
+//! kernel is done (no torn data), as does a migration or free of them.
+//!
+//! Launches are asynchronous and run in order per device, like a stream; [`Device::scope`]
+//! borrows data for its launches the way `std::thread::scope` does and waits for all of them.
+//! Kernels must reach managed memory only through their views: touching a pinned argument
+//! through its CPU address from inside the kernel would wait for the kernel itself (tieralloc
+//! stops the process with a message in the fast and signal backends).
+
+use crate::blocks;
+use crate::error::Error;
+use crate::fault::{self, uffd, Backend};
+use crate::migrate::{self, gate_enter, gate_exit};
+use crate::pagemap::{self, Entry, Use};
+use crate::policy::{self, BlockInfo, DeviceFault};
+use crate::stats::COUNTERS;
+use crate::tier::Tier;
+use crate::worker::{self, Completion};
+use crate::device as dev;
+use crate::{arena, duplicate, sys};
+use core::cell::Cell;
+use core::marker::PhantomData;
+use core::ops::Range;
+use core::sync::atomic::Ordering;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PAGE: usize = sys::PAGE_SIZE;
+
+thread_local! {
+    /// True on a device worker while it runs a kernel (read by the fault handler).
+    static IN_KERNEL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True if this thread is running a device kernel. Async-signal-safe (a plain TLS read).
+pub(crate) fn in_kernel() -> bool {
+    IN_KERNEL.with(|c| c.get())
+}
+
+/// One argument range as a kernel declares it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct ArgRange {
+    addr: usize,
+    len: usize,
+    write: bool,
+}
+
+/// What a kernel takes: `&[T]` (read), `&mut [T]` (read and write), or a tuple of up to four
+/// of them. `T: Copy + 'static`: device memory holds plain data. Each becomes, inside the kernel, a
+/// slice of the same type over the data where the device reads it.
+pub trait KernelArgs: Send {
+    /// The kernel's view of the arguments.
+    type View<'k>;
+    #[doc(hidden)]
+    fn ranges(&self, out: &mut Vec<ArgRange>);
+    /// # Safety
+    /// `bases` yields, for each range, an address where its data is readable (and writable if
+    /// declared so) for `'k`, holding the same bytes.
+    #[doc(hidden)]
+    unsafe fn view<'k>(self, bases: &mut dyn Iterator<Item = usize>) -> Self::View<'k>;
+}
+
+impl<T: Copy + Sync + 'static> KernelArgs for &[T] {
+    type View<'k> = &'k [T];
+    fn ranges(&self, out: &mut Vec<ArgRange>) {
+        out.push(ArgRange {
+            addr: self.as_ptr() as usize,
+            len: size_of_val(*self),
+            write: false,
+        });
+    }
+    unsafe fn view<'k>(self, bases: &mut dyn Iterator<Item = usize>) -> &'k [T] {
+        let base = bases.next().unwrap_or(self.as_ptr() as usize);
+        // SAFETY: the caller guarantees `base` holds this slice's bytes, readable for 'k;
+        // it has the slice's alignment (same offset within the page).
+        unsafe { core::slice::from_raw_parts(base as *const T, self.len()) }
+    }
+}
+
+impl<T: Copy + Send + 'static> KernelArgs for &mut [T] {
+    type View<'k> = &'k mut [T];
+    fn ranges(&self, out: &mut Vec<ArgRange>) {
+        out.push(ArgRange {
+            addr: self.as_ptr() as usize,
+            len: size_of_val(*self),
+            write: true,
+        });
+    }
+    unsafe fn view<'k>(self, bases: &mut dyn Iterator<Item = usize>) -> &'k mut [T] {
+        let base = bases.next().unwrap_or(self.as_mut_ptr() as usize);
+        // SAFETY: as for `&[T]`, and writable; the `&mut` argument is borrowed for the whole
+        // launch, so nothing else reaches these bytes meanwhile.
+        unsafe { core::slice::from_raw_parts_mut(base as *mut T, self.len()) }
+    }
+}
+
+macro_rules! tuple_args {
+    ($($a:ident),*) => {
+        impl<$($a: KernelArgs),*> KernelArgs for ($($a,)*) {
+            type View<'k> = ($($a::View<'k>,)*);
+            #[allow(non_snake_case)]
+            fn ranges(&self, out: &mut Vec<ArgRange>) {
+                let ($($a,)*) = self;
+                $($a.ranges(out);)*
+            }
+            #[allow(non_snake_case, clippy::unused_unit)]
+            unsafe fn view<'k>(self, bases: &mut dyn Iterator<Item = usize>) -> Self::View<'k> {
+                let ($($a,)*) = self;
+                // SAFETY: forwarded from the caller, one range per element in order.
+                unsafe { ($($a.view(bases),)*) }
+            }
+        }
+    };
+}
+
+tuple_args!(A);
+tuple_args!(A, B);
+tuple_args!(A, B, C);
+tuple_args!(A, B, C, D);
+
+/// What a launch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KernelReport {
+    /// Device faults: 64 KiB blocks the kernel needed on its device that lived elsewhere.
+    pub device_faults: usize,
+    /// Bytes those faults migrated (or duplicated) to the device.
+    pub migrated_bytes: usize,
+    /// Bytes the kernel accessed remotely, where they were.
+    pub remote_bytes: usize,
+    /// Time spent running the kernel itself (placement excluded).
+    pub run_time: Duration,
+}
+
+/// An emulated device: where kernels run. Get one with [`device`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    id: u16,
+}
+
+/// The device with number `id`.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let x: Vec<f32> = (0..4096).map(|i| i as f32).collect();
+/// let mut y = vec![1.0f32; 4096];
+/// let dev = tieralloc::device(0)?;
+/// dev.run((&x[..], &mut y[..]), |(x, y)| {
+///     for (y, x) in y.iter_mut().zip(x) {
+///         *y += 2.0 * x;
+///     }
+/// })?;
+/// assert_eq!(y[10], 21.0); // the CPU reads the device's result (the pages fault back)
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
+pub fn device(id: u16) -> Result<Device, Error> {
+    dev::ensure_init()?;
+    dev::check(id)?;
+    fault::ensure_init()?;
+    Ok(Device { id })
+}
+
+impl Device {
+    /// The device number (`Tier::Device(id)`).
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Runs `kernel` on this device with `args` and waits for it.
+    pub fn run<A, K>(&self, args: A, kernel: K) -> Result<KernelReport, Error>
+    where
+        A: KernelArgs,
+        K: for<'k> FnOnce(A::View<'k>) + Send,
+    {
+        self.scope(|s| s.launch(args, kernel).wait())
+    }
+
+    /// Opens a stream on this device for launches that borrow from the caller: every launch
+    /// made through it has finished when `scope` returns.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let x = vec![3u64; 1 << 16];
+    /// let mut sum = vec![0u64; 1];
+    /// let dev = tieralloc::device(0)?;
+    /// dev.scope(|s| {
+    ///     let k = s.launch((&x[..], &mut sum[..]), |(x, sum)| sum[0] = x.iter().sum());
+    ///     // ... CPU work here overlaps with the kernel ...
+    ///     k.wait()
+    /// })?;
+    /// assert_eq!(sum[0], 3 << 16);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
+    pub fn scope<'env, F, R>(&self, f: F) -> R
+    where
+        F: for<'scope> FnOnce(&'scope Stream<'scope, 'env>) -> R,
+    {
+        let stream = Stream {
+            device: self.id,
+            running: Arc::new(Running::default()),
+            _scope: PhantomData,
+            _env: PhantomData,
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| f(&stream)));
+        stream.running.wait_all();
+        r.unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+/// Launches still running in a scope.
+#[derive(Default)]
+struct Running {
+    count: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl Running {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+    fn done(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.idle.notify_all();
+    }
+    fn wait_all(&self) {
+        let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *c > 0 {
+            c = self.idle.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A device stream inside [`Device::scope`]: launches run in order on the device's worker.
+pub struct Stream<'scope, 'env: 'scope> {
+    device: u16,
+    running: Arc<Running>,
+    _scope: PhantomData<&'scope mut &'scope ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+/// A launched kernel. [`Launch::wait`] returns its report; the scope waits for it anyway.
+#[must_use = "wait() returns the kernel's errors"]
+pub struct Launch<'scope> {
+    done: Arc<Completion<Result<KernelReport, Error>>>,
+    _scope: PhantomData<&'scope ()>,
+}
+
+impl Launch<'_> {
+    /// Waits for the kernel. Errors: placing its arguments failed (`NotManaged`,
+    /// `NotAllocated`, `DeviceFull` in strict mode, ...; the kernel did not run), or the
+    /// kernel panicked (`KernelPanicked`).
+    pub fn wait(self) -> Result<KernelReport, Error> {
+        self.done.wait()
+    }
+
+    /// True once the kernel has finished.
+    pub fn is_done(&self) -> bool {
+        self.done.is_set()
+    }
+}
+
+impl<'scope> Stream<'scope, '_> {
+    /// Queues `kernel` with `args` on the device and returns at once.
+    pub fn launch<A, K>(&'scope self, args: A, kernel: K) -> Launch<'scope>
+    where
+        A: KernelArgs + 'scope,
+        K: for<'k> FnOnce(A::View<'k>) + Send + 'scope,
+    {
+        let done = Completion::new();
+        let (result, running, d) = (done.clone(), self.running.clone(), self.device);
+        running.add();
+        let job: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
+            result.set(execute(d, args, kernel));
+            running.done();
+        });
+        // SAFETY: the job borrows only for 'scope, and `Device::scope` does not return (or
+        // unwind) before every job of its stream has run (`wait_all`), as std's scoped threads.
+        let job: worker::Job = unsafe { core::mem::transmute(job) };
+        worker::submit(d as usize, job);
+        Launch {
+            done,
+            _scope: PhantomData,
+        }
+    }
+}
+
+/// How one run of pages is placed for a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// On the kernel's device (moved or duplicated there): viewed through its window.
+    Local,
+    /// Where it is, on the host: viewed at its own address.
+    Remote,
+}
+
+/// One merged run of argument pages.
+#[derive(Debug, Clone)]
+struct Run {
+    pages: Range<usize>,
+    write: bool,
+    place: Place,
+}
+
+fn execute<A: KernelArgs, K: for<'k> FnOnce(A::View<'k>)>(
+    d: u16,
+    args: A,
+    kernel: K,
+) -> Result<KernelReport, Error> {
+    let mut ranges = Vec::new();
+    args.ranges(&mut ranges);
+    let mut report = KernelReport::default();
+    let runs = acquire(d, &ranges, &mut report)?;
+    let bases: Vec<usize> = ranges
+        .iter()
+        .map(|r| {
+            let run = runs
+                .iter()
+                .find(|run| r.len > 0 && run.pages.contains(&arena::page_of(r.addr)));
+            match run {
+                Some(run) if run.place == Place::Local => {
+                    dev::window(d) + (r.addr - arena::base())
+                }
+                _ => r.addr,
+            }
+        })
+        .collect();
+    IN_KERNEL.with(|c| c.set(true));
+    let t = Instant::now();
+    // SAFETY: every range's pages are pinned where `bases` points (acquire), with frames
+    // present, until `release` below, which runs after the views are gone (the kernel is
+    // higher-ranked over 'k, so it cannot keep them).
+    let ran = catch_unwind(AssertUnwindSafe(|| kernel(unsafe {
+        args.view(&mut bases.into_iter())
+    })));
+    report.run_time = t.elapsed();
+    IN_KERNEL.with(|c| c.set(false));
+    release(d, &runs);
+    COUNTERS.kernels.fetch_add(1, Ordering::Relaxed);
+    auto_migrate(d, &runs);
+    match ran {
+        Ok(()) => Ok(report),
+        Err(_) => Err(Error::KernelPanicked { device: d }),
+    }
+}
+
+/// Merges the argument ranges into runs of pages (sorted; overlapping ranges joined).
+fn runs_of(ranges: &[ArgRange]) -> Result<Vec<Run>, Error> {
+    let mut runs: Vec<Run> = Vec::new();
+    for r in ranges.iter().filter(|r| r.len > 0) {
+        let (first, n) = migrate::pages_of(r.addr as *const u8, r.len)?;
+        if let Some(p) = (first..first + n).find(|&p| pagemap::get(p).use_() == Use::Free) {
+            return Err(Error::NotAllocated {
+                addr: arena::addr_of(p),
+            });
+        }
+        runs.push(Run {
+            pages: first..first + n,
+            write: r.write,
+            place: Place::Local,
+        });
+    }
+    runs.sort_by_key(|r| r.pages.start);
+    let mut merged: Vec<Run> = Vec::new();
+    for r in runs {
+        match merged.last_mut() {
+            Some(m) if r.pages.start < m.pages.end => {
+                m.pages.end = m.pages.end.max(r.pages.end);
+                m.write |= r.write;
+            }
+            _ => merged.push(r),
+        }
+    }
+    Ok(merged)
+}
+
+/// Decides where a run is read from: advice first, then the policy for each block that is not
+/// on the device yet.
+fn decide(d: u16, run: &Run) -> Place {
+    let pages = run.pages.clone();
+    if pages.clone().all(|p| pagemap::get(p).device() == Some(d)) {
+        return Place::Local;
+    }
+    let remote_advice = pages.clone().any(|p| {
+        let e = pagemap::get(p);
+        e.accessed_by(Tier::Device(d))
+            || matches!(e.preferred(), Some(t) if t != Tier::Device(d))
+    });
+    if remote_advice {
+        return Place::Remote;
+    }
+    let policy = policy::current();
+    let mut place = Place::Local;
+    let mut p = pages.start;
+    while p < pages.end {
+        let block_end = (p - p % blocks::BLOCK_PAGES + blocks::BLOCK_PAGES).min(pages.end);
+        if (p..block_end).any(|q| pagemap::get(q).device() != Some(d)) {
+            match policy.on_device_fault(d, &BlockInfo::of_page(p)) {
+                DeviceFault::Migrate => {}
+                DeviceFault::Remote => place = Place::Remote,
+                DeviceFault::Guard(t) => {
+                    policy::guard(p, block_end - p, t);
+                    COUNTERS.thrash_guards.fetch_add(1, Ordering::Relaxed);
+                    place = Place::Remote;
+                }
+            }
+        }
+        p = block_end;
+    }
+    place
+}
+
+/// Places and pins every run (see the module docs). On error nothing stays pinned.
+fn acquire(d: u16, ranges: &[ArgRange], report: &mut KernelReport) -> Result<Vec<Run>, Error> {
+    let mut runs = runs_of(ranges)?;
+    let keep: Vec<Range<usize>> = runs.iter().map(|r| r.pages.clone()).collect();
+    let backend = fault::ensure_init()?;
+    let needed: usize = keep.iter().map(|r| r.len()).sum();
+    if needed > dev::capacity_pages(d) && runs.iter().all(|r| decide(d, r) == Place::Local) {
+        return Err(Error::DeviceFull {
+            device: d,
+            needed: needed * PAGE,
+            free: dev::free_pages(d) * PAGE,
+        });
+    }
+    loop {
+        for run in runs.iter_mut() {
+            run.place = decide(d, run);
+            let (addr, len) = (arena::addr_of(run.pages.start), run.pages.len() * PAGE);
+            let to = match run.place {
+                Place::Local => Tier::Device(d),
+                Place::Remote => Tier::Host,
+            };
+            let faulted = count_faults(d, run);
+            let m = migrate::migrate_keeping(addr as *const u8, len, to, &keep)?;
+            if run.place == Place::Local {
+                report.device_faults += faulted;
+                report.migrated_bytes += m.moved * PAGE;
+                COUNTERS
+                    .device_faults
+                    .fetch_add(faulted as u64, Ordering::Relaxed);
+                COUNTERS
+                    .device_fault_pages
+                    .fetch_add(m.moved as u64 + m.never_touched as u64, Ordering::Relaxed);
+            } else {
+                report.remote_bytes += len;
+            }
+        }
+        gate_enter();
+        if let Some(pinned) = pin_all(backend, d, &runs) {
+            let _ = pinned;
+            return Ok(runs);
+        }
+        gate_exit();
+        // A CPU fault moved a page between placement and pinning: place again.
+        std::thread::yield_now();
+    }
+}
+
+/// Blocks of `run` with a page not on `d` (the device faults placing it locally costs).
+fn count_faults(d: u16, run: &Run) -> usize {
+    let mut n = 0;
+    let mut p = run.pages.start;
+    while p < run.pages.end {
+        let end = (p - p % blocks::BLOCK_PAGES + blocks::BLOCK_PAGES).min(run.pages.end);
+        n += usize::from((p..end).any(|q| {
+            let e = pagemap::get(q);
+            e.device() != Some(d) && e.dup() != Some(d)
+        }));
+        p = end;
+    }
+    n
+}
+
+/// Locks every page of `runs` in address order and checks it is where its run wants it; fixes
+/// what the kernel needs (frames for never-touched pages, duplicates dropped or promoted for
+/// writes, zero pages under remote views) and pins them. If a page moved meanwhile, unlocks
+/// everything and returns `None`.
+fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> Option<()> {
+    for (i, run) in runs.iter().enumerate() {
+        let mut ok = true;
+        let mut locked = run.pages.start;
+        for p in run.pages.clone() {
+            let e = pagemap::lock(p);
+            locked = p + 1;
+            let fits = match run.place {
+                Place::Local => e.device() == Some(d) || e.dup() == Some(d),
+                Place::Remote => e.device().is_none(),
+            };
+            if !fits {
+                ok = false;
+                break;
+            }
+            pagemap::pin(p, e);
+        }
+        if !ok {
+            for q in run.pages.start..locked {
+                pagemap::unlock(q, pagemap::get(q));
+            }
+            for r in &runs[..i] {
+                unpin(r);
+            }
+            return None;
+        }
+        prepare_pinned(backend, d, run);
+    }
+    Some(())
+}
+
+/// Readies a pinned run's pages for the kernel's view.
+fn prepare_pinned(backend: Backend, d: u16, run: &Run) {
+    let uffd = backend != Backend::Signal;
+    for p in run.pages.clone() {
+        let e = pagemap::get(p);
+        let next = match (run.place, e.device(), e.dup()) {
+            // Never-touched device pages get a frame (the zero page), so the window reads
+            // zeros there and a later fault-back carries what the kernel wrote.
+            (Place::Local, Some(_), _) if !e.filled() => {
+                if uffd {
+                    uffd::zeropage(dev::frame(d, p), PAGE, false);
+                }
+                e.on_device(d, true)
+            }
+            (Place::Local, None, Some(_)) if run.write => {
+                duplicate::promote_locked(backend, p, 1);
+                e.on_device(d, true)
+            }
+            (Place::Remote, None, Some(dd)) if run.write => {
+                duplicate::drop_locked(backend, p, 1, dd);
+                e.on_host()
+            }
+            _ => e,
+        };
+        if uffd && run.place == Place::Remote {
+            // A missing host page in a registered chunk would raise a userfault the kernel's
+            // own pin would park: give it the zero page now.
+            uffd::zeropage(arena::addr_of(p), PAGE, false);
+        }
+        pagemap::pin(p, next.unlocked());
+    }
+}
+
+/// Unpins a run and wakes the CPU accesses that waited for it.
+fn unpin(run: &Run) {
+    for p in run.pages.clone() {
+        pagemap::unlock(p, pagemap::get(p));
+    }
+    fault::wake_pages(run.pages.start, run.pages.len());
+}
+
+/// The kernel is done: unpin, count the device's accesses, leave the fork gate.
+fn release(d: u16, runs: &[Run]) {
+    for run in runs {
+        unpin(run);
+        blocks::device_used(run.pages.start, run.pages.len());
+        if run.place == Place::Remote {
+            COUNTERS
+                .remote_pages
+                .fetch_add(run.pages.len() as u64, Ordering::Relaxed);
+        }
+    }
+    let _ = d;
+    gate_exit();
+}
+
+/// Moves remotely read blocks the policy wants on the device now.
+fn auto_migrate(d: u16, runs: &[Run]) {
+    let policy = policy::current();
+    for run in runs.iter().filter(|r| r.place == Place::Remote) {
+        let mut p = run.pages.start;
+        while p < run.pages.end {
+            let end = (p - p % blocks::BLOCK_PAGES + blocks::BLOCK_PAGES).min(run.pages.end);
+            let advised = (p..end).any(|q| {
+                let e = pagemap::get(q);
+                e.accessed_by(Tier::Device(d)) || e.preferred().is_some()
+            });
+            if !advised && policy.auto_migrate(d, &BlockInfo::of_page(p)) {
+                let _ = migrate::migrate(
+                    arena::addr_of(p) as *const u8,
+                    (end - p) * PAGE,
+                    Tier::Device(d),
+                );
+            }
+            p = end;
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _entry_is_plain(e: Entry) -> bool {
+    !e.locked()
+}

@@ -1,0 +1,184 @@
+//! The link model: how long moving data to and from a device would take over a real link.
+//!
+//! Every device has a link (PCIe 4.0 x16 unless told otherwise), and every transfer adds the
+//! time it would take on it (`latency + bytes / bandwidth`) to `stats().simulated_transfer_ns`.
+//! With the model **enforced** (off by default; `TIERALLOC_LINK` or [`set_link`]), migrations
+//! and fault-backs also take that long (the mover sleeps), so a program sees the costs a
+//! discrete GPU would give it. Atomics and `nanosleep` only: the fault path uses it.
+
+use crate::device::MAX_DEVICES;
+use crate::error::Error;
+use crate::stats::COUNTERS;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A device link: bandwidth and latency of one transfer.
+///
+/// ```
+/// use tieralloc::Link;
+/// let l = Link::parse("pcie4x16").unwrap();
+/// assert_eq!(l, Link::PCIE4_X16);
+/// assert_eq!(l.transfer_time(0), l.latency);
+/// assert!(Link::parse("25GB/s,2us").is_some());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Bytes per second.
+    pub bandwidth: u64,
+    /// Fixed cost of one transfer.
+    pub latency: Duration,
+}
+
+impl Link {
+    /// PCIe 3.0 x16: ~12 GB/s usable, ~1.5 µs.
+    pub const PCIE3_X16: Link = Link::new(12_000_000_000, 1500);
+    /// PCIe 4.0 x16: ~25 GB/s usable, ~1.2 µs.
+    pub const PCIE4_X16: Link = Link::new(25_000_000_000, 1200);
+    /// PCIe 5.0 x16: ~50 GB/s usable, ~1 µs.
+    pub const PCIE5_X16: Link = Link::new(50_000_000_000, 1000);
+    /// NVLink-C2C class: ~400 GB/s, ~0.5 µs.
+    pub const NVLINK: Link = Link::new(400_000_000_000, 500);
+
+    const fn new(bandwidth: u64, latency_ns: u64) -> Link {
+        Link {
+            bandwidth,
+            latency: Duration::from_nanos(latency_ns),
+        }
+    }
+
+    /// Parses a preset (`pcie3x16`, `pcie4x16`, `pcie5x16`, `nvlink`) or `<N>GB/s,<M>us`.
+    pub fn parse(s: &str) -> Option<Link> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pcie3x16" | "pcie3" => Some(Link::PCIE3_X16),
+            "pcie4x16" | "pcie4" => Some(Link::PCIE4_X16),
+            "pcie5x16" | "pcie5" => Some(Link::PCIE5_X16),
+            "nvlink" => Some(Link::NVLINK),
+            other => {
+                let (bw, lat) = other.split_once(',')?;
+                let gbs: f64 = bw.trim().strip_suffix("gb/s")?.trim().parse().ok()?;
+                let us: f64 = lat.trim().strip_suffix("us")?.trim().parse().ok()?;
+                (gbs > 0.0 && us >= 0.0).then(|| Link {
+                    bandwidth: (gbs * 1e9) as u64,
+                    latency: Duration::from_nanos((us * 1e3) as u64),
+                })
+            }
+        }
+    }
+
+    /// How long `bytes` take over this link.
+    pub fn transfer_time(&self, bytes: usize) -> Duration {
+        Duration::from_nanos(self.ns(bytes))
+    }
+
+    fn ns(&self, bytes: usize) -> u64 {
+        self.latency.as_nanos() as u64
+            + (bytes as u128 * 1_000_000_000 / self.bandwidth.max(1) as u128) as u64
+    }
+}
+
+struct Slot {
+    bandwidth: AtomicU64,
+    latency_ns: AtomicU64,
+    enforced: AtomicBool,
+}
+
+static LINKS: [Slot; MAX_DEVICES] = [const {
+    Slot {
+        bandwidth: AtomicU64::new(25_000_000_000),
+        latency_ns: AtomicU64::new(1200),
+        enforced: AtomicBool::new(false),
+    }
+}; MAX_DEVICES];
+
+/// Sets device `d`'s link. `enforce`: transfers really take the link's time (else the time is
+/// only counted in `stats()`).
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// tieralloc::set_link(0, tieralloc::Link::PCIE5_X16, false).unwrap();
+/// assert_eq!(tieralloc::link(0).unwrap().0, tieralloc::Link::PCIE5_X16);
+/// ```
+pub fn set_link(d: u16, link: Link, enforce: bool) -> Result<(), Error> {
+    crate::device::ensure_init()?;
+    crate::device::check(d)?;
+    let s = &LINKS[d as usize];
+    s.bandwidth.store(link.bandwidth.max(1), Ordering::Relaxed);
+    s.latency_ns
+        .store(link.latency.as_nanos() as u64, Ordering::Relaxed);
+    s.enforced.store(enforce, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Device `d`'s link and whether it is enforced.
+pub fn link(d: u16) -> Result<(Link, bool), Error> {
+    crate::device::ensure_init()?;
+    crate::device::check(d)?;
+    let s = &LINKS[d as usize];
+    Ok((
+        Link {
+            bandwidth: s.bandwidth.load(Ordering::Relaxed),
+            latency: Duration::from_nanos(s.latency_ns.load(Ordering::Relaxed)),
+        },
+        s.enforced.load(Ordering::Relaxed),
+    ))
+}
+
+/// Applies `TIERALLOC_LINK` (`pcie4x16` for every device, or `0=pcie4x16,1=nvlink`): the
+/// named links are enforced. Called once when the devices come up.
+pub(crate) fn from_env(devices: usize) {
+    let Some(v) = crate::config::getenv(c"TIERALLOC_LINK") else {
+        return;
+    };
+    let text = String::from_utf8_lossy(v);
+    for part in text.split(';').flat_map(|p| p.split(' ')) {
+        let part = part.trim();
+        if part.is_empty() || part == "off" {
+            continue;
+        }
+        let (which, spec) = match part.split_once('=') {
+            Some((d, spec)) => (d.trim().parse::<usize>().ok().map(Some), spec),
+            None => (Some(None), part),
+        };
+        match (which, Link::parse(spec)) {
+            (Some(d), Some(l)) if d.map_or(true, |d| d < devices) => {
+                for k in d.map_or(0..devices, |d| d..d + 1) {
+                    let s = &LINKS[k];
+                    s.bandwidth.store(l.bandwidth.max(1), Ordering::Relaxed);
+                    s.latency_ns
+                        .store(l.latency.as_nanos() as u64, Ordering::Relaxed);
+                    s.enforced.store(true, Ordering::Relaxed);
+                }
+            }
+            _ => crate::config::warn_bad(
+                "TIERALLOC_LINK",
+                part.as_bytes(),
+                "expected a link (pcie3x16, pcie4x16, pcie5x16, nvlink or <N>GB/s,<M>us), \
+                 optionally as <device>=<link>, separated by ';'; ignoring it",
+            ),
+        }
+    }
+}
+
+/// Counts (and, when enforced, spends) the time of moving `bytes` over device `d`'s link.
+/// Async-signal-safe.
+pub(crate) fn transfer(d: u16, bytes: usize) {
+    let s = &LINKS[d as usize % MAX_DEVICES];
+    let link = Link {
+        bandwidth: s.bandwidth.load(Ordering::Relaxed),
+        latency: Duration::from_nanos(s.latency_ns.load(Ordering::Relaxed)),
+    };
+    let ns = link.ns(bytes);
+    COUNTERS
+        .simulated_transfer_ns
+        .fetch_add(ns, Ordering::Relaxed);
+    if s.enforced.load(Ordering::Relaxed) && ns > 0 {
+        let ts = libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: nanosleep reads the timespec we pass; it is async-signal-safe. An early
+        // return (a signal) only shortens the simulated delay.
+        unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+    }
+}

@@ -1,0 +1,107 @@
+//! Worker threads: one per device (its kernels, in launch order, like a stream) and one for
+//! prefetches. Started on first use; a `fork` child starts its own when it needs them.
+
+use crate::device::MAX_DEVICES;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A unit of work.
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The queue of the prefetch worker (after the devices' queues).
+pub(crate) const PREFETCH: usize = MAX_DEVICES;
+
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+/// Each worker's queue, with the process that started it.
+static QUEUES: Mutex<[Option<(u32, Arc<Queue>)>; MAX_DEVICES + 1]> =
+    Mutex::new([const { None }; MAX_DEVICES + 1]);
+
+/// Runs `job` on worker `which` (a device number or [`PREFETCH`]) after the jobs before it.
+pub(crate) fn submit(which: usize, job: Job) {
+    let pid = std::process::id();
+    let q = {
+        let mut all = QUEUES.lock().unwrap_or_else(|e| e.into_inner());
+        match &all[which] {
+            Some((p, q)) if *p == pid => q.clone(),
+            _ => {
+                let q = Arc::new(Queue {
+                    jobs: Mutex::new(VecDeque::new()),
+                    ready: Condvar::new(),
+                });
+                let name = if which == PREFETCH {
+                    "tieralloc-prefetch".to_string()
+                } else {
+                    format!("tieralloc-dev{which}")
+                };
+                let worker = q.clone();
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || serve(&worker))
+                    .expect("tieralloc: could not start a device worker thread");
+                all[which] = Some((pid, q.clone()));
+                q
+            }
+        }
+    };
+    q.jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push_back(job);
+    q.ready.notify_one();
+}
+
+fn serve(q: &Queue) -> ! {
+    loop {
+        let job = {
+            let mut jobs = q.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(j) = jobs.pop_front() {
+                    break j;
+                }
+                jobs = q.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        job();
+    }
+}
+
+/// A result one thread sets once and others wait for.
+pub(crate) struct Completion<T> {
+    value: Mutex<Option<T>>,
+    done: Condvar,
+}
+
+impl<T> Completion<T> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Completion {
+            value: Mutex::new(None),
+            done: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn set(&self, v: T) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+        self.done.notify_all();
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.value
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    pub(crate) fn wait(&self) -> T {
+        let mut v = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(x) = v.take() {
+                return x;
+            }
+            v = self.done.wait(v).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
