@@ -86,7 +86,7 @@ pub use link::{link, set_link, Link};
 pub use migrate::{Migrated, Tier};
 pub use policy::{name as policy_name, set_policy};
 pub use prefetch::{prefetch, Pending};
-pub use residency::{PageState, Residency};
+pub use residency::{BlockCounters, PageState, Residency};
 pub use stats::{stats, Bytes, Stats};
 
 use core::alloc::{GlobalAlloc, Layout};

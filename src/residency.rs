@@ -3,7 +3,8 @@
 use crate::device::MAX_DEVICES;
 use crate::error::Error;
 use crate::migrate::pages_of;
-use crate::{arena, pagemap, sys};
+use crate::{arena, blocks, pagemap, sys};
+use core::sync::atomic::Ordering;
 use core::ops::Range;
 use pagemap::Use;
 
@@ -16,6 +17,9 @@ pub enum PageState {
     Host,
     /// In device `n`'s pool.
     Device(u16),
+    /// In host memory, with a read-only duplicate on device `n` (`Advice::ReadMostly`).
+    /// Counted as host bytes in the totals.
+    Duplicated(u16),
     /// A migration or fault-back is moving it right now.
     Migrating,
 }
@@ -37,9 +41,31 @@ pub struct Residency {
     device: [usize; MAX_DEVICES],
     migrating: usize,
     free: usize,
+    duplicated: [usize; MAX_DEVICES],
+    blocks: Vec<BlockCounters>,
+}
+
+/// The counters of one 64 KiB block: how often devices and the CPU used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlockCounters {
+    /// The block's addresses (64 KiB, aligned).
+    pub range: Range<usize>,
+    /// Kernel launches (any device) that touched the block: the device's access counter.
+    pub device_accesses: u32,
+    /// CPU faults that brought pages of the block back from a device.
+    pub cpu_faults: u32,
 }
 
 impl Residency {
+    /// The access counters of every 64 KiB block the range touches, in address order.
+    pub fn blocks(&self) -> &[BlockCounters] {
+        &self.blocks
+    }
+    /// Bytes (of the host bytes) that also have a read-only duplicate on device `d`.
+    pub fn duplicated_bytes(&self, d: u16) -> usize {
+        self.duplicated.get(d as usize).copied().unwrap_or(0)
+    }
     /// Maximal runs of bytes in one state, in address order, covering the queried range.
     pub fn runs(&self) -> &[(Range<usize>, PageState)] {
         &self.runs
@@ -72,14 +98,15 @@ impl Residency {
 
 fn state_of(page: usize) -> PageState {
     let e = pagemap::get(page);
-    if e.locked() {
+    if e.locked() && !e.pinned() {
         PageState::Migrating
     } else if e.use_() == Use::Free {
         PageState::Free
     } else {
-        match e.device() {
-            Some(d) => PageState::Device(d),
-            None => PageState::Host,
+        match (e.device(), e.dup()) {
+            (Some(d), _) => PageState::Device(d),
+            (None, Some(d)) => PageState::Duplicated(d),
+            (None, None) => PageState::Host,
         }
     }
 }
@@ -94,6 +121,8 @@ pub fn residency(ptr: *const u8, len: usize) -> Result<Residency, Error> {
         device: [0; MAX_DEVICES],
         migrating: 0,
         free: 0,
+        duplicated: [0; MAX_DEVICES],
+        blocks: Vec::new(),
     };
     for p in first..first + n {
         let a = arena::addr_of(p).max(start);
@@ -103,6 +132,10 @@ pub fn residency(ptr: *const u8, len: usize) -> Result<Residency, Error> {
         match st {
             PageState::Free => r.free += bytes,
             PageState::Host => r.host += bytes,
+            PageState::Duplicated(d) => {
+                r.host += bytes;
+                r.duplicated[d as usize] += bytes;
+            }
             PageState::Device(d) => r.device[d as usize] += bytes,
             PageState::Migrating => r.migrating += bytes,
         }
@@ -110,6 +143,17 @@ pub fn residency(ptr: *const u8, len: usize) -> Result<Residency, Error> {
             Some((range, s)) if *s == st => range.end = b,
             _ => r.runs.push((a..b, st)),
         }
+    }
+    let block = blocks::BLOCK_PAGES * sys::PAGE_SIZE;
+    let mut p = first - first % blocks::BLOCK_PAGES;
+    while p < first + n {
+        let b = blocks::of_page(p);
+        r.blocks.push(BlockCounters {
+            range: arena::addr_of(p)..arena::addr_of(p) + block,
+            device_accesses: b.device_accesses.load(Ordering::Relaxed),
+            cpu_faults: b.cpu_faults.load(Ordering::Relaxed),
+        });
+        p += blocks::BLOCK_PAGES;
     }
     Ok(r)
 }
