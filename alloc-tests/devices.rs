@@ -145,6 +145,42 @@ fn accessed_by_reads_remotely_without_migrating() {
     tieralloc::advise(p, n, Advice::Reset).unwrap();
 }
 
+/// Launches `n` kernels on device 0 that read one 64 KiB block (AccessedBy device 0) and
+/// returns the bytes of it on device 0 afterwards. The block is allocated block-aligned, so
+/// its counters start at zero.
+fn remote_launches(n: usize) -> usize {
+    let layout = std::alloc::Layout::from_size_align(64 << 10, 64 << 10).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!p.is_null());
+    // SAFETY: 64 KiB of zeroed, u64-aligned memory that only this function uses.
+    let v = unsafe { std::slice::from_raw_parts_mut(p.cast::<u64>(), 8192) };
+    v[7] = 77;
+    tieralloc::advise(p, 64 << 10, Advice::AccessedBy(Tier::Device(0))).unwrap();
+    let mut out = vec![0u64; 1];
+    for _ in 0..n {
+        tieralloc::device(0)
+            .unwrap()
+            .run((&v[..], &mut out[..]), |(v, o)| o[0] = v[7])
+            .unwrap();
+    }
+    let on_device = tieralloc::residency(p, 64 << 10).unwrap().device_bytes(0);
+    assert_eq!(out[0], 77);
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(p, layout) };
+    on_device
+}
+
+#[test]
+fn adaptive_policy_migrates_what_a_device_reads_remotely_often() {
+    let _g = setup();
+    tieralloc::set_policy(Evict);
+    assert_eq!(remote_launches(12), 0, "evict never auto-migrates");
+    tieralloc::set_policy(Adaptive::default());
+    assert_eq!(remote_launches(3), 0, "below the threshold it stays remote");
+    assert_eq!(remote_launches(12), 65536, "after 8 remote launches it moved");
+}
+
 #[test]
 fn read_mostly_duplicates_serve_reads_on_both_sides_without_faults() {
     let _g = setup();

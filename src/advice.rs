@@ -58,7 +58,7 @@ pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
             Advice::ReadMostly => e.with_read_mostly(true),
             Advice::Reset => match (e.dup(), fault::backend()) {
                 (Some(d), Some(b)) => {
-                    duplicate::drop_locked(b, p, 1, d);
+                    duplicate::drop_locked(b, p, 1, d, true);
                     e.on_host().without_advice()
                 }
                 _ => e.without_advice(),

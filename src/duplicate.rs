@@ -90,15 +90,22 @@ fn copy_into_window(addr: usize, frame: usize, len: usize) -> Result<(), i32> {
 }
 
 /// Drops the duplicates on device `d` of host pages `[s, s+n)` (locked by the caller, who
-/// publishes `on_host` entries) and opens the host pages for writing. Async-signal-safe: the
-/// fault path calls it on the first write.
-pub(crate) fn drop_locked(backend: Backend, s: usize, n: usize, d: u16) {
+/// publishes `on_host` entries) and opens the host pages for writing. Writers waiting in
+/// transparent mode are woken only if `wake` (the fault path wakes them after publishing, so
+/// that a woken writer sees its fault counted). Async-signal-safe: the fault path calls it on
+/// the first write.
+pub(crate) fn drop_locked(backend: Backend, s: usize, n: usize, d: u16, wake: bool) {
     let (addr, len) = (arena::addr_of(s), n * PAGE);
     sys::discard(device::frame(d, s), len);
     device::release(d, n);
     match backend {
         Backend::Uffd | Backend::UffdFast => {
-            if uffd::write_protect(addr, len, false).is_err() {
+            let opened = if wake {
+                uffd::write_protect(addr, len, false)
+            } else {
+                uffd::unprotect_quietly(addr, len)
+            };
+            if opened.is_err() {
                 sys::fatal("could not open a read-mostly page for writing");
             }
         }

@@ -20,7 +20,7 @@ use crate::blocks;
 use crate::error::Error;
 use crate::fault::{self, uffd, Backend};
 use crate::migrate::{self, gate_enter, gate_exit};
-use crate::pagemap::{self, Entry, Use};
+use crate::pagemap::{self, Use};
 use crate::policy::{self, BlockInfo, DeviceFault};
 use crate::stats::COUNTERS;
 use crate::tier::Tier;
@@ -390,7 +390,11 @@ fn runs_of(ranges: &[ArgRange]) -> Result<Vec<Run>, Error> {
 /// on the device yet.
 fn decide(d: u16, run: &Run) -> Place {
     let pages = run.pages.clone();
-    if pages.clone().all(|p| pagemap::get(p).device() == Some(d)) {
+    let here = |p: usize| {
+        let e = pagemap::get(p);
+        e.device() == Some(d) || (e.dup() == Some(d) && !run.write)
+    };
+    if pages.clone().all(here) {
         return Place::Local;
     }
     let remote_advice = pages.clone().any(|p| {
@@ -406,7 +410,7 @@ fn decide(d: u16, run: &Run) -> Place {
     let mut p = pages.start;
     while p < pages.end {
         let block_end = (p - p % blocks::BLOCK_PAGES + blocks::BLOCK_PAGES).min(pages.end);
-        if (p..block_end).any(|q| pagemap::get(q).device() != Some(d)) {
+        if !(p..block_end).all(here) {
             match policy.on_device_fault(d, &BlockInfo::of_page(p)) {
                 DeviceFault::Migrate => {}
                 DeviceFault::Remote => place = Place::Remote,
@@ -538,7 +542,7 @@ fn prepare_pinned(backend: Backend, d: u16, run: &Run) {
                 e.on_device(d, true)
             }
             (Place::Remote, None, Some(dd)) if run.write => {
-                duplicate::drop_locked(backend, p, 1, dd);
+                duplicate::drop_locked(backend, p, 1, dd, true);
                 e.on_host()
             }
             _ => e,
@@ -575,18 +579,17 @@ fn release(d: u16, runs: &[Run]) {
     gate_exit();
 }
 
-/// Moves remotely read blocks the policy wants on the device now.
+/// Moves remotely read blocks the policy wants on the device now (access-counter migration:
+/// `AccessedBy` blocks included, blocks with a `PreferredLocation` not).
 fn auto_migrate(d: u16, runs: &[Run]) {
     let policy = policy::current();
     for run in runs.iter().filter(|r| r.place == Place::Remote) {
         let mut p = run.pages.start;
         while p < run.pages.end {
             let end = (p - p % blocks::BLOCK_PAGES + blocks::BLOCK_PAGES).min(run.pages.end);
-            let advised = (p..end).any(|q| {
-                let e = pagemap::get(q);
-                e.accessed_by(Tier::Device(d)) || e.preferred().is_some()
-            });
-            if !advised && policy.auto_migrate(d, &BlockInfo::of_page(p)) {
+            // An explicit preferred location wins over the counters.
+            let pinned_elsewhere = (p..end).any(|q| pagemap::get(q).preferred().is_some());
+            if !pinned_elsewhere && policy.auto_migrate(d, &BlockInfo::of_page(p)) {
                 let _ = migrate::migrate(
                     arena::addr_of(p) as *const u8,
                     (end - p) * PAGE,
@@ -598,7 +601,3 @@ fn auto_migrate(d: u16, runs: &[Run]) {
     }
 }
 
-#[allow(dead_code)]
-fn _entry_is_plain(e: Entry) -> bool {
-    !e.locked()
-}

@@ -250,7 +250,7 @@ fn migrate_batch(
     for (i, e) in entries.iter_mut().enumerate().take(m) {
         if let Some(dd) = e.dup() {
             if !(target == Some(dd) && e.read_mostly()) {
-                duplicate::drop_locked(backend, p + i, 1, dd);
+                duplicate::drop_locked(backend, p + i, 1, dd, true);
                 *e = e.on_host();
             }
         }
@@ -638,7 +638,7 @@ pub fn cpu_fault(page: usize) -> Fault {
                 // A write to a read-only host copy: the device's duplicate goes.
                 if let Some(locked) = pagemap::try_lock(page) {
                     if locked.dup() == Some(d) {
-                        duplicate::drop_locked(backend, page, 1, d);
+                        duplicate::drop_locked(backend, page, 1, d, false);
                         pagemap::unlock(page, locked.on_host());
                         COUNTERS.dup_invalidations.fetch_add(1, Ordering::Relaxed);
                         break Fault::Retry;
@@ -758,7 +758,7 @@ pub(crate) fn release_freed(page: usize, n: usize) {
         let e = pagemap::lock(p);
         let Some(d) = e.device() else {
             if let Some(d) = e.dup() {
-                duplicate::drop_locked(backend, p, 1, d);
+                duplicate::drop_locked(backend, p, 1, d, true);
             }
             pagemap::unlock(p, e.on_host());
             p += 1;

@@ -168,6 +168,11 @@ impl Policy for Evict {
 }
 
 /// `Evict` plus a thrash guard, access-counter auto-migration and density fault-around.
+///
+/// Auto-migration: a block a device reads remotely (under `AccessedBy`, or while a custom
+/// policy says `Remote`) moves to that device once [`Adaptive::migrate_after`] kernel launches
+/// have touched it, as access-counter migration does on recent GPUs. Guarded blocks and blocks
+/// with a `PreferredLocation` stay put.
 #[derive(Debug, Clone, Copy)]
 pub struct Adaptive {
     /// Bounces (CPU fault-backs) in the window after which a block stays on the host.

@@ -44,6 +44,8 @@ pub const MODE_WP: u64 = 2;
 const DONTWAKE: u64 = 1;
 const MOVE_ALLOW_SRC_HOLES: u64 = 2;
 const WP_MODE_WP: u64 = 1;
+/// `UFFDIO_WRITEPROTECT_MODE_DONTWAKE`.
+const WP_MODE_DONTWAKE: u64 = 2;
 
 const EVENT_PAGEFAULT: u8 = 0x12;
 
@@ -175,6 +177,13 @@ pub fn zeropage(addr: usize, len: usize, wake: bool) {
 /// Write-protects (`on`) or unprotects `[addr, addr+len)`; unprotecting wakes waiting writers.
 pub fn write_protect(addr: usize, len: usize, on: bool) -> Result<(), i32> {
     let mut w = [addr as u64, len as u64, if on { WP_MODE_WP } else { 0 }];
+    ioctl(UFFDIO_WRITEPROTECT, w.as_mut_ptr())
+}
+
+/// Unprotects `[addr, addr+len)` without waking waiting writers (the caller wakes them once
+/// the page's new state is published).
+pub fn unprotect_quietly(addr: usize, len: usize) -> Result<(), i32> {
+    let mut w = [addr as u64, len as u64, WP_MODE_DONTWAKE];
     ioctl(UFFDIO_WRITEPROTECT, w.as_mut_ptr())
 }
 
