@@ -59,9 +59,7 @@ pub(crate) fn create(
             COUNTERS
                 .pages_to_device
                 .fetch_add(n as u64, Ordering::Relaxed);
-            COUNTERS
-                .dup_pages
-                .fetch_add(n as u64, Ordering::Relaxed);
+            COUNTERS.dup_pages.fetch_add(n as u64, Ordering::Relaxed);
             Ok(())
         }
         Err(errno) => {

@@ -43,8 +43,7 @@ pub(crate) fn make_room(d: u16, need: usize, keep: &[Range<usize>]) -> usize {
         if !on_device || busy {
             continue;
         }
-        if policy::take_reference(blocks::of_page(s)) || !policy.is_cold(&BlockInfo::of_page(s))
-        {
+        if policy::take_reference(blocks::of_page(s)) || !policy.is_cold(&BlockInfo::of_page(s)) {
             continue;
         }
         // Move the block's device pages (runs of them) to the host. A run freed meanwhile is
@@ -63,8 +62,11 @@ pub(crate) fn make_room(d: u16, need: usize, keep: &[Range<usize>]) -> usize {
             while p < e && on(p) {
                 p += 1;
             }
-            if let Ok(m) = migrate::migrate(arena::addr_of(r) as *const u8, (p - r) * crate::sys::PAGE_SIZE, Tier::Host)
-            {
+            if let Ok(m) = migrate::migrate(
+                arena::addr_of(r) as *const u8,
+                (p - r) * crate::sys::PAGE_SIZE,
+                Tier::Host,
+            ) {
                 evicted += m.moved + m.never_touched + m.already_there;
             }
         }

@@ -17,6 +17,7 @@
 //! stops the process with a message in the fast and signal backends).
 
 use crate::blocks;
+use crate::device as dev;
 use crate::error::Error;
 use crate::fault::{self, uffd, Backend};
 use crate::migrate::{self, gate_enter, gate_exit};
@@ -25,7 +26,6 @@ use crate::policy::{self, BlockInfo, DeviceFault};
 use crate::stats::COUNTERS;
 use crate::tier::Tier;
 use crate::worker::{self, Completion};
-use crate::device as dev;
 use crate::{arena, duplicate, sys};
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -330,9 +330,7 @@ fn execute<A: KernelArgs, K: for<'k> FnOnce(A::View<'k>)>(
                 .iter()
                 .find(|run| r.len > 0 && run.pages.contains(&arena::page_of(r.addr)));
             match run {
-                Some(run) if run.place == Place::Local => {
-                    dev::window(d) + (r.addr - arena::base())
-                }
+                Some(run) if run.place == Place::Local => dev::window(d) + (r.addr - arena::base()),
                 _ => r.addr,
             }
         })
@@ -342,9 +340,9 @@ fn execute<A: KernelArgs, K: for<'k> FnOnce(A::View<'k>)>(
     // SAFETY: every range's pages are pinned where `bases` points (acquire), with frames
     // present, until `release` below, which runs after the views are gone (the kernel is
     // higher-ranked over 'k, so it cannot keep them).
-    let ran = catch_unwind(AssertUnwindSafe(|| kernel(unsafe {
-        args.view(&mut bases.into_iter())
-    })));
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        kernel(unsafe { args.view(&mut bases.into_iter()) })
+    }));
     report.run_time = t.elapsed();
     IN_KERNEL.with(|c| c.set(false));
     release(d, &runs);
@@ -399,8 +397,7 @@ fn decide(d: u16, run: &Run) -> Place {
     }
     let remote_advice = pages.clone().any(|p| {
         let e = pagemap::get(p);
-        e.accessed_by(Tier::Device(d))
-            || matches!(e.preferred(), Some(t) if t != Tier::Device(d))
+        e.accessed_by(Tier::Device(d)) || matches!(e.preferred(), Some(t) if t != Tier::Device(d))
     });
     if remote_advice {
         return Place::Remote;
@@ -463,8 +460,7 @@ fn acquire(d: u16, ranges: &[ArgRange], report: &mut KernelReport) -> Result<Vec
             }
         }
         gate_enter();
-        if let Some(pinned) = pin_all(backend, d, &runs) {
-            let _ = pinned;
+        if pin_all(backend, d, &runs) {
             return Ok(runs);
         }
         gate_exit();
@@ -491,8 +487,8 @@ fn count_faults(d: u16, run: &Run) -> usize {
 /// Locks every page of `runs` in address order and checks it is where its run wants it; fixes
 /// what the kernel needs (frames for never-touched pages, duplicates dropped or promoted for
 /// writes, zero pages under remote views) and pins them. If a page moved meanwhile, unlocks
-/// everything and returns `None`.
-fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> Option<()> {
+/// everything and returns false.
+fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
     for (i, run) in runs.iter().enumerate() {
         let mut ok = true;
         let mut locked = run.pages.start;
@@ -516,11 +512,11 @@ fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> Option<()> {
             for r in &runs[..i] {
                 unpin(r);
             }
-            return None;
+            return false;
         }
         prepare_pinned(backend, d, run);
     }
-    Some(())
+    true
 }
 
 /// Readies a pinned run's pages for the kernel's view.
@@ -600,4 +596,3 @@ fn auto_migrate(d: u16, runs: &[Run]) {
         }
     }
 }
-

@@ -25,10 +25,10 @@
 //! heap lock.
 
 use crate::error::Error;
-pub use crate::tier::Tier;
 use crate::fault::{self, uffd, Backend};
 use crate::pagemap::{self, Entry, Use};
 use crate::stats::COUNTERS;
+pub use crate::tier::Tier;
 use crate::{arena, blocks, device, duplicate, evict, heap, link, policy, sys};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -139,7 +139,11 @@ impl Entry {
 
     /// This entry with `ReadMostly` advice set or cleared.
     pub fn with_read_mostly(self, on: bool) -> Entry {
-        Entry(if on { self.0 | READ_MOSTLY } else { self.0 & !READ_MOSTLY })
+        Entry(if on {
+            self.0 | READ_MOSTLY
+        } else {
+            self.0 & !READ_MOSTLY
+        })
     }
 
     /// This entry with `AccessedBy(tier)` advice added.
@@ -331,7 +335,10 @@ mod tests {
         assert!(moved.accessed_by(Tier::Device(3)) && moved.accessed_by(Tier::Host));
         assert!(!moved.accessed_by(Tier::Device(2)));
         assert_eq!(moved.preferred(), Some(Tier::Device(15)));
-        assert_eq!(moved.with_preferred(Tier::Host).preferred(), Some(Tier::Host));
+        assert_eq!(
+            moved.with_preferred(Tier::Host).preferred(),
+            Some(Tier::Host)
+        );
         let dup = moved.with_dup(7);
         assert_eq!((dup.dup(), dup.device()), (Some(7), None));
         assert_eq!(dup.on_host().dup(), None);

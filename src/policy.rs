@@ -270,7 +270,9 @@ pub fn name() -> String {
 
 /// Starts a thrash guard on the blocks of pages `[page, page+n)` for `d`.
 pub(crate) fn guard(page: usize, n: usize, d: Duration) {
-    let until = blocks::now_ms().wrapping_add(d.as_millis().min(1 << 30) as u32).max(1);
+    let until = blocks::now_ms()
+        .wrapping_add(d.as_millis().min(1 << 30) as u32)
+        .max(1);
     for b in blocks::blocks_of(page, n) {
         b.guard_until.store(until, Ordering::Relaxed);
     }

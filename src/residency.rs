@@ -4,8 +4,8 @@ use crate::device::MAX_DEVICES;
 use crate::error::Error;
 use crate::migrate::pages_of;
 use crate::{arena, blocks, pagemap, sys};
-use core::sync::atomic::Ordering;
 use core::ops::Range;
+use core::sync::atomic::Ordering;
 use pagemap::Use;
 
 /// The state of one page.

@@ -16,9 +16,11 @@ struct Queue {
     ready: Condvar,
 }
 
-/// Each worker's queue, with the process that started it.
-static QUEUES: Mutex<[Option<(u32, Arc<Queue>)>; MAX_DEVICES + 1]> =
-    Mutex::new([const { None }; MAX_DEVICES + 1]);
+/// A worker's queue, with the process that started the worker (a `fork` child has none).
+type Slot = Option<(u32, Arc<Queue>)>;
+
+/// Each worker's slot.
+static QUEUES: Mutex<[Slot; MAX_DEVICES + 1]> = Mutex::new([const { None }; MAX_DEVICES + 1]);
 
 /// Runs `job` on worker `which` (a device number or [`PREFETCH`]) after the jobs before it.
 pub(crate) fn submit(which: usize, job: Job) {

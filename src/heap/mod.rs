@@ -75,7 +75,11 @@ fn init_once() -> bool {
         return false;
     }
     let pages = arena::pages();
-    if !pagemap::init(pages) || !crate::blocks::init(pages) || !span::init(pages) || !PAGES.lock().init(pages) {
+    if !pagemap::init(pages)
+        || !crate::blocks::init(pages)
+        || !span::init(pages)
+        || !PAGES.lock().init(pages)
+    {
         return false;
     }
     // SAFETY: called once, before any thread can use THREAD_KEY (INIT is RUNNING); both calls
