@@ -389,6 +389,39 @@ fn thrash_guard_stops_ping_pong() {
     assert!(tieralloc::stats().thrash_guards > 0);
 }
 
+/// Faults needed to read one 2 MiB region back when the CPU touches every other 64 KiB block
+/// first, then the rest.
+fn strided_faults() -> u64 {
+    let layout = std::alloc::Layout::from_size_align(2 * MIB, 2 * MIB).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let p = unsafe { std::alloc::alloc(layout) };
+    assert!(!p.is_null());
+    // SAFETY: 2 MiB that only this function uses.
+    let v = unsafe { std::slice::from_raw_parts_mut(p, 2 * MIB) };
+    v.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    tieralloc::migrate(p, 2 * MIB, Tier::Device(0)).unwrap();
+    let before = tieralloc::stats().cpu_faults;
+    let block = 64 << 10;
+    for b in (0..32).step_by(2).chain((1..32).step_by(2)) {
+        assert_eq!(v[b * block + 5], (b * block + 5) as u8);
+    }
+    let faults = tieralloc::stats().cpu_faults - before;
+    assert!(v.iter().enumerate().all(|(i, b)| *b == i as u8));
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(p, layout) };
+    faults
+}
+
+#[test]
+fn density_fault_around_brings_a_half_faulted_region_back_at_once() {
+    let _g = setup();
+    tieralloc::set_policy(Evict); // fixed fault-around: one fault per block touched
+    assert_eq!(strided_faults(), 32);
+    tieralloc::set_policy(Adaptive::default()); // density: the rest comes at half
+    let dense = strided_faults();
+    assert!(dense <= 18, "{dense} faults");
+}
+
 #[test]
 fn prefetch_overlaps_with_cpu_work_and_is_correct() {
     let _g = setup();

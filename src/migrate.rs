@@ -689,12 +689,8 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
         min
     };
     AROUND.store(around, Ordering::Relaxed);
-    let (mut floor, mut limit) = (page - page % min, (page + around).min(arena::pages()));
-    if policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page) {
-        // Half of this 2 MiB region has faulted recently: bring the rest back at once.
-        floor = floor.min(page - page % FAULT_AROUND_MAX);
-        limit = limit.max((page - page % FAULT_AROUND_MAX + FAULT_AROUND_MAX).min(arena::pages()));
-    }
+    let floor = page - page % min;
+    let limit = (page + around).min(arena::pages());
     let mut lo = page;
     while lo > floor && try_lock_on(lo - 1, d) {
         lo -= 1;
@@ -703,15 +699,41 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     while hi < limit && try_lock_on(hi, d) {
         hi += 1;
     }
+    // Half of this 2 MiB region has faulted recently: bring the rest of it back at once (its
+    // other runs on this device, between pages already home).
+    let dense = policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page);
+    NEXT_FAULT.store(hi, Ordering::Relaxed);
+    // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
+    COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
+    return_run(backend, d, lo, hi);
+    if dense {
+        let start = page - page % FAULT_AROUND_MAX;
+        let end = (start + FAULT_AROUND_MAX).min(arena::pages());
+        let mut p = start;
+        while p < end {
+            if !try_lock_on(p, d) {
+                p += 1;
+                continue;
+            }
+            let s = p;
+            p += 1;
+            while p < end && try_lock_on(p, d) {
+                p += 1;
+            }
+            return_run(backend, d, s, p);
+        }
+    }
+}
+
+/// Brings device `d`'s pages `[lo, hi)` (locked by this fault) home, publishes and wakes.
+/// Async-signal-safe.
+fn return_run(backend: Backend, d: u16, lo: usize, hi: usize) {
     if device_to_host(backend, d, lo, hi - lo).is_err() {
         sys::fatal("could not bring device-resident pages back to host memory");
     }
     device::release(d, hi - lo);
     blocks::cpu_fault(lo, hi - lo);
     link::transfer(d, (hi - lo) * PAGE);
-    // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
-    NEXT_FAULT.store(hi, Ordering::Relaxed);
-    COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
     COUNTERS
         .pages_to_host
         .fetch_add((hi - lo) as u64, Ordering::Relaxed);
