@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use tieralloc::policy::{Adaptive, Evict, Strict};
 use tieralloc::{Advice, Error, Link, Tier, TierAlloc};
 
+mod common;
+use common::*;
+
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
-const MIB: usize = 1 << 20;
-const PAGE: usize = 4096;
 /// Device 2 is small, for eviction.
 const SMALL: usize = 16 * MIB;
 
@@ -35,30 +36,6 @@ fn setup() -> MutexGuard<'static, ()> {
     });
     tieralloc::set_policy(Adaptive::default());
     g
-}
-
-fn used(d: usize) -> usize {
-    tieralloc::devices().unwrap()[d].used
-}
-
-fn pattern(seed: u64, n: usize) -> Vec<u64> {
-    (0..n as u64)
-        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed)
-        .collect()
-}
-
-fn check(v: &[u64], seed: u64) {
-    for (i, &x) in v.iter().enumerate() {
-        assert_eq!(
-            x,
-            (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed,
-            "word {i}"
-        );
-    }
-}
-
-fn bytes_of<T>(v: &[T]) -> (*const u8, usize) {
-    (v.as_ptr().cast(), std::mem::size_of_val(v))
 }
 
 #[test]
@@ -595,21 +572,5 @@ fn bad_advice_and_kernel_inputs_are_typed_errors() {
 
 #[test]
 fn each_backend() {
-    if std::env::var_os("TIERALLOC_DEVICES_CHILD").is_some() {
-        return;
-    }
-    for backend in ["uffd", "uffd-fast", "signal"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--test-threads=1", "--skip", "each_backend"])
-            .env("TIERALLOC_FAULT", backend)
-            .env("TIERALLOC_DEVICES_CHILD", "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("test result: ok"),
-            "device tests failed with TIERALLOC_FAULT={backend}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::each_backend("TIERALLOC_DEVICES_CHILD", "device tests");
 }

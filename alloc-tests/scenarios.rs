@@ -10,11 +10,12 @@ use std::sync::{Barrier, Mutex, MutexGuard, Once};
 use std::thread;
 use tieralloc::{Error, PageState, Tier, TierAlloc};
 
+mod common;
+use common::*;
+
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
-const MIB: usize = 1 << 20;
-const PAGE: usize = 4096;
 const DEVICE_CAPACITY: usize = 256 * MIB;
 
 /// The tests share the devices and the counters: they run one at a time.
@@ -28,42 +29,6 @@ fn setup() -> MutexGuard<'static, ()> {
             .expect("devices are configured before any device use");
     });
     g
-}
-
-fn backend() -> &'static str {
-    tieralloc::stats().fault_backend
-}
-
-fn used(d: usize) -> usize {
-    tieralloc::devices().unwrap()[d].used
-}
-
-fn pattern(seed: u64, n: usize) -> Vec<u64> {
-    (0..n as u64)
-        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed)
-        .collect()
-}
-
-fn check(v: &[u64], seed: u64) {
-    for (i, &x) in v.iter().enumerate() {
-        let want = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-        assert_eq!(x, want, "word {i} changed");
-    }
-}
-
-fn bytes_of<T>(v: &[T]) -> (*const u8, usize) {
-    (v.as_ptr().cast(), std::mem::size_of_val(v))
-}
-
-/// Resident host bytes of `[p, p+len)`, from mincore(2).
-fn resident(p: *const u8, len: usize) -> usize {
-    let start = p as usize & !(PAGE - 1);
-    let pages = (p as usize + len - start).div_ceil(PAGE);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: the range is mapped (managed range); `vec` has one byte per page.
-    let rc = unsafe { libc::mincore(start as *mut _, pages * PAGE, vec.as_mut_ptr()) };
-    assert_eq!(rc, 0);
-    vec.iter().filter(|&&b| b & 1 != 0).count() * PAGE
 }
 
 #[test]
@@ -490,28 +455,7 @@ fn many_alternating_pages() {
 
 #[test]
 fn each_backend() {
-    if std::env::var_os("TIERALLOC_SCENARIO_CHILD").is_some() {
-        return;
-    }
-    for backend in ["uffd", "uffd-fast", "signal"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--test-threads=1", "--skip", "each_backend"])
-            .env("TIERALLOC_FAULT", backend)
-            .env("TIERALLOC_SCENARIO_CHILD", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scenarios failed with TIERALLOC_FAULT={backend}:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            stdout.contains("test result: ok"),
-            "no test ran for {backend}:\n{stdout}"
-        );
-    }
+    common::each_backend("TIERALLOC_SCENARIO_CHILD", "scenarios");
 }
 
 #[test]

@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 
 mod advice;
+mod allocator;
 mod arena;
 mod blocks;
 mod config;
@@ -70,6 +71,7 @@ mod kernel;
 mod link;
 mod migrate;
 mod pagemap;
+mod placement;
 pub mod policy;
 mod prefetch;
 mod residency;
@@ -79,11 +81,13 @@ mod tier;
 mod worker;
 
 pub use advice::{advise, Advice};
+pub use allocator::{OnDevice, OnHost, TierAllocator};
 pub use device::DeviceInfo;
 pub use error::Error;
 pub use kernel::{device, Device, KernelArgs, KernelReport, Launch, Stream};
 pub use link::{link, set_link, Link};
 pub use migrate::{Migrated, Tier};
+pub use placement::{current_tier, tier_scope, with_tier, TierGuard};
 pub use policy::{name as policy_name, set_policy};
 pub use prefetch::{prefetch, Pending};
 pub use residency::{BlockCounters, PageState, Residency};

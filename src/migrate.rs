@@ -60,6 +60,11 @@ pub struct Migrated {
 /// Set once a page has been on a device: until then freeing memory skips the device scan.
 static ANY_DEVICE: AtomicBool = AtomicBool::new(false);
 
+/// Notes that some page is device-resident (freeing memory scans for device pages from now on).
+pub(crate) fn device_in_use() {
+    ANY_DEVICE.store(true, Ordering::Release);
+}
+
 /// Migrations and fault-backs in flight, and whether `fork` is waiting for them to finish (a
 /// child must never inherit a locked page entry whose owner does not exist there).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);

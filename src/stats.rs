@@ -47,6 +47,10 @@ pub(crate) struct Counters {
     pub returns: AtomicU64,
     /// Time the transfers would take over the devices' links (ns).
     pub simulated_transfer_ns: AtomicU64,
+    /// Fresh pages of device-tier allocations created on their device.
+    pub placed_on_device: AtomicU64,
+    /// Device-tier allocations (or fresh spans) left on the host: device full or unknown.
+    pub placement_fallbacks: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -69,6 +73,8 @@ pub(crate) static COUNTERS: Counters = Counters {
     thrash_guards: AtomicU64::new(0),
     returns: AtomicU64::new(0),
     simulated_transfer_ns: AtomicU64::new(0),
+    placed_on_device: AtomicU64::new(0),
+    placement_fallbacks: AtomicU64::new(0),
 };
 
 /// A snapshot of the allocator's state. Byte counts; "resident" figures are measured with
@@ -145,6 +151,12 @@ pub struct Stats {
     pub thrash_guards: u64,
     /// Time all transfers would take over the devices' links (see `set_link`), in ns.
     pub simulated_transfer_ns: u64,
+    /// Bytes of device-tier allocations created directly on their device (no host memory, no
+    /// copy; see [`with_tier`](crate::with_tier)).
+    pub placed_on_device: u64,
+    /// Device-tier allocations (or fresh spans of them) left on the host because the device
+    /// was full or does not exist.
+    pub placement_fallbacks: u64,
     /// The placement policy in use.
     pub policy: String,
     /// The devices, with capacity and bytes used.
@@ -196,6 +208,8 @@ pub fn stats() -> Stats {
         evicted_bytes: pages_to_bytes(&COUNTERS.evicted_pages),
         thrash_guards: COUNTERS.thrash_guards.load(Ordering::Relaxed),
         simulated_transfer_ns: COUNTERS.simulated_transfer_ns.load(Ordering::Relaxed),
+        placed_on_device: pages_to_bytes(&COUNTERS.placed_on_device),
+        placement_fallbacks: COUNTERS.placement_fallbacks.load(Ordering::Relaxed),
         policy: crate::policy::name(),
         devices: device::infos(),
     }
@@ -275,6 +289,12 @@ impl fmt::Display for Stats {
             self.device_faults,
             Bytes(self.device_fault_bytes),
             Bytes(self.remote_bytes)
+        )?;
+        writeln!(
+            f,
+            "  placement       {} created on devices, {} fallbacks to host",
+            Bytes(self.placed_on_device),
+            self.placement_fallbacks
         )?;
         writeln!(
             f,

@@ -4,6 +4,8 @@
 //!   per-thread caches ([`tcache`]) that trade batches with per-class bins ([`span`]).
 //! - Larger requests, and any alignment above 8 KiB, are page runs ([`pages`]), resized in place
 //!   when the following pages are free and purged back to the OS once enough are free.
+//! - Requests placed on a device tier (`crate::placement`) skip the thread caches: they are
+//!   served by that tier's bins, and their fresh spans and runs are created on the device.
 //!
 //! All metadata (span bitmaps and descriptors, run tags, thread caches) lives outside the managed
 //! range. Initialisation happens at the first allocation, from any thread, before or after
@@ -16,6 +18,7 @@ pub mod size_class;
 pub mod span;
 pub mod tcache;
 
+use crate::placement::{self, TierIndex};
 use crate::{arena, config, pagemap, sys};
 use core::sync::atomic::{AtomicU8, Ordering};
 use pages::PAGES;
@@ -139,18 +142,28 @@ fn pages_for(size: usize) -> Option<usize> {
     (n <= u32::MAX as usize / 2).then_some(n.max(1))
 }
 
-/// Allocates `size` bytes aligned to `align`. Null when the managed range is exhausted.
+/// Allocates `size` bytes aligned to `align` on this thread's scope tier. Null when the
+/// managed range is exhausted.
 #[inline]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    let t = placement::current();
+    if t != 0 {
+        return alloc_in(t, size, align, false);
+    }
     match size_class::class_of(size, align) {
         Some(c) => tcache::alloc(c),
-        None => alloc_large(size, align, false),
+        None => alloc_large(size, align, false, 0),
     }
 }
 
-/// Allocates zeroed memory. Fresh pages are known to be zero and are not written.
+/// Allocates zeroed memory on this thread's scope tier. Fresh pages are known to be zero and
+/// are not written.
 #[inline]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let t = placement::current();
+    if t != 0 {
+        return alloc_in(t, size, align, true);
+    }
     match size_class::class_of(size, align) {
         Some(c) => {
             let p = tcache::alloc(c);
@@ -160,12 +173,37 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
             }
             p
         }
-        None => alloc_large(size, align, true),
+        None => alloc_large(size, align, true, 0),
     }
 }
 
+/// Allocates on tier index `t` (falling back to the host if that device cannot be used),
+/// zeroed if `zero`. Device-tier objects never pass through the thread caches, and zeroing
+/// skips bytes that are device-resident and never touched (they read as zero already), so
+/// allocating them does not fault their pages back.
+pub fn alloc_in(t: TierIndex, size: usize, align: usize, zero: bool) -> *mut u8 {
+    let t = placement::prepare(t);
+    let Some(c) = size_class::class_of(size, align) else {
+        return alloc_large(size, align, zero, t);
+    };
+    let p = if t == 0 {
+        tcache::alloc(c)
+    } else {
+        let mut one = [core::ptr::null_mut(); 1];
+        if !ensure_init() || span::refill(t, c, &mut one) == 0 {
+            return core::ptr::null_mut();
+        }
+        one[0]
+    };
+    if zero && !p.is_null() && !(t != 0 && placement::reads_as_zero(p as usize, size)) {
+        // SAFETY: p is a fresh object of at least `size` bytes.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
 #[cold]
-fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
+fn alloc_large(size: usize, align: usize, zero: bool, t: TierIndex) -> *mut u8 {
     if !ensure_init() {
         return core::ptr::null_mut();
     }
@@ -177,7 +215,9 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
         return core::ptr::null_mut();
     };
     let p = arena::addr_of(page) as *mut u8;
-    if zero && !is_zero {
+    // Created on the device: the pages read as zero until touched.
+    let on_device = t != 0 && placement::place_fresh(page, n, t as u16 - 1);
+    if zero && !is_zero && !on_device {
         // SAFETY: the run is ours and `n` pages long.
         unsafe { core::ptr::write_bytes(p, 0, size) };
     }
@@ -191,7 +231,10 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[inline]
 pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
     match size_class::class_of(size, align) {
-        Some(c) => tcache::free(c, p),
+        Some(c) => match span::tier_of(p) {
+            0 => tcache::free(c, p),
+            t => span::flush(t, c, &[p]),
+        },
         None => free_large(p),
     }
 }
@@ -231,7 +274,13 @@ pub unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize
         }
         _ => {}
     }
-    let q = alloc(new_size, align);
+    // A small object's new block keeps its tier (a device-tier `Vec` that grows stays there)
+    // unless this thread's scope names one; large runs carry no tier and follow the scope.
+    let t = match placement::current() {
+        0 if size_class::class_of(old_size, align).is_some() => span::tier_of(p),
+        t => t,
+    };
+    let q = alloc_in(t, new_size, align, false);
     if !q.is_null() {
         // SAFETY: both blocks are live, distinct, and at least min(old, new) bytes long.
         unsafe {

@@ -6,7 +6,12 @@
 //! on a device while the heap carries on. Span descriptors live in a side table indexed by
 //! `(addr - arena base) >> 16`; spans are 64 KiB-aligned, so the index is exact.
 //!
-//! Spans have no owning thread. A bin (one per class, behind a lock) holds the span currently
+//! Spans are segregated by tier (`crate::placement`): each tier has its own bins, a span's
+//! pages hold objects of one tier only, and the spans of a device tier are created on that
+//! device. The tier of each span slot is also kept in a lock-free side table ([`tier_of`]) so
+//! `free` can find the right bin without touching the object.
+//!
+//! Spans have no owning thread. A bin (one per tier and class, behind a lock) holds the span currently
 //! being carved and a list of partially free spans. Thread caches take objects out in batches
 //! ([`refill`]) and give freed ones back in batches ([`flush`]), whichever thread allocated them:
 //! a cross-thread free costs a push into the freeing thread's cache, and a share of one locked
@@ -17,8 +22,9 @@ use super::meta;
 use super::pages::PAGES;
 use super::size_class::{self, NCLASSES, SPAN_SHIFT, SPAN_SIZE};
 use crate::pagemap::Use;
+use crate::placement::{self, TierIndex, NTIERS};
 use crate::{arena, sys};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 const NIL: u32 = u32::MAX;
 const PAGES_PER_SPAN: usize = SPAN_SIZE / sys::PAGE_SIZE;
@@ -78,22 +84,49 @@ const EMPTY_BIN: Lock<Bin> = Lock::new(Bin {
     spare_bitmaps: core::ptr::null_mut(),
     spans: 0,
 });
-static BINS: [Lock<Bin>; NCLASSES] = [EMPTY_BIN; NCLASSES];
+#[allow(clippy::declare_interior_mutable_const)]
+const TIER_BINS: [Lock<Bin>; NCLASSES] = [EMPTY_BIN; NCLASSES];
+/// Bins by tier index (0 = host, 1 + d = device d), then size class.
+static BINS: [[Lock<Bin>; NCLASSES]; NTIERS] = [TIER_BINS; NTIERS];
 
 static TABLE: AtomicUsize = AtomicUsize::new(0);
 static TABLE_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Side table: the tier index of each span slot, one byte per slot. Written when a span is
+/// created (before any of its objects is handed out), read without a lock by `free`.
+static TIERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Maps the span descriptor table for an arena of `pages` pages.
 pub fn init(pages: usize) -> bool {
     let n = pages / PAGES_PER_SPAN;
     let bytes = (n * core::mem::size_of::<Span>()).next_multiple_of(sys::PAGE_SIZE);
     let p = sys::map_noreserve(bytes);
-    if p.is_null() {
+    let tiers = sys::map_noreserve(n.next_multiple_of(sys::PAGE_SIZE));
+    if p.is_null() || tiers.is_null() {
         return false;
     }
     TABLE_LEN.store(n, Ordering::Relaxed);
+    TIERS.store(tiers as usize, Ordering::Release);
     TABLE.store(p as usize, Ordering::Release);
     true
+}
+
+/// The side-table byte of span slot `si`.
+fn tier_slot(si: usize) -> &'static AtomicU8 {
+    debug_assert!(si < TABLE_LEN.load(Ordering::Relaxed));
+    // SAFETY: the table has one byte per span slot of the arena (init) and is never unmapped;
+    // AtomicU8 has the layout of u8 and zero (the host) is valid.
+    unsafe { &*(TIERS.load(Ordering::Acquire) as *const AtomicU8).add(si) }
+}
+
+/// The tier index of the span holding small object `p` (0 for pointers outside the range:
+/// `flush` rejects those).
+#[inline]
+pub fn tier_of(p: *mut u8) -> TierIndex {
+    let addr = p as usize;
+    if !arena::contains(addr) {
+        return 0;
+    }
+    tier_slot((addr - arena::base()) >> SPAN_SHIFT).load(Ordering::Relaxed)
 }
 
 /// The descriptor of span `si`.
@@ -117,9 +150,10 @@ fn span_addr(si: u32) -> usize {
     arena::base() + ((si as usize) << SPAN_SHIFT)
 }
 
-/// Fills `out` with free objects of class `c`; returns how many (fewer only when out of memory).
-pub fn refill(c: usize, out: &mut [*mut u8]) -> usize {
-    let mut bin = BINS[c].lock();
+/// Fills `out` with free objects of class `c` on tier `t`; returns how many (fewer only when out
+/// of memory).
+pub fn refill(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
+    let mut bin = BINS[t as usize][c].lock();
     let size = size_class::size_of(c);
     let mut got = 0;
     while got < out.len() {
@@ -129,7 +163,7 @@ pub fn refill(c: usize, out: &mut [*mut u8]) -> usize {
                 unlink(&mut bin, si);
                 si
             } else {
-                match new_span(&mut bin, c) {
+                match new_span(&mut bin, t, c) {
                     Some(si) => si,
                     None => break,
                 }
@@ -170,8 +204,8 @@ pub fn refill(c: usize, out: &mut [*mut u8]) -> usize {
 /// Returns objects of class `c` to their spans. Aborts with a message on a pointer that is not
 /// a live object of class `c` (double free, wrong layout, foreign pointer): carrying on would
 /// hand the same memory out twice.
-pub fn flush(c: usize, ptrs: &[*mut u8]) {
-    let mut bin = BINS[c].lock();
+pub fn flush(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
+    let mut bin = BINS[t as usize][c].lock();
     let size = size_class::size_of(c);
     for &p in ptrs {
         let addr = p as usize;
@@ -183,7 +217,10 @@ pub fn flush(c: usize, ptrs: &[*mut u8]) {
         // SAFETY: bin lock held; the class check below rejects slots owned by other bins before
         // any write (a slot's class only changes under its own bin's lock while it is Unused).
         let sp = unsafe { span(&mut bin, si) };
-        if sp.state == State::Unused || sp.class as usize != c {
+        if sp.state == State::Unused
+            || sp.class as usize != c
+            || tier_slot(si as usize).load(Ordering::Relaxed) != t
+        {
             sys::fatal("free of a pointer that is not a live object of this size (wrong layout or double free)");
         }
         let i = size_class::index_of(c, off);
@@ -249,7 +286,7 @@ fn unlink(bin: &mut Bin, si: u32) {
     }
 }
 
-fn new_span(bin: &mut Bin, c: usize) -> Option<u32> {
+fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
     let nwords = words(c);
     let bitmap = if bin.spare_bitmaps.is_null() {
         let b = meta::alloc(nwords * 8);
@@ -280,7 +317,13 @@ fn new_span(bin: &mut Bin, c: usize) -> Option<u32> {
         // SAFETY: `w < nwords`, the bitmap's length.
         unsafe { *bitmap.add(w) = v };
     }
+    if t != 0 {
+        // Created on the device; on failure the span serves from host pages (still tier `t`'s,
+        // so its objects are freed into this bin).
+        placement::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
+    }
     let si = (page / PAGES_PER_SPAN) as u32;
+    tier_slot(si as usize).store(t, Ordering::Relaxed);
     // SAFETY: the slot was Unused (its pages were free) and we hold the bin lock that now owns it.
     let sp = unsafe { span(bin, si) };
     *sp = Span {
@@ -313,7 +356,7 @@ fn release_span(bin: &mut Bin, si: u32) {
 
 /// Live spans over all classes.
 pub fn live_spans() -> usize {
-    BINS.iter().map(|b| b.lock().spans).sum()
+    BINS.iter().flatten().map(|b| b.lock().spans).sum()
 }
 
 /// Resident bytes of the span descriptor table.
@@ -326,7 +369,7 @@ pub fn table_resident_bytes() -> usize {
 
 /// Takes every bin lock (fork preparation), in class order.
 pub fn lock_for_fork() {
-    for b in &BINS {
+    for b in BINS.iter().flatten() {
         b.lock_for_fork();
     }
 }
@@ -336,7 +379,7 @@ pub fn lock_for_fork() {
 /// # Safety
 /// Only from the fork handlers, after [`lock_for_fork`].
 pub unsafe fn unlock_after_fork() {
-    for b in &BINS {
+    for b in BINS.iter().flatten() {
         // SAFETY: forwarded contract.
         unsafe { b.unlock_after_fork() };
     }

@@ -98,7 +98,7 @@ fn alloc_slow(cache: &mut Cache, c: usize) -> *mut u8 {
         }
         State::Dead => {
             let mut one = [core::ptr::null_mut(); 1];
-            return if span::refill(c, &mut one) == 1 {
+            return if span::refill(0, c, &mut one) == 1 {
                 one[0]
             } else {
                 core::ptr::null_mut()
@@ -108,7 +108,7 @@ fn alloc_slow(cache: &mut Cache, c: usize) -> *mut u8 {
     }
     let s = &mut cache.stacks[c];
     let want = (s.cap as usize / 2).max(1);
-    let got = span::refill(c, &mut s.items[..want]);
+    let got = span::refill(0, c, &mut s.items[..want]);
     if got == 0 {
         return core::ptr::null_mut();
     }
@@ -121,18 +121,18 @@ fn free_slow(cache: &mut Cache, c: usize, p: *mut u8) {
     match cache.state {
         State::Fresh => {
             if !start(cache) {
-                span::flush(c, &[p]);
+                span::flush(0, c, &[p]);
                 return;
             }
         }
-        State::Dead => return span::flush(c, &[p]),
+        State::Dead => return span::flush(0, c, &[p]),
         State::Active => {}
     }
     let s = &mut cache.stacks[c];
     if s.n == s.cap {
         // Give back the older half; keep the most recently freed (cache-hot) objects.
         let half = (s.cap / 2) as usize;
-        span::flush(c, &s.items[..half]);
+        span::flush(0, c, &s.items[..half]);
         s.items.copy_within(half..s.n as usize, 0);
         s.n -= half as u32;
     }
@@ -178,7 +178,7 @@ pub fn flush_current_thread() {
 fn flush_all(cache: &mut Cache) {
     for (c, s) in cache.stacks.iter_mut().enumerate() {
         if s.n > 0 {
-            span::flush(c, &s.items[..s.n as usize]);
+            span::flush(0, c, &s.items[..s.n as usize]);
             s.n = 0;
         }
     }

@@ -1,0 +1,72 @@
+//! Helpers shared by the integration tests: data patterns that reveal any lost or misplaced
+//! word, residency probes, and the runner that repeats a test file once per fault backend.
+
+// Each test binary uses its own subset.
+#![allow(dead_code)]
+
+pub const MIB: usize = 1 << 20;
+pub const PAGE: usize = 4096;
+
+/// `n` words where word `i` depends on `i` and `seed`: a lost write or a page landing at the
+/// wrong place changes some word.
+pub fn pattern(seed: u64, n: usize) -> Vec<u64> {
+    (0..n as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed)
+        .collect()
+}
+
+/// Asserts that `v` still holds `pattern(seed, v.len())`.
+pub fn check(v: &[u64], seed: u64) {
+    for (i, &x) in v.iter().enumerate() {
+        let want = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+        assert_eq!(x, want, "word {i} changed");
+    }
+}
+
+/// A slice as the (pointer, byte length) pair the tieralloc API takes.
+pub fn bytes_of<T>(v: &[T]) -> (*const u8, usize) {
+    (v.as_ptr().cast(), std::mem::size_of_val(v))
+}
+
+/// Bytes device `d` holds now.
+pub fn used(d: usize) -> usize {
+    tieralloc::devices().unwrap()[d].used
+}
+
+/// The fault backend in use.
+pub fn backend() -> &'static str {
+    tieralloc::stats().fault_backend
+}
+
+/// Resident host bytes of `[p, p+len)`, from mincore(2).
+pub fn resident(p: *const u8, len: usize) -> usize {
+    let start = p as usize & !(PAGE - 1);
+    let pages = (p as usize + len - start).div_ceil(PAGE);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: the range is mapped (managed range); `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(start as *mut _, pages * PAGE, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    vec.iter().filter(|&&b| b & 1 != 0).count() * PAGE
+}
+
+/// Runs this test binary again in a child per fault backend (`TIERALLOC_FAULT`), skipping the
+/// test that calls this; `child_var` marks the children, which return at once from here.
+pub fn each_backend(child_var: &str, what: &str) {
+    if std::env::var_os(child_var).is_some() {
+        return;
+    }
+    for backend in ["uffd", "uffd-fast", "signal"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--test-threads=1", "--skip", "each_backend"])
+            .env("TIERALLOC_FAULT", backend)
+            .env(child_var, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("test result: ok"),
+            "{what} failed with TIERALLOC_FAULT={backend}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
