@@ -572,5 +572,5 @@ fn bad_advice_and_kernel_inputs_are_typed_errors() {
 
 #[test]
 fn each_backend() {
-    common::each_backend("TIERALLOC_DEVICES_CHILD", "device tests");
+    common::each_backend("ALLOC_TEST_DEVICES_CHILD", "device tests");
 }

@@ -16,7 +16,7 @@ fn run_child(name: &str, value: &str) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--test-threads=1", "--nocapture"])
         .env("TIERALLOC_ARENA", value)
-        .env("TIERALLOC_TEST_CHILD", "1")
+        .env("ALLOC_TEST_TEST_CHILD", "1")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -29,7 +29,7 @@ fn run_child(name: &str, value: &str) -> String {
 }
 
 fn is_child() -> bool {
-    std::env::var_os("TIERALLOC_TEST_CHILD").is_some()
+    std::env::var_os("ALLOC_TEST_TEST_CHILD").is_some()
 }
 
 #[test]

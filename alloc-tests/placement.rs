@@ -321,5 +321,5 @@ fn device_zeroed_small_objects_skip_the_memset() {
 
 #[test]
 fn each_backend() {
-    common::each_backend("TIERALLOC_PLACEMENT_CHILD", "placement tests");
+    common::each_backend("ALLOC_TEST_PLACEMENT_CHILD", "placement tests");
 }

@@ -455,7 +455,7 @@ fn many_alternating_pages() {
 
 #[test]
 fn each_backend() {
-    common::each_backend("TIERALLOC_SCENARIO_CHILD", "scenarios");
+    common::each_backend("ALLOC_TEST_SCENARIO_CHILD", "scenarios");
 }
 
 #[test]

@@ -116,11 +116,13 @@ fn return_preferred() {
             while p < first + n && pagemap::get(p).device().is_none() {
                 p += 1;
             }
-            if migrate::migrate(
-                arena::addr_of(s) as *const u8,
-                (p - s) * crate::sys::PAGE_SIZE,
-                Tier::Device(d),
-            )
+            if crate::trace::with_cause(crate::trace::Cause::Advice, || {
+                migrate::migrate(
+                    arena::addr_of(s) as *const u8,
+                    (p - s) * crate::sys::PAGE_SIZE,
+                    Tier::Device(d),
+                )
+            })
             .is_ok()
             {
                 COUNTERS.returns.fetch_add(1, Ordering::Relaxed);

@@ -1,8 +1,21 @@
 //! Configuration from `TIERALLOC_*` environment variables.
 //!
-//! Variables are read once, at the first allocation, with `getenv(3)` and parsed without
-//! allocating (the allocator may not be usable yet). A bad value prints one line on stderr and
-//! the default is kept: a typo must never crash a program inside its allocator.
+//! Each variable is read once, when the part it configures starts (the heap at the first
+//! allocation, the devices and fault backend at the first device operation), with `getenv(3)`,
+//! and parsed without allocating (the allocator may not be usable yet). A bad value prints one
+//! line on stderr and the default is kept: a typo must never crash a program inside its
+//! allocator. A `TIERALLOC_*` variable tieralloc does not know (a misspelling) is reported
+//! once, at the first allocation ([`check_unknown`]).
+//!
+//! | variable | values | default |
+//! |---|---|---|
+//! | `TIERALLOC_ARENA` | size of the managed range, e.g. `64GiB` | `64GiB` |
+//! | `TIERALLOC_DEVICES` | `2x1GiB` or `gpu0=1GiB,gpu1=512MiB` | one device of 1 GiB |
+//! | `TIERALLOC_FAULT` | `auto`, `uffd`, `uffd-fast`, `signal` | `auto` |
+//! | `TIERALLOC_POLICY` | `adaptive`, `evict`, `strict` | `adaptive` |
+//! | `TIERALLOC_LINK` | `pcie4x16`, `0=nvlink;1=25GB/s,2us`, ... | counted, not enforced |
+//! | `TIERALLOC_STATS` | `1` prints the stats table at exit | off |
+//! | `TIERALLOC_TRACE` | path of a CSV event trace | off |
 
 use crate::sys;
 
@@ -253,29 +266,153 @@ pub enum PolicyChoice {
     Strict,
 }
 
+/// Parses a `TIERALLOC_POLICY` value (case-insensitive; empty means the default).
+pub fn parse_policy(v: &[u8]) -> Option<PolicyChoice> {
+    let v = trim(v);
+    if v.is_empty() || v.eq_ignore_ascii_case(b"adaptive") {
+        Some(PolicyChoice::Adaptive)
+    } else if v.eq_ignore_ascii_case(b"evict") {
+        Some(PolicyChoice::Evict)
+    } else if v.eq_ignore_ascii_case(b"strict") {
+        Some(PolicyChoice::Strict)
+    } else {
+        None
+    }
+}
+
 /// `TIERALLOC_POLICY`: `adaptive` (default), `evict` or `strict`.
 pub fn policy() -> PolicyChoice {
     let Some(v) = getenv(c"TIERALLOC_POLICY") else {
         return PolicyChoice::Adaptive;
     };
-    match trim(v) {
-        b"adaptive" | b"" => PolicyChoice::Adaptive,
-        b"evict" => PolicyChoice::Evict,
-        b"strict" => PolicyChoice::Strict,
-        _ => {
-            warn_bad(
-                "TIERALLOC_POLICY",
-                v,
-                "expected adaptive, evict or strict; using adaptive",
-            );
-            PolicyChoice::Adaptive
+    parse_policy(v).unwrap_or_else(|| {
+        warn_bad(
+            "TIERALLOC_POLICY",
+            v,
+            "expected adaptive, evict or strict; using adaptive",
+        );
+        PolicyChoice::Adaptive
+    })
+}
+
+/// Parses an on/off value: `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`, empty.
+pub fn parse_flag(v: &[u8]) -> Option<bool> {
+    let v = trim(v);
+    let any = |words: &[&[u8]]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
+    if any(&[b"1", b"true", b"yes", b"on"]) {
+        Some(true)
+    } else if v.is_empty() || any(&[b"0", b"false", b"no", b"off"]) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `TIERALLOC_STATS`: print the stats table on stderr at exit.
+pub fn stats_at_exit() -> bool {
+    let Some(v) = getenv(c"TIERALLOC_STATS") else {
+        return false;
+    };
+    parse_flag(v).unwrap_or_else(|| {
+        warn_bad("TIERALLOC_STATS", v, "expected 1 or 0; not printing stats");
+        false
+    })
+}
+
+/// `TIERALLOC_TRACE`: the path to write the event trace to, if set and not empty.
+pub fn trace_path() -> Option<&'static [u8]> {
+    getenv(c"TIERALLOC_TRACE").filter(|v| !trim(v).is_empty())
+}
+
+/// The variables tieralloc reads.
+pub const KNOWN: [&str; 7] = [
+    "TIERALLOC_ARENA",
+    "TIERALLOC_DEVICES",
+    "TIERALLOC_FAULT",
+    "TIERALLOC_POLICY",
+    "TIERALLOC_LINK",
+    "TIERALLOC_STATS",
+    "TIERALLOC_TRACE",
+];
+
+/// If `entry` (`NAME=value` from the environment) is a `TIERALLOC_*` variable tieralloc does
+/// not read, its name.
+pub fn unknown_name(entry: &[u8]) -> Option<&[u8]> {
+    let name = &entry[..entry.iter().position(|&b| b == b'=').unwrap_or(entry.len())];
+    (name.starts_with(b"TIERALLOC_") && !KNOWN.iter().any(|k| k.as_bytes() == name)).then_some(name)
+}
+
+extern "C" {
+    static environ: *const *const core::ffi::c_char;
+}
+
+/// Warns on stderr about each `TIERALLOC_*` variable that tieralloc does not read (most likely
+/// a misspelling, which would otherwise be silently ignored). Allocates nothing.
+pub fn check_unknown() {
+    // SAFETY: `environ` is the process's NULL-terminated array of C strings; it is read here
+    // once, at heap initialisation, like getenv does.
+    let mut p = unsafe { environ };
+    if p.is_null() {
+        return;
+    }
+    loop {
+        // SAFETY: p points into the NULL-terminated array.
+        let entry = unsafe { *p };
+        if entry.is_null() {
+            break;
         }
+        // SAFETY: each entry is a NUL-terminated string.
+        let bytes = unsafe { core::ffi::CStr::from_ptr(entry) }.to_bytes();
+        if let Some(name) = unknown_name(bytes) {
+            sys::write_stderr(&[
+                b"tieralloc: ignoring unknown variable ",
+                name,
+                b" (known: TIERALLOC_ARENA, DEVICES, FAULT, POLICY, LINK, STATS, TRACE)\n",
+            ]);
+        }
+        // SAFETY: not past the terminating NULL (checked above).
+        p = unsafe { p.add(1) };
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
+
+    #[test]
+    fn policies_parse() {
+        assert_eq!(parse_policy(b"adaptive"), Some(PolicyChoice::Adaptive));
+        assert_eq!(parse_policy(b""), Some(PolicyChoice::Adaptive));
+        assert_eq!(parse_policy(b" Evict "), Some(PolicyChoice::Evict));
+        assert_eq!(parse_policy(b"STRICT"), Some(PolicyChoice::Strict));
+        for bad in [&b"lru"[..], b"strict,evict", b"evicts"] {
+            assert_eq!(parse_policy(bad), None);
+        }
+    }
+
+    #[test]
+    fn flags_parse() {
+        for on in [&b"1"[..], b"true", b"YES", b" on "] {
+            assert_eq!(parse_flag(on), Some(true));
+        }
+        for off in [&b"0"[..], b"false", b"no", b"off", b""] {
+            assert_eq!(parse_flag(off), Some(false));
+        }
+        assert_eq!(parse_flag(b"2"), None);
+        assert_eq!(parse_flag(b"maybe"), None);
+    }
+
+    #[test]
+    fn misspelt_variables_are_found() {
+        assert_eq!(
+            unknown_name(b"TIERALLOC_DEVICE=2x1GiB"),
+            Some(&b"TIERALLOC_DEVICE"[..])
+        );
+        assert_eq!(unknown_name(b"TIERALLOC_DEVICES=2x1GiB"), None);
+        assert_eq!(unknown_name(b"TIERALLOC_STATS"), None);
+        assert_eq!(unknown_name(b"PATH=/bin"), None);
+        assert_eq!(unknown_name(b"TIERALLOCX=1"), None);
+    }
 
     #[test]
     fn sizes_parse_with_units() {

@@ -150,6 +150,8 @@ pub fn ensure_init() -> Result<(), Error> {
     COUNT.store(n, Ordering::Release);
     crate::link::from_env(n);
     STATE.store(READY, Ordering::Release);
+    drop(r);
+    crate::trace::start_from_env();
     Ok(())
 }
 

@@ -84,6 +84,13 @@ pub enum Error {
         /// Why not.
         why: &'static str,
     },
+    /// A trace file (`TIERALLOC_TRACE`) could not be read.
+    BadTrace {
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -150,6 +157,11 @@ impl fmt::Display for Error {
                 f,
                 "the {backend} fault backend cannot be used here: {why} \
                  (set TIERALLOC_FAULT=auto to pick one that works)"
+            ),
+            Error::BadTrace { line, why } => write!(
+                f,
+                "line {line} of the trace is not an event (time_us,addr,bytes,from,to,cause): \
+                 {why}"
             ),
         }
     }

@@ -62,11 +62,14 @@ pub(crate) fn make_room(d: u16, need: usize, keep: &[Range<usize>]) -> usize {
             while p < e && on(p) {
                 p += 1;
             }
-            if let Ok(m) = migrate::migrate(
-                arena::addr_of(r) as *const u8,
-                (p - r) * crate::sys::PAGE_SIZE,
-                Tier::Host,
-            ) {
+            let moved = crate::trace::with_cause(crate::trace::Cause::Evict, || {
+                migrate::migrate(
+                    arena::addr_of(r) as *const u8,
+                    (p - r) * crate::sys::PAGE_SIZE,
+                    Tier::Host,
+                )
+            });
+            if let Ok(m) = moved {
                 evicted += m.moved + m.never_touched + m.already_there;
             }
         }

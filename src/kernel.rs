@@ -445,7 +445,9 @@ fn acquire(d: u16, ranges: &[ArgRange], report: &mut KernelReport) -> Result<Vec
                 Place::Remote => Tier::Host,
             };
             let faulted = count_faults(d, run);
-            let m = migrate::migrate_keeping(addr as *const u8, len, to, &keep)?;
+            let m = crate::trace::with_cause(crate::trace::Cause::Kernel, || {
+                migrate::migrate_keeping(addr as *const u8, len, to, &keep)
+            })?;
             if run.place == Place::Local {
                 report.device_faults += faulted;
                 report.migrated_bytes += m.moved * PAGE;
@@ -586,11 +588,13 @@ fn auto_migrate(d: u16, runs: &[Run]) {
             // An explicit preferred location wins over the counters.
             let pinned_elsewhere = (p..end).any(|q| pagemap::get(q).preferred().is_some());
             if !pinned_elsewhere && policy.auto_migrate(d, &BlockInfo::of_page(p)) {
-                let _ = migrate::migrate(
-                    arena::addr_of(p) as *const u8,
-                    (end - p) * PAGE,
-                    Tier::Device(d),
-                );
+                let _ = crate::trace::with_cause(crate::trace::Cause::Advice, || {
+                    migrate::migrate(
+                        arena::addr_of(p) as *const u8,
+                        (end - p) * PAGE,
+                        Tier::Device(d),
+                    )
+                });
             }
             p = end;
         }

@@ -74,10 +74,12 @@ mod pagemap;
 mod placement;
 pub mod policy;
 mod prefetch;
+mod render;
 mod residency;
 mod stats;
 mod sys;
 mod tier;
+pub mod trace;
 mod worker;
 
 pub use advice::{advise, Advice};
@@ -90,6 +92,7 @@ pub use migrate::{Migrated, Tier};
 pub use placement::{current_tier, tier_scope, with_tier, TierGuard};
 pub use policy::{name as policy_name, set_policy};
 pub use prefetch::{prefetch, Pending};
+pub use render::{residency_map, MapCell, ResidencyMap};
 pub use residency::{BlockCounters, PageState, Residency};
 pub use stats::{stats, Bytes, Stats};
 

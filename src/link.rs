@@ -136,13 +136,9 @@ pub(crate) fn from_env(devices: usize) {
         if part.is_empty() || part == "off" {
             continue;
         }
-        let (which, spec) = match part.split_once('=') {
-            Some((d, spec)) => (d.trim().parse::<usize>().ok().map(Some), spec),
-            None => (Some(None), part),
-        };
-        match (which, Link::parse(spec)) {
-            (Some(d), Some(l)) if d.map_or(true, |d| d < devices) => {
-                for k in d.map_or(0..devices, |d| d..d + 1) {
+        match parse_part(part, devices) {
+            Some((which, l)) => {
+                for k in which {
                     let s = &LINKS[k];
                     s.bandwidth.store(l.bandwidth.max(1), Ordering::Relaxed);
                     s.latency_ns
@@ -150,7 +146,7 @@ pub(crate) fn from_env(devices: usize) {
                     s.enforced.store(true, Ordering::Relaxed);
                 }
             }
-            _ => crate::config::warn_bad(
+            None => crate::config::warn_bad(
                 "TIERALLOC_LINK",
                 part.as_bytes(),
                 "expected a link (pcie3x16, pcie4x16, pcie5x16, nvlink or <N>GB/s,<M>us), \
@@ -158,6 +154,20 @@ pub(crate) fn from_env(devices: usize) {
             ),
         }
     }
+}
+
+/// One `TIERALLOC_LINK` entry: `<link>` (every device) or `<device>=<link>`. Returns the
+/// devices it applies to and the link, or `None` if it is malformed or names a device that
+/// does not exist.
+fn parse_part(part: &str, devices: usize) -> Option<(core::ops::Range<usize>, Link)> {
+    let (which, spec) = match part.split_once('=') {
+        Some((d, spec)) => {
+            let d = d.trim().parse::<usize>().ok().filter(|&d| d < devices)?;
+            (d..d + 1, spec)
+        }
+        None => (0..devices, part),
+    };
+    Some((which, Link::parse(spec)?))
 }
 
 /// Counts (and, when enforced, spends) the time of moving `bytes` over device `d`'s link.
@@ -180,5 +190,41 @@ pub(crate) fn transfer(d: u16, bytes: usize) {
         // SAFETY: nanosleep reads the timespec we pass; it is async-signal-safe. An early
         // return (a signal) only shortens the simulated delay.
         unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_custom_links_parse() {
+        assert_eq!(Link::parse("pcie4x16"), Some(Link::PCIE4_X16));
+        assert_eq!(Link::parse(" NVLink "), Some(Link::NVLINK));
+        let l = Link::parse("25GB/s,2us").unwrap();
+        assert_eq!(l.bandwidth, 25_000_000_000);
+        assert_eq!(l.latency, Duration::from_micros(2));
+        for bad in [
+            "",
+            "pcie9",
+            "25GB/s",
+            "25,2us",
+            "-1GB/s,2us",
+            "0GB/s,1us",
+            "x GB/s,1us",
+        ] {
+            assert_eq!(Link::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn env_entries_name_existing_devices() {
+        assert_eq!(parse_part("pcie3x16", 2), Some((0..2, Link::PCIE3_X16)));
+        assert_eq!(parse_part("1=nvlink", 2), Some((1..2, Link::NVLINK)));
+        assert_eq!(parse_part("2=nvlink", 2), None, "device 2 does not exist");
+        assert_eq!(parse_part("x=nvlink", 2), None);
+        assert_eq!(parse_part("0=", 2), None);
+        let transfer = Link::PCIE4_X16.transfer_time(25 << 20);
+        assert!(transfer > Duration::from_micros(500) && transfer < Duration::from_millis(5));
     }
 }

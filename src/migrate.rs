@@ -29,7 +29,7 @@ use crate::fault::{self, uffd, Backend};
 use crate::pagemap::{self, Entry, Use};
 use crate::stats::COUNTERS;
 pub use crate::tier::Tier;
-use crate::{arena, blocks, device, duplicate, evict, heap, link, policy, sys};
+use crate::{arena, blocks, device, duplicate, evict, heap, link, policy, sys, trace};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -310,6 +310,8 @@ fn migrate_batch(
         if let Some(d) = src.or(target) {
             link::transfer(d, len * PAGE);
         }
+        let tier = |t: Option<u16>| Some(t.map_or(Tier::Host, Tier::Device));
+        trace::record(s, len, tier(src), tier(target), trace::current_cause());
         i = j;
     }
     Ok(())
@@ -748,6 +750,13 @@ fn return_run(backend: Backend, d: u16, lo: usize, hi: usize) {
     for p in lo..hi {
         pagemap::unlock(p, pagemap::get(p).on_host());
     }
+    trace::record(
+        lo,
+        hi - lo,
+        Some(Tier::Device(d)),
+        Some(Tier::Host),
+        trace::Cause::Fault,
+    );
     fault::wake_pages(lo, hi - lo);
 }
 
@@ -824,6 +833,7 @@ pub(crate) fn release_freed(page: usize, n: usize) {
         COUNTERS
             .freed_device_pages
             .fetch_add(k as u64, Ordering::Relaxed);
+        trace::record(s, k, Some(Tier::Device(d)), None, trace::Cause::Free);
     }
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
 }

@@ -208,6 +208,13 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     let e = pagemap::get(page);
     pagemap::set_range(page, n, Entry::host(e.use_()).on_device(d, false));
     migrate::device_in_use();
+    crate::trace::record(
+        page,
+        n,
+        None,
+        Some(Tier::Device(d)),
+        crate::trace::Cause::Place,
+    );
     COUNTERS
         .placed_on_device
         .fetch_add(n as u64, Ordering::Relaxed);

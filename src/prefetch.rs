@@ -51,7 +51,9 @@ pub fn prefetch(ptr: *const u8, len: usize, to: Tier) -> Result<Pending, Error> 
     worker::submit(
         worker::PREFETCH,
         Box::new(move || {
-            let r = migrate::migrate(addr as *const u8, len, to);
+            let r = crate::trace::with_cause(crate::trace::Cause::Prefetch, || {
+                migrate::migrate(addr as *const u8, len, to)
+            });
             COUNTERS.prefetches.fetch_add(1, Ordering::Relaxed);
             result.set(r);
         }),

@@ -215,6 +215,18 @@ pub fn stats() -> Stats {
     }
 }
 
+/// `TIERALLOC_STATS=1`: prints the stats table on stderr when the process exits (`exit(3)`
+/// or returning from `main`; not `_exit` or a fatal signal).
+pub(crate) fn print_at_exit() {
+    extern "C" fn print() {
+        use std::io::Write;
+        // Exit handlers run after `main`: the heap still works, so formatting may allocate.
+        let _ = writeln!(std::io::stderr(), "{}", stats());
+    }
+    // SAFETY: registers a plain function; atexit has no other preconditions.
+    unsafe { libc::atexit(print) };
+}
+
 fn pages_to_bytes(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed) * sys::PAGE_SIZE as u64
 }

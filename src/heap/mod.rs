@@ -94,6 +94,10 @@ fn init_once() -> bool {
         }
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
     }
+    config::check_unknown();
+    if config::stats_at_exit() {
+        crate::stats::print_at_exit();
+    }
     true
 }
 
