@@ -218,6 +218,11 @@ fn residency_map_shows_tiers_and_heat() {
     );
     let svg = map.svg();
     assert!(svg.contains("device 0") && svg.contains(">host<"));
-    assert_eq!(svg.matches("<rect").count(), 1 + cells.len() + 2);
+    // Background, legend (2), and at least one bar per row of 64 cells.
+    let rects = svg.matches("<rect").count();
+    assert!(
+        rects >= 3 + cells.len() / 64 && rects <= 3 + cells.len(),
+        "{rects}"
+    );
     check(&v, 3);
 }

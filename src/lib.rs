@@ -95,6 +95,22 @@ pub use prefetch::{prefetch, Pending};
 pub use render::{residency_map, MapCell, ResidencyMap};
 pub use residency::{BlockCounters, PageState, Residency};
 pub use stats::{stats, Bytes, Stats};
+/// `#[tieralloc::tier(device = N)]` / `#[tieralloc::tier(host)]` on a function: its body runs
+/// inside [`tier_scope`], so what it allocates prefers that tier (feature `macros`).
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// #[tieralloc::tier(device = 0)]
+/// fn build() -> Vec<u8> {
+///     vec![0; 1 << 20]
+/// }
+///
+/// let v = build();
+/// assert_eq!(tieralloc::residency(v.as_ptr(), v.len()).unwrap().device_bytes(0), v.len());
+/// ```
+#[cfg(feature = "macros")]
+pub use tieralloc_macros::tier;
 
 use core::alloc::{GlobalAlloc, Layout};
 

@@ -220,7 +220,7 @@ impl ResidencyMap {
         out
     }
 
-    /// An SVG picture: one square per cell, coloured by where it lives (host blue, each device
+    /// An SVG picture: a square per cell (runs of equal cells drawn as one bar), coloured by where it lives (host blue, each device
     /// its own colour, free grey, migrating yellow), pale when cold and saturated when hot; a
     /// legend below.
     ///
@@ -254,20 +254,34 @@ impl ResidencyMap {
             self.len,
             self.pages_per_cell * PAGE_SIZE / 1024
         );
-        for (i, c) in self.cells.iter().enumerate() {
-            let (x, y) = (10 + (i % COLUMNS) * CELL, top + (i / COLUMNS) * CELL);
-            let _ = writeln!(
-                s,
-                "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{}\"{}/>",
-                CELL - 1,
-                CELL - 1,
-                shade(colour_of(c.state), c.heat),
-                if matches!(c.state, PageState::Duplicated(_)) {
-                    " stroke=\"#e66f00\" stroke-width=\"2\""
-                } else {
-                    ""
+        // One rectangle per run of equal cells in a row keeps the file small.
+        for (row, cells) in self.cells.chunks(COLUMNS).enumerate() {
+            let mut i = 0;
+            while i < cells.len() {
+                let fill = shade(colour_of(cells[i].state), cells[i].heat);
+                let dup = matches!(cells[i].state, PageState::Duplicated(_));
+                let mut j = i + 1;
+                while j < cells.len()
+                    && cells[j].state == cells[i].state
+                    && shade(colour_of(cells[j].state), cells[j].heat) == fill
+                {
+                    j += 1;
                 }
-            );
+                let _ = writeln!(
+                    s,
+                    "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\"{}/>",
+                    10 + i * CELL,
+                    top + row * CELL,
+                    (j - i) * CELL - 1,
+                    CELL - 1,
+                    if dup {
+                        " stroke=\"#e66f00\" stroke-width=\"2\""
+                    } else {
+                        ""
+                    }
+                );
+                i = j;
+            }
         }
         let mut y = top + rows * CELL + 24;
         for st in legend {

@@ -1,14 +1,27 @@
-//! The event trace (`TIERALLOC_TRACE=path`): every residency change as one CSV line
-//! `time_us,addr,bytes,from,to,cause`, for `tieralloc-view` to draw.
+//! The event trace: every residency change as one CSV line, for `tieralloc-view` to draw.
 //!
-//! Recording happens on the fault path, so it must not allocate or lock: events go into a ring
-//! of fixed slots mapped when the trace starts. A writer claims a slot with a CAS on the head
-//! (or drops the event, counted, when the ring is full), fills it, and publishes it with its
-//! sequence number; a flusher thread drains the ring every 20 ms into the file, and an exit
-//! handler drains the rest. Only the process that started the trace writes the file (a `fork`
-//! child's events are not flushed).
+//! Set `TIERALLOC_TRACE=path` and run the program; the file gets a header and one line per
+//! event (times in µs since the devices came up; `none` is fresh or freed memory):
 //!
-//! Async-signal-safety: [`record`] uses only atomics and `clock_gettime`.
+//! ```text
+//! time_us,addr,bytes,from,to,cause
+//! 791.586,0x7f3384194000,2097152,host,dev0,migrate
+//! 2230.104,0x7f3384194000,65536,dev0,host,fault
+//! ```
+//!
+//! Causes: `migrate`, `prefetch`, `kernel` (a device fault), `evict`, `fault` (a CPU fault),
+//! `free`, `place` (a device-tier allocation created on its device), `advice` (preferred
+//! location or access-counter migration). Then draw it:
+//! `cargo run --release --example tieralloc-view -- trace.csv timeline.svg`, or call
+//! [`timeline_svg`].
+//!
+//! How it works: recording happens on the fault path, so it must not allocate or lock. Events
+//! go into a ring of 65 536 fixed slots mapped when the trace starts; a writer claims a slot
+//! with a CAS on the head (or drops the event, counted in a `#` comment line, when the ring is
+//! full), fills it with atomics and `clock_gettime` only (async-signal-safe), and publishes it
+//! with its sequence number. A flusher thread drains the ring into the file every 20 ms, and an
+//! exit handler drains the rest. Only the process that started the trace writes the file: a
+//! `fork` child's events are not flushed.
 
 use crate::config;
 use crate::sys;
