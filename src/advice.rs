@@ -14,6 +14,20 @@ use std::time::Duration;
 
 /// A usage hint for a range of pages (whole pages: the hint covers every page the range
 /// touches). Hints stay with the pages until [`Advice::Reset`] or until the memory is freed.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// use tieralloc::{Advice, Tier};
+/// let table = vec![1u32; 1 << 16];
+/// let (p, n) = (table.as_ptr().cast::<u8>(), 1 << 18);
+/// tieralloc::advise(p, n, Advice::ReadMostly)?;
+/// tieralloc::migrate(p, n, Tier::Device(0))?; // a read-only copy; the host keeps its own
+/// assert_eq!(tieralloc::residency(p, n)?.duplicated_bytes(0), n);
+/// assert_eq!(table[7], 1); // CPU reads hit the host copy: no fault
+/// tieralloc::advise(p, n, Advice::Reset)?;
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Advice {
     /// Where the data should live. For `Device(d)`: kernels on other devices read it remotely
@@ -38,6 +52,15 @@ static PREFERRED: Mutex<Vec<(usize, usize, u16)>> = Mutex::new(Vec::new());
 static RETURNER: Mutex<u32> = Mutex::new(0);
 
 /// Records `advice` for the pages of `[ptr, ptr+len)`. See [`crate::advise`].
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![0u8; 1 << 20];
+/// tieralloc::advise(v.as_ptr(), v.len(), tieralloc::Advice::AccessedBy(tieralloc::Tier::Device(0)))?;
+/// assert!(tieralloc::advise(v.as_ptr(), 0, tieralloc::Advice::Reset).is_err()); // empty range
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     let (first, n) = migrate::pages_of(ptr, len)?;
     device::ensure_init()?;

@@ -179,6 +179,13 @@ pub struct TierAllocator {
 impl TierAllocator {
     /// An allocator for `tier`. Fails with [`Error::UnknownDevice`] for a device that does not
     /// exist (this starts the devices if needed, like [`crate::devices`]).
+    ///
+    /// ```
+    /// use tieralloc::{Tier, TierAllocator};
+    /// assert_eq!(TierAllocator::new(Tier::Host)?.tier(), Tier::Host);
+    /// assert!(TierAllocator::new(Tier::Device(42)).is_err()); // no such device
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn new(tier: Tier) -> Result<TierAllocator, Error> {
         if let Some(d) = tier.device() {
             crate::device::ensure_init()?;
@@ -190,6 +197,12 @@ impl TierAllocator {
     }
 
     /// The tier this allocator places blocks on.
+    ///
+    /// ```
+    /// let a = tieralloc::TierAllocator::new(tieralloc::Tier::Device(0))?;
+    /// assert_eq!(a.tier(), tieralloc::Tier::Device(0));
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn tier(&self) -> Tier {
         placement::tier_of(self.index)
     }

@@ -216,6 +216,13 @@ pub fn free_pages(d: u16) -> usize {
 }
 
 /// One device as [`crate::devices`] reports it.
+///
+/// ```
+/// for d in tieralloc::devices()? {
+///     println!("device {} ({}): {} of {} bytes used", d.id, d.name, d.used, d.capacity);
+/// }
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
     /// Device number, as in `Tier::Device(id)`.

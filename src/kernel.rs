@@ -59,6 +59,21 @@ pub struct ArgRange {
 /// What a kernel takes: `&[T]` (read), `&mut [T]` (read and write), or a tuple of up to four
 /// of them. `T: Copy + 'static`: device memory holds plain data. Each becomes, inside the kernel, a
 /// slice of the same type over the data where the device reads it.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let (a, b) = (vec![1u32; 1024], vec![2u32; 1024]);
+/// let mut out = vec![0u32; 1024];
+/// // A tuple of slices: read `a` and `b`, write `out`.
+/// tieralloc::device(0)?.run((&a[..], &b[..], &mut out[..]), |(a, b, out)| {
+///     for i in 0..out.len() {
+///         out[i] = a[i] + b[i];
+///     }
+/// })?;
+/// assert!(out.iter().all(|&x| x == 3));
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 pub trait KernelArgs: Send {
     /// The kernel's view of the arguments.
     type View<'k>;
@@ -130,6 +145,17 @@ tuple_args!(A, B, C);
 tuple_args!(A, B, C, D);
 
 /// What a launch did.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let x = vec![1.0f64; 1 << 16]; // 512 KiB on the host
+/// let mut s = vec![0.0f64; 1];
+/// let r = tieralloc::device(0)?.run((&x[..], &mut s[..]), |(x, s)| s[0] = x.iter().sum())?;
+/// assert!(r.device_faults >= 8); // x's 64 KiB blocks faulted over to the device
+/// assert!(r.migrated_bytes >= 512 << 10);
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KernelReport {
@@ -144,6 +170,15 @@ pub struct KernelReport {
 }
 
 /// An emulated device: where kernels run. Get one with [`device`].
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let dev = tieralloc::device(0)?;
+/// assert_eq!(dev.id(), 0);
+/// assert!(tieralloc::device(99).is_err());
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Device {
     id: u16,
@@ -174,11 +209,28 @@ pub fn device(id: u16) -> Result<Device, Error> {
 
 impl Device {
     /// The device number (`Tier::Device(id)`).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// assert_eq!(tieralloc::device(0)?.id(), 0);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn id(&self) -> u16 {
         self.id
     }
 
     /// Runs `kernel` on this device with `args` and waits for it.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let mut v = vec![1u64; 1 << 12];
+    /// let report = tieralloc::device(0)?.run(&mut v[..], |v| v.iter_mut().for_each(|x| *x *= 5))?;
+    /// assert_eq!(v[0], 5);
+    /// assert!(report.device_faults >= 1);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn run<A, K>(&self, args: A, kernel: K) -> Result<KernelReport, Error>
     where
         A: KernelArgs,
@@ -244,6 +296,20 @@ impl Running {
 }
 
 /// A device stream inside [`Device::scope`]: launches run in order on the device's worker.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let mut a = vec![0u8; 4096];
+/// let mut b = vec![0u8; 4096];
+/// tieralloc::device(0)?.scope(|s| {
+///     let first = s.launch(&mut a[..], |a| a.fill(1));
+///     let second = s.launch(&mut b[..], |b| b.fill(2)); // runs after `first`
+///     first.wait().and(second.wait())
+/// })?;
+/// assert_eq!((a[0], b[0]), (1, 2));
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 pub struct Stream<'scope, 'env: 'scope> {
     device: u16,
     running: Arc<Running>,
@@ -252,6 +318,19 @@ pub struct Stream<'scope, 'env: 'scope> {
 }
 
 /// A launched kernel. [`Launch::wait`] returns its report; the scope waits for it anyway.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let mut v = vec![0u32; 1 << 16];
+/// tieralloc::device(0)?.scope(|s| {
+///     let k = s.launch(&mut v[..], |v| v.fill(7));
+///     let _ = k.is_done(); // poll without blocking
+///     k.wait()
+/// })?;
+/// assert_eq!(v[100], 7);
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[must_use = "wait() returns the kernel's errors"]
 pub struct Launch<'scope> {
     done: Arc<Completion<Result<KernelReport, Error>>>,
@@ -262,11 +341,34 @@ impl Launch<'_> {
     /// Waits for the kernel. Errors: placing its arguments failed (`NotManaged`,
     /// `NotAllocated`, `DeviceFull` in strict mode, ...; the kernel did not run), or the
     /// kernel panicked (`KernelPanicked`).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let stack = [0u8; 16]; // not managed memory: the launch is refused
+    /// let r = tieralloc::device(0)?.scope(|s| s.launch(&stack[..], |_| {}).wait());
+    /// assert!(matches!(r, Err(tieralloc::Error::NotManaged { .. })));
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn wait(self) -> Result<KernelReport, Error> {
         self.done.wait()
     }
 
     /// True once the kernel has finished.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 4096];
+    /// tieralloc::device(0)?.scope(|s| {
+    ///     let k = s.launch(&v[..], |_| {});
+    ///     while !k.is_done() {
+    ///         std::thread::yield_now(); // CPU work could go here
+    ///     }
+    ///     k.wait()
+    /// })?;
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn is_done(&self) -> bool {
         self.done.is_set()
     }
@@ -274,6 +376,15 @@ impl Launch<'_> {
 
 impl<'scope> Stream<'scope, '_> {
     /// Queues `kernel` with `args` on the device and returns at once.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let mut v = vec![1i32; 1 << 14];
+    /// tieralloc::device(0)?.scope(|s| s.launch(&mut v[..], |v| v.iter_mut().for_each(|x| *x = -*x)).wait())?;
+    /// assert_eq!(v[0], -1);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn launch<A, K>(&'scope self, args: A, kernel: K) -> Launch<'scope>
     where
         A: KernelArgs + 'scope,

@@ -39,6 +39,45 @@
 //! }
 //! ```
 //!
+//! ## Placing allocations on a tier
+//!
+//! Annotate where data should live; device-tier memory is created on the device (no host
+//! memory, no copy) and allocating or freeing it never faults it back:
+//!
+//! ```
+//! use allocator_api2::vec::Vec as AVec;
+//! use tieralloc::{OnDevice, Tier, TierAlloc};
+//!
+//! #[global_allocator]
+//! static ALLOC: TierAlloc = TierAlloc::new();
+//!
+//! fn main() -> Result<(), tieralloc::Error> {
+//!     // A scope: everything this thread allocates inside prefers device 0.
+//!     let weights: Vec<f32> = tieralloc::with_tier(Tier::Device(0), || vec![0.0; 1 << 20]);
+//!     assert_eq!(tieralloc::residency(weights.as_ptr().cast(), 4 << 20)?.device_bytes(0), 4 << 20);
+//!     // A typed allocator: this Vec's buffer always lives on device 0's spans.
+//!     let mut grads: AVec<f32, OnDevice<0>> = AVec::with_capacity_in(1 << 20, OnDevice);
+//!     grads.extend((0..1000).map(|i| i as f32)); // the CPU writes: those pages come home
+//!     // A device kernel uses both where they are.
+//!     let mut out = vec![0.0f32; 1];
+//!     tieralloc::device(0)?.run((&weights[..], &mut out[..]), |(w, o)| o[0] = w.iter().sum())?;
+//!     assert_eq!(out[0], 0.0);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! With the `macros` feature, `#[tieralloc::tier(device = 0)]` on a function runs its body in
+//! such a scope.
+//!
+//! ## Seeing where memory lives
+//!
+//! - [`stats()`] (also printed at exit with `TIERALLOC_STATS=1`) counts migrations, faults,
+//!   kernels, evictions and device use; it implements `Display` as a table.
+//! - [`residency`] lists the runs of a range by tier; [`residency_map`] draws them as SVG or
+//!   text, shaded by the per-block access counters.
+//! - `TIERALLOC_TRACE=trace.csv` records every residency change ([`trace`]); the
+//!   `tieralloc-view` example draws the trace as a timeline.
+//!
 //! Devices are emulated memory pools (`TIERALLOC_DEVICES`, default one of 1 GiB; see
 //! [`devices`]). A CPU touch of a device-resident page faults it back through one of three
 //! backends (`TIERALLOC_FAULT=auto|uffd|uffd-fast|signal`; see the README for what each allows,
@@ -140,6 +179,12 @@ pub struct TierAlloc {
 impl TierAlloc {
     /// The allocator; `const`, so it can initialise a `static`. Nothing runs until the first
     /// allocation.
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static ALLOC: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// # fn main() {}
+    /// ```
     pub const fn new() -> Self {
         TierAlloc { _private: () }
     }
@@ -229,6 +274,18 @@ pub fn migrate(ptr: *const u8, len: usize, to: Tier) -> Result<Migrated, Error> 
 
 /// Where the bytes of `[ptr, ptr + len)` live right now: runs of `(range, PageState)` and
 /// byte totals per tier (they add up to `len`).
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![7u8; 3 << 20];
+/// tieralloc::migrate(v.as_ptr(), 1 << 20, tieralloc::Tier::Device(0))?;
+/// let r = tieralloc::residency(v.as_ptr(), v.len())?;
+/// assert_eq!(r.device_bytes(0), 1 << 20);
+/// assert_eq!(r.host_bytes(), 2 << 20);
+/// assert_eq!(r.total(), v.len());
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 pub fn residency(ptr: *const u8, len: usize) -> Result<Residency, Error> {
     residency::residency(ptr, len)
 }
@@ -250,6 +307,19 @@ pub fn devices() -> Result<Vec<DeviceInfo>, Error> {
 /// Configures the emulated devices (name, capacity in bytes) instead of `TIERALLOC_DEVICES`.
 /// Only before the first device operation; afterwards it returns
 /// [`Error::DevicesAlreadyInUse`].
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// // Before the first device operation of the process:
+/// tieralloc::set_devices(&[("gpu0", 1 << 30), ("gpu1", 512 << 20)])?;
+/// assert_eq!(tieralloc::devices()?[1].name, "gpu1");
+/// assert_eq!(
+///     tieralloc::set_devices(&[("late", 1 << 20)]),
+///     Err(tieralloc::Error::DevicesAlreadyInUse)
+/// );
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 pub fn set_devices(list: &[(&str, usize)]) -> Result<(), Error> {
     device::set_devices(list)
 }

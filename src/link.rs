@@ -31,12 +31,32 @@ pub struct Link {
 
 impl Link {
     /// PCIe 3.0 x16: ~12 GB/s usable, ~1.5 µs.
+    ///
+    /// ```
+    /// let l = tieralloc::Link::PCIE3_X16;
+    /// println!("64 MiB over {l:?}: {:?}", l.transfer_time(64 << 20));
+    /// ```
     pub const PCIE3_X16: Link = Link::new(12_000_000_000, 1500);
     /// PCIe 4.0 x16: ~25 GB/s usable, ~1.2 µs.
+    ///
+    /// ```
+    /// let l = tieralloc::Link::PCIE4_X16;
+    /// println!("64 MiB over {l:?}: {:?}", l.transfer_time(64 << 20));
+    /// ```
     pub const PCIE4_X16: Link = Link::new(25_000_000_000, 1200);
     /// PCIe 5.0 x16: ~50 GB/s usable, ~1 µs.
+    ///
+    /// ```
+    /// let l = tieralloc::Link::PCIE5_X16;
+    /// println!("64 MiB over {l:?}: {:?}", l.transfer_time(64 << 20));
+    /// ```
     pub const PCIE5_X16: Link = Link::new(50_000_000_000, 1000);
     /// NVLink-C2C class: ~400 GB/s, ~0.5 µs.
+    ///
+    /// ```
+    /// let l = tieralloc::Link::NVLINK;
+    /// println!("64 MiB over {l:?}: {:?}", l.transfer_time(64 << 20));
+    /// ```
     pub const NVLINK: Link = Link::new(400_000_000_000, 500);
 
     const fn new(bandwidth: u64, latency_ns: u64) -> Link {
@@ -47,6 +67,13 @@ impl Link {
     }
 
     /// Parses a preset (`pcie3x16`, `pcie4x16`, `pcie5x16`, `nvlink`) or `<N>GB/s,<M>us`.
+    ///
+    /// ```
+    /// use tieralloc::Link;
+    /// assert_eq!(Link::parse("pcie4x16"), Some(Link::PCIE4_X16));
+    /// assert_eq!(Link::parse("25GB/s,2us").unwrap().bandwidth, 25_000_000_000);
+    /// assert_eq!(Link::parse("warp9"), None);
+    /// ```
     pub fn parse(s: &str) -> Option<Link> {
         match s.trim().to_ascii_lowercase().as_str() {
             "pcie3x16" | "pcie3" => Some(Link::PCIE3_X16),
@@ -66,6 +93,11 @@ impl Link {
     }
 
     /// How long `bytes` take over this link.
+    ///
+    /// ```
+    /// let t = tieralloc::Link::PCIE4_X16.transfer_time(25_000_000);
+    /// assert!(t > std::time::Duration::from_micros(1000)); // 1 ms plus the latency
+    /// ```
     pub fn transfer_time(&self, bytes: usize) -> Duration {
         Duration::from_nanos(self.ns(bytes))
     }
@@ -111,6 +143,12 @@ pub fn set_link(d: u16, link: Link, enforce: bool) -> Result<(), Error> {
 }
 
 /// Device `d`'s link and whether it is enforced.
+///
+/// ```
+/// let (link, enforced) = tieralloc::link(0)?;
+/// println!("device 0: {link:?}, enforced: {enforced}");
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 pub fn link(d: u16) -> Result<(Link, bool), Error> {
     crate::device::ensure_init()?;
     crate::device::check(d)?;

@@ -44,6 +44,17 @@ pub const FAULT_AROUND_MIN: usize = 16;
 pub const FAULT_AROUND_MAX: usize = 512;
 
 /// What a [`crate::migrate`] call did. Counts are in pages of 4 KiB.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![1u8; 3 * 4096];
+/// let m = tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0))?;
+/// assert_eq!(m.moved + m.never_touched, 3);
+/// let again = tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0))?;
+/// assert_eq!(again.already_there, 3);
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Migrated {

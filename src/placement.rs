@@ -118,6 +118,13 @@ pub fn current_tier() -> Tier {
 
 /// Restores the previous tier scope when dropped (see [`tier_scope`]). Not `Send`: a scope
 /// belongs to the thread that opened it.
+///
+/// ```
+/// let g = tieralloc::tier_scope(tieralloc::Tier::Device(0));
+/// assert_eq!(tieralloc::current_tier(), tieralloc::Tier::Device(0));
+/// drop(g);
+/// assert_eq!(tieralloc::current_tier(), tieralloc::Tier::Host);
+/// ```
 #[derive(Debug)]
 pub struct TierGuard {
     /// The scope to restore.

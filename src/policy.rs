@@ -23,6 +23,17 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What tieralloc knows about one 64 KiB block when it asks the policy.
+///
+/// ```
+/// use tieralloc::policy::{BlockInfo, Policy};
+/// struct ColdIfUnused;
+/// impl Policy for ColdIfUnused {
+///     fn name(&self) -> &str { "cold-if-unused" }
+///     fn is_cold(&self, b: &BlockInfo) -> bool { b.device_accesses == 0 }
+/// }
+/// tieralloc::set_policy(ColdIfUnused);
+/// assert_eq!(tieralloc::policy_name(), "cold-if-unused");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BlockInfo {
@@ -52,6 +63,17 @@ impl BlockInfo {
 }
 
 /// The answer to a device fault: a kernel on a device uses a block that lives elsewhere.
+///
+/// ```
+/// use tieralloc::policy::{BlockInfo, DeviceFault, Policy};
+/// /// Never migrates for kernels: devices always read host memory remotely.
+/// struct ZeroCopy;
+/// impl Policy for ZeroCopy {
+///     fn name(&self) -> &str { "zero-copy" }
+///     fn on_device_fault(&self, _device: u16, _b: &BlockInfo) -> DeviceFault { DeviceFault::Remote }
+/// }
+/// tieralloc::set_policy(ZeroCopy);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceFault {
     /// Migrate the block to the kernel's device (the default).
@@ -63,6 +85,19 @@ pub enum DeviceFault {
 }
 
 /// How far a CPU fault brings neighbouring device pages back with it.
+///
+/// ```
+/// use tieralloc::policy::{FaultAround, Policy};
+/// /// Brings back exactly the faulting page.
+/// struct PageAtATime;
+/// impl Policy for PageAtATime {
+///     fn name(&self) -> &str { "page-at-a-time" }
+///     fn fault_around(&self) -> FaultAround {
+///         FaultAround { min_pages: 1, max_pages: 1, density: false }
+///     }
+/// }
+/// tieralloc::set_policy(PageAtATime);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultAround {
     /// Pages brought back by an isolated fault (the 64 KiB block around it by default).
@@ -145,6 +180,11 @@ pub trait Policy: Send + Sync + 'static {
 }
 
 /// Migrations to a full device fail with `Error::DeviceFull`.
+///
+/// ```
+/// tieralloc::set_policy(tieralloc::policy::Strict);
+/// assert_eq!(tieralloc::policy_name(), "strict");
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Strict;
 
@@ -158,6 +198,11 @@ impl Policy for Strict {
 }
 
 /// On-demand migration; a full device evicts its coldest blocks.
+///
+/// ```
+/// tieralloc::set_policy(tieralloc::policy::Evict);
+/// assert_eq!(tieralloc::policy_name(), "evict");
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Evict;
 
@@ -173,6 +218,16 @@ impl Policy for Evict {
 /// policy says `Remote`) moves to that device once [`Adaptive::migrate_after`] kernel launches
 /// have touched it, as access-counter migration does on recent GPUs. Guarded blocks and blocks
 /// with a `PreferredLocation` stay put.
+///
+/// ```
+/// use std::time::Duration;
+/// tieralloc::set_policy(tieralloc::policy::Adaptive {
+///     thrash_limit: 5,
+///     guard: Duration::from_secs(1),
+///     ..Default::default()
+/// });
+/// assert_eq!(tieralloc::policy_name(), "adaptive");
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Adaptive {
     /// Bounces (CPU fault-backs) in the window after which a block stays on the host.
@@ -224,6 +279,11 @@ pub(crate) static AROUND_MAX: AtomicUsize = AtomicUsize::new(512);
 pub(crate) static AROUND_DENSITY: AtomicBool = AtomicBool::new(true);
 
 /// Installs `policy` for the whole process (replacing `TIERALLOC_POLICY`'s choice).
+///
+/// ```
+/// tieralloc::set_policy(tieralloc::policy::Evict);
+/// assert_eq!(tieralloc::policy_name(), "evict");
+/// ```
 pub fn set_policy<P: Policy>(policy: P) {
     install(Box::leak(Box::new(policy)));
     FROM_ENV.store(true, Ordering::Release);
@@ -264,6 +324,11 @@ pub(crate) fn current() -> &'static dyn Policy {
 }
 
 /// The name of the installed policy.
+///
+/// ```
+/// // `adaptive` unless TIERALLOC_POLICY or set_policy chose another.
+/// println!("policy: {}", tieralloc::policy_name());
+/// ```
 pub fn name() -> String {
     current().name().to_string()
 }

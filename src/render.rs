@@ -56,6 +56,16 @@ fn label(s: PageState) -> String {
 }
 
 /// One cell of a [`ResidencyMap`]: a page, or a group of pages for large ranges.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![0u8; 4 << 20];
+/// let map = tieralloc::residency_map(v.as_ptr(), v.len())?;
+/// let hot = map.cells().iter().filter(|c| c.heat > 0.5).count();
+/// println!("{hot} hot cells of {}", map.cells().len());
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct MapCell {
@@ -68,6 +78,15 @@ pub struct MapCell {
 
 /// A picture of which pages of a range live where, with hot/cold shading from the access
 /// counters. Render it with [`svg`](ResidencyMap::svg) or [`text`](ResidencyMap::text).
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![1u8; 1 << 20];
+/// tieralloc::migrate(v.as_ptr(), 1 << 19, tieralloc::Tier::Device(0))?;
+/// print!("{}", tieralloc::residency_map(v.as_ptr(), v.len())?.text());
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ResidencyMap {
     /// First byte of the range.

@@ -9,6 +9,18 @@ use core::sync::atomic::Ordering;
 use pagemap::Use;
 
 /// The state of one page.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// use tieralloc::PageState;
+/// let v = vec![1u8; 8192];
+/// tieralloc::migrate(v.as_ptr(), 4096, tieralloc::Tier::Device(0))?;
+/// let r = tieralloc::residency(v.as_ptr(), 8192)?;
+/// assert_eq!(r.runs()[0].1, PageState::Device(0));
+/// assert_eq!(r.runs()[1].1, PageState::Host);
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PageState {
     /// Not part of a live allocation.
@@ -46,6 +58,17 @@ pub struct Residency {
 }
 
 /// The counters of one 64 KiB block: how often devices and the CPU used it.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![1u8; 1 << 20];
+/// tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0))?;
+/// std::hint::black_box(v[0]); // a CPU fault on the first block
+/// let r = tieralloc::residency(v.as_ptr(), v.len())?;
+/// assert_eq!(r.blocks()[0].cpu_faults, 1);
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BlockCounters {
@@ -59,38 +82,115 @@ pub struct BlockCounters {
 
 impl Residency {
     /// The access counters of every 64 KiB block the range touches, in address order.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 256 << 10];
+    /// let r = tieralloc::residency(v.as_ptr(), v.len())?;
+    /// assert!(r.blocks().len() >= 4); // 64 KiB each
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn blocks(&self) -> &[BlockCounters] {
         &self.blocks
     }
     /// Bytes (of the host bytes) that also have a read-only duplicate on device `d`.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 1 << 16];
+    /// assert_eq!(tieralloc::residency(v.as_ptr(), v.len())?.duplicated_bytes(0), 0);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn duplicated_bytes(&self, d: u16) -> usize {
         self.duplicated.get(d as usize).copied().unwrap_or(0)
     }
     /// Maximal runs of bytes in one state, in address order, covering the queried range.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 1 << 16];
+    /// for (range, state) in tieralloc::residency(v.as_ptr(), v.len())?.runs() {
+    ///     println!("{range:x?}: {state:?}");
+    /// }
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn runs(&self) -> &[(Range<usize>, PageState)] {
         &self.runs
     }
     /// Bytes in host memory.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 1000];
+    /// assert_eq!(tieralloc::residency(v.as_ptr(), v.len())?.host_bytes(), 1000);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn host_bytes(&self) -> usize {
         self.host
     }
     /// Bytes on device `d`.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![1u8; 1 << 16];
+    /// tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0))?;
+    /// assert_eq!(tieralloc::residency(v.as_ptr(), v.len())?.device_bytes(0), 1 << 16);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn device_bytes(&self, d: u16) -> usize {
         self.device.get(d as usize).copied().unwrap_or(0)
     }
     /// Bytes on any device.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![1u8; 1 << 16];
+    /// tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0))?;
+    /// assert_eq!(tieralloc::residency(v.as_ptr(), v.len())?.all_device_bytes(), 1 << 16);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn all_device_bytes(&self) -> usize {
         self.device.iter().sum()
     }
     /// Bytes being moved at the moment of the query.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 1 << 16];
+    /// assert_eq!(tieralloc::residency(v.as_ptr(), v.len())?.migrating_bytes(), 0);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn migrating_bytes(&self) -> usize {
         self.migrating
     }
     /// Bytes not part of a live allocation.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 1 << 16];
+    /// assert_eq!(tieralloc::residency(v.as_ptr(), v.len())?.free_bytes(), 0);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn free_bytes(&self) -> usize {
         self.free
     }
     /// All bytes counted: the queried length.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+    /// let v = vec![0u8; 12345];
+    /// assert_eq!(tieralloc::residency(v.as_ptr(), v.len())?.total(), 12345);
+    /// # Ok::<(), tieralloc::Error>(())
+    /// ```
     pub fn total(&self) -> usize {
         self.host + self.all_device_bytes() + self.migrating + self.free
     }

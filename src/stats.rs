@@ -164,6 +164,17 @@ pub struct Stats {
 }
 
 /// Takes a snapshot of the allocator's counters.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let before = tieralloc::stats();
+/// let v = vec![1u8; 1 << 20];
+/// tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0)).unwrap();
+/// let after = tieralloc::stats();
+/// assert!(after.bytes_to_device >= before.bytes_to_device + (1 << 20));
+/// println!("{after}");
+/// ```
 pub fn stats() -> Stats {
     if !heap::is_ready() {
         return Stats::default();
@@ -232,6 +243,11 @@ fn pages_to_bytes(c: &AtomicU64) -> u64 {
 }
 
 /// Formats a byte count with a binary unit (`12.0 MiB`).
+///
+/// ```
+/// assert_eq!(tieralloc::Bytes(3 << 20).to_string(), "3.0 MiB");
+/// assert_eq!(tieralloc::Bytes(512).to_string(), "512 B");
+/// ```
 pub struct Bytes(pub u64);
 
 impl fmt::Display for Bytes {

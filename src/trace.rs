@@ -34,7 +34,7 @@ use std::sync::Mutex;
 /// Why pages changed residency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// An explicit `migrate` call.
     Migrate = 0,
     /// A `prefetch`.
