@@ -21,7 +21,7 @@ use crate::stats::COUNTERS;
 use crate::tier::Tier;
 use crate::{arena, device, migrate, sys};
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// Number of tiers the heap segregates: the host and every possible device.
 pub(crate) const NTIERS: usize = 1 + device::MAX_DEVICES;
@@ -52,9 +52,21 @@ thread_local! {
     static SCOPE: Cell<TierIndex> = const { Cell::new(0) };
 }
 
+/// Set once any thread opens a device scope. Until then the allocation fast path skips the
+/// thread-local scope read (one shared, read-mostly load instead).
+static ANY_SCOPE: AtomicBool = AtomicBool::new(false);
+
 /// The tier index this thread's allocations prefer now.
 #[inline(always)]
 pub(crate) fn current() -> TierIndex {
+    if !ANY_SCOPE.load(Ordering::Relaxed) {
+        return 0;
+    }
+    SCOPE.with(|s| s.get())
+}
+
+/// The scope of this thread, read directly (not through the fast-path flag).
+fn scope_now() -> TierIndex {
     SCOPE.with(|s| s.get())
 }
 
@@ -100,7 +112,11 @@ pub fn with_tier<R>(tier: Tier, f: impl FnOnce() -> R) -> R {
 /// ```
 #[must_use = "the scope ends when the guard is dropped"]
 pub fn tier_scope(tier: Tier) -> TierGuard {
-    let prev = SCOPE.with(|s| s.replace(index_of(tier)));
+    let t = index_of(tier);
+    if t != 0 && !ANY_SCOPE.load(Ordering::Relaxed) {
+        ANY_SCOPE.store(true, Ordering::Relaxed);
+    }
+    let prev = SCOPE.with(|s| s.replace(t));
     TierGuard {
         prev,
         _not_send: core::marker::PhantomData,
@@ -113,7 +129,7 @@ pub fn tier_scope(tier: Tier) -> TierGuard {
 /// assert_eq!(tieralloc::current_tier(), tieralloc::Tier::Host);
 /// ```
 pub fn current_tier() -> Tier {
-    tier_of(current())
+    tier_of(scope_now())
 }
 
 /// Restores the previous tier scope when dropped (see [`tier_scope`]). Not `Send`: a scope

@@ -148,7 +148,7 @@ fn pages_for(size: usize) -> Option<usize> {
 
 /// Allocates `size` bytes aligned to `align` on this thread's scope tier. Null when the
 /// managed range is exhausted.
-#[inline]
+#[inline(always)]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let t = placement::current();
     if t != 0 {
@@ -185,6 +185,7 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// zeroed if `zero`. Device-tier objects never pass through the thread caches, and zeroing
 /// skips bytes that are device-resident and never touched (they read as zero already), so
 /// allocating them does not fault their pages back.
+#[inline(never)]
 pub fn alloc_in(t: TierIndex, size: usize, align: usize, zero: bool) -> *mut u8 {
     let t = placement::prepare(t);
     let Some(c) = size_class::class_of(size, align) else {
@@ -232,7 +233,7 @@ fn alloc_large(size: usize, align: usize, zero: bool, t: TierIndex) -> *mut u8 {
 ///
 /// # Safety
 /// `p` was returned by this heap for the same size and alignment and is not used afterwards.
-#[inline]
+#[inline(always)]
 pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
     match size_class::class_of(size, align) {
         Some(c) => match span::tier_of(p) {

@@ -118,10 +118,17 @@ fn tier_slot(si: usize) -> &'static AtomicU8 {
     unsafe { &*(TIERS.load(Ordering::Acquire) as *const AtomicU8).add(si) }
 }
 
+/// Set once a span of a device tier exists: until then every span is the host's and `free`
+/// skips the side-table lookup.
+static ANY_TIERED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// The tier index of the span holding small object `p` (0 for pointers outside the range:
 /// `flush` rejects those).
-#[inline]
+#[inline(always)]
 pub fn tier_of(p: *mut u8) -> TierIndex {
+    if !ANY_TIERED.load(Ordering::Relaxed) {
+        return 0;
+    }
     let addr = p as usize;
     if !arena::contains(addr) {
         return 0;
@@ -318,6 +325,7 @@ fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
         unsafe { *bitmap.add(w) = v };
     }
     if t != 0 {
+        ANY_TIERED.store(true, Ordering::Relaxed);
         // Created on the device; on failure the span serves from host pages (still tier `t`'s,
         // so its objects are freed into this bin).
         placement::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
