@@ -10,7 +10,7 @@
 #![allow(clippy::useless_vec)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Barrier, Mutex, MutexGuard, Once};
+use std::sync::{Barrier, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 use tieralloc::policy::{Adaptive, Evict, Strict};
@@ -22,20 +22,8 @@ use common::*;
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
-/// Device 2 is small, for eviction.
-const SMALL: usize = 16 * MIB;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-static DEVICES: Once = Once::new();
-
 fn setup() -> MutexGuard<'static, ()> {
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    DEVICES.call_once(|| {
-        tieralloc::set_devices(&[("dev0", 256 * MIB), ("dev1", 256 * MIB), ("small", SMALL)])
-            .expect("devices are configured before any device use");
-    });
-    tieralloc::set_policy(Adaptive::default());
-    g
+    serial_with_three_devices()
 }
 
 #[test]

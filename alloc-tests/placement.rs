@@ -7,7 +7,7 @@
 //! runs it again in a child per backend.
 
 use std::alloc::{alloc, alloc_zeroed, dealloc, Layout};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::MutexGuard;
 use tieralloc::policy::{Adaptive, Strict};
 use tieralloc::{OnDevice, OnHost, Tier, TierAlloc, TierAllocator};
 
@@ -17,18 +17,8 @@ use common::*;
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
-const SMALL: usize = 16 * MIB;
-static SERIAL: Mutex<()> = Mutex::new(());
-static DEVICES: Once = Once::new();
-
 fn setup() -> MutexGuard<'static, ()> {
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    DEVICES.call_once(|| {
-        tieralloc::set_devices(&[("dev0", 256 * MIB), ("dev1", 256 * MIB), ("small", SMALL)])
-            .expect("devices are configured before any device use");
-    });
-    tieralloc::set_policy(Adaptive::default());
-    g
+    serial_with_three_devices()
 }
 
 fn cpu_faults() -> u64 {

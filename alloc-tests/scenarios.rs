@@ -6,7 +6,7 @@
 //! whole file again in a child process per backend (`TIERALLOC_FAULT=uffd|uffd-fast|signal`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex, MutexGuard, Once};
+use std::sync::{Barrier, MutexGuard};
 use std::thread;
 use tieralloc::{Error, PageState, Tier, TierAlloc};
 
@@ -18,17 +18,8 @@ static A: TierAlloc = TierAlloc::new();
 
 const DEVICE_CAPACITY: usize = 256 * MIB;
 
-/// The tests share the devices and the counters: they run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-static DEVICES: Once = Once::new();
-
 fn setup() -> MutexGuard<'static, ()> {
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    DEVICES.call_once(|| {
-        tieralloc::set_devices(&[("dev0", DEVICE_CAPACITY), ("dev1", DEVICE_CAPACITY)])
-            .expect("devices are configured before any device use");
-    });
-    g
+    serial_with_devices(&[("dev0", DEVICE_CAPACITY), ("dev1", DEVICE_CAPACITY)])
 }
 
 #[test]

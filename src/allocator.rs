@@ -30,38 +30,13 @@ unsafe fn deallocate(ptr: NonNull<u8>, layout: Layout) {
     unsafe { heap::dealloc(ptr.as_ptr(), layout.size(), layout.align()) }
 }
 
-/// Moves a block to a new one of `new` layout on tier `t`, keeping `min(old, new)` bytes.
-///
-/// # Safety
-/// `ptr` is live with layout `old`.
-unsafe fn resize(
-    t: TierIndex,
-    ptr: NonNull<u8>,
-    old: Layout,
-    new: Layout,
-    zero: bool,
-) -> Result<NonNull<[u8]>, AllocError> {
-    let q = allocate_on(t, new, zero)?;
-    // SAFETY: both blocks are live and distinct; the copy length fits both; `ptr` is freed
-    // once, with its own layout.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            ptr.as_ptr(),
-            q.cast::<u8>().as_ptr(),
-            old.size().min(new.size()),
-        );
-        deallocate(ptr, old);
-    }
-    Ok(q)
-}
-
 /// Implements `Allocator` for a type whose `tier_index(&self)` says where its blocks go.
 macro_rules! tier_allocator {
     ($ty:ty $(, const $d:ident: u16)?) => {
         // SAFETY: blocks come from the tieralloc heap, which never hands out a live block twice,
         // and stay valid until deallocated (the allocator holds no state that could invalidate
         // them when moved or cloned: all instances share the process-wide heap). `grow` and
-        // `shrink` preserve the first min(old, new) bytes; `*_zeroed` zero the rest.
+        // `shrink` are the trait's defaults (allocate on the same tier, copy, deallocate).
         unsafe impl<$(const $d: u16)?> Allocator for $ty {
             fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
                 allocate_on(self.tier_index(), layout, false)
@@ -74,37 +49,6 @@ macro_rules! tier_allocator {
             unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
                 // SAFETY: Allocator's contract: `ptr` is a live block of ours with `layout`.
                 unsafe { deallocate(ptr, layout) }
-            }
-
-            unsafe fn grow(
-                &self,
-                ptr: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, AllocError> {
-                // SAFETY: Allocator's contract for `grow`.
-                unsafe { resize(self.tier_index(), ptr, old, new, false) }
-            }
-
-            unsafe fn grow_zeroed(
-                &self,
-                ptr: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, AllocError> {
-                // SAFETY: Allocator's contract for `grow_zeroed`: the new block is zeroed, then
-                // the old bytes are copied over its start.
-                unsafe { resize(self.tier_index(), ptr, old, new, true) }
-            }
-
-            unsafe fn shrink(
-                &self,
-                ptr: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, AllocError> {
-                // SAFETY: Allocator's contract for `shrink`.
-                unsafe { resize(self.tier_index(), ptr, old, new, false) }
             }
         }
     };

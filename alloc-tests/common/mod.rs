@@ -4,7 +4,22 @@
 // Each test binary uses its own subset.
 #![allow(dead_code)]
 
+use std::sync::{Mutex, MutexGuard, Once};
+
 pub const MIB: usize = 1 << 20;
+
+/// The tests of a binary share the devices and the counters: they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+static DEVICES: Once = Once::new();
+
+/// Takes the binary's test lock; the first call configures `devices` (name, bytes).
+pub fn serial_with_devices(devices: &[(&str, usize)]) -> MutexGuard<'static, ()> {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    DEVICES.call_once(|| {
+        tieralloc::set_devices(devices).expect("devices are configured before any device use");
+    });
+    g
+}
 pub const PAGE: usize = 4096;
 
 /// `n` words where word `i` depends on `i` and `seed`: a lost write or a page landing at the
@@ -69,4 +84,15 @@ pub fn each_backend(child_var: &str, what: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Capacity of the small third device of [`serial_with_three_devices`], for eviction.
+pub const SMALL: usize = 16 * MIB;
+
+/// [`serial_with_devices`] with `dev0` and `dev1` of 256 MiB and `small` of 16 MiB, and the
+/// default (adaptive) policy back in place.
+pub fn serial_with_three_devices() -> MutexGuard<'static, ()> {
+    let g = serial_with_devices(&[("dev0", 256 * MIB), ("dev1", 256 * MIB), ("small", SMALL)]);
+    tieralloc::set_policy(tieralloc::policy::Adaptive::default());
+    g
 }
