@@ -363,13 +363,26 @@ fn to_device(
     }
     let result = match backend {
         Backend::Uffd | Backend::UffdFast => {
-            let moved = move_pages(frame, addr, len);
-            let k = moved / PAGE;
-            if k == n {
+            let mut left = [false; BATCH];
+            if move_pages(frame, addr, n, &mut left) {
                 Ok(())
             } else {
-                copy_to_window(addr + moved, frame + moved, &filled[k..n])
-                    .map_err(|errno| (k, errno))
+                // Copy what did not move (pages with data still on the host).
+                let mut copy = [false; BATCH];
+                for i in 0..n {
+                    copy[i] = filled[i] && left[i];
+                }
+                copy_to_window(addr, frame, &copy[..n]).map_err(|errno| {
+                    // Put back what the kernel did move, so that nothing moved at all.
+                    for i in (0..n).filter(|&i| filled[i] && !left[i]) {
+                        let (h, f) = (addr + i * PAGE, frame + i * PAGE);
+                        if uffd::mv(h, f, PAGE).is_err() && uffd::copy(h, f, PAGE).is_err() {
+                            sys::fatal("could not return pages to the host after a failed move");
+                        }
+                    }
+                    sys::discard(frame, len);
+                    (0, errno)
+                })
             }
         }
         Backend::Signal => protect_and_copy(addr, frame, &filled[..n]).map_err(|errno| (0, errno)),
@@ -402,27 +415,47 @@ fn to_device(
     }
 }
 
-/// Moves `[src, src+len)` to `dst` with `UFFDIO_MOVE` as far as the kernel can; returns the
-/// bytes moved (0 on kernels without it). The caller copies the rest. Async-signal-safe.
-fn move_pages(dst: usize, src: usize, len: usize) -> usize {
-    if !fault::has_move() {
-        return 0;
+/// Moves the `n` pages at `src` to `dst` with `UFFDIO_MOVE` as far as the kernel can. Returns
+/// true if every page moved; otherwise `left[i]` says whether page `i` still has a page at
+/// `src` (not moved: the caller copies it if it holds data). Async-signal-safe.
+///
+/// After an error the kernel's count of moved bytes is not trusted: under contention Linux
+/// 6.18 was seen to move pages and then fail the call with `EEXIST` and a count of 0 (the
+/// stress test caught it, as data read back as zeros). So the source is looked at instead:
+/// the caller holds the pages' locks, nothing else moves them meanwhile.
+fn move_pages(dst: usize, src: usize, n: usize, left: &mut [bool; BATCH]) -> bool {
+    let len = n * PAGE;
+    if fault::has_move() && uffd::mv(dst, src, len).is_ok() {
+        left[..n].fill(false);
+        return true;
     }
-    match uffd::mv(dst, src, len) {
-        Ok(()) => len,
-        Err((done, _)) => done,
+    let mut vec = [0u8; BATCH];
+    // SAFETY: `src` is `n` mapped pages of ours; `vec` has room for `n` <= BATCH entries.
+    let rc = unsafe { libc::mincore(src as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    for i in 0..n {
+        left[i] = rc != 0 || vec[i] & 1 != 0;
     }
+    false
 }
 
-/// uffd copy path (no `UFFDIO_MOVE`, or pages shared with a `fork` child): write-protect the
-/// host pages, copy the populated ones into the (missing) window pages, release the host pages.
-/// On failure nothing has changed: the window copies are dropped and the protection lifted.
-fn copy_to_window(addr: usize, frame: usize, filled: &[bool]) -> Result<(), i32> {
-    let len = filled.len() * PAGE;
+/// uffd copy path (no `UFFDIO_MOVE`, pages shared with a `fork` child, or what a move left):
+/// write-protect the host pages, copy the ones marked in `copy` into the window, release the
+/// host pages. On failure the host pages are as they were (protection lifted); the caller
+/// drops the window copies.
+fn copy_to_window(addr: usize, frame: usize, copy: &[bool]) -> Result<(), i32> {
+    let len = copy.len() * PAGE;
     uffd::write_protect(addr, len, true)?;
-    for (i, _) in filled.iter().enumerate().filter(|(_, f)| **f) {
-        if let Err(e) = uffd::copy(frame + i * PAGE, addr + i * PAGE, PAGE) {
-            sys::discard(frame, len);
+    for (i, _) in copy.iter().enumerate().filter(|(_, c)| **c) {
+        let (dst, src) = (frame + i * PAGE, addr + i * PAGE);
+        let done = match uffd::copy(dst, src, PAGE) {
+            // A window page is there although the page lives on the host: it is stale.
+            Err(libc::EEXIST) => {
+                sys::discard(dst, PAGE);
+                uffd::copy(dst, src, PAGE)
+            }
+            r => r,
+        };
+        if let Err(e) = done {
             let _ = uffd::write_protect(addr, len, false);
             return Err(e);
         }
@@ -491,9 +524,9 @@ fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i3
     let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
     match backend {
         Backend::Uffd | Backend::UffdFast => {
-            let moved = move_pages(addr, frame, len);
-            for k in moved / PAGE..n {
-                if pagemap::get(s + k).filled() {
+            let mut left = [false; BATCH];
+            if !move_pages(addr, frame, n, &mut left) {
+                for k in (0..n).filter(|&k| left[k] && pagemap::get(s + k).filled()) {
                     let (dst, src) = (addr + k * PAGE, frame + k * PAGE);
                     match uffd::copy(dst, src, PAGE) {
                         Ok(()) => {}
@@ -506,9 +539,7 @@ fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i3
                         Err(e) => return Err(e),
                     }
                 }
-            }
-            if moved < len {
-                sys::discard(frame + moved, len - moved);
+                sys::discard(frame, len);
             }
             // Never-touched pages had no frame: give them the zero page. Waiting threads are
             // woken by the caller once the entries say "host" (`fault::wake_pages`).
@@ -544,14 +575,13 @@ fn device_to_device(
     out: &mut Migrated,
 ) -> Result<(), Error> {
     let (from, to, len) = (device::frame(a, s), device::frame(b, s), n * PAGE);
-    let moved = match backend {
-        Backend::Uffd | Backend::UffdFast => move_pages(to, from, len),
-        Backend::Signal => 0,
+    // `left[k]`: page k is still on `a` (not moved by the kernel).
+    let mut left = [true; BATCH];
+    let all_moved = match backend {
+        Backend::Uffd | Backend::UffdFast => move_pages(to, from, n, &mut left),
+        Backend::Signal => false,
     };
-    for k in moved / PAGE..n {
-        if !e[k].filled() {
-            continue;
-        }
+    for k in (0..n).filter(|&k| !all_moved && left[k] && e[k].filled()) {
         let (dst, src) = (to + k * PAGE, from + k * PAGE);
         if backend == Backend::Signal {
             // SAFETY: two distinct, mapped window pages of ours (not registered in this backend).
@@ -559,13 +589,16 @@ fn device_to_device(
         } else if let Err(errno) = uffd::copy(dst, src, PAGE) {
             // The pages the kernel moved are on `b`; the rest stay on `a` (drop their partial
             // copies on `b`).
-            let k = moved / PAGE;
-            sys::discard(to + moved, len - moved);
-            device::release(a, k);
-            device::release(b, n - k);
+            let on_b = |i: usize| e[i].filled() && !left[i];
+            let moved_n = (0..n).filter(|&i| on_b(i)).count();
+            for i in (0..n).filter(|&i| !on_b(i)) {
+                sys::discard(to + i * PAGE, PAGE);
+            }
+            device::release(a, moved_n);
+            device::release(b, n - moved_n);
             for (i, entry) in e.iter().enumerate() {
-                let now = if i < k {
-                    entry.on_device(b, entry.filled())
+                let now = if on_b(i) {
+                    entry.on_device(b, true)
                 } else {
                     *entry
                 };
@@ -577,8 +610,8 @@ fn device_to_device(
             });
         }
     }
-    if moved < len {
-        sys::discard(from + moved, len - moved);
+    if !all_moved {
+        sys::discard(from, len);
     }
     device::release(a, n);
     for (i, entry) in e.iter().enumerate().take(n) {

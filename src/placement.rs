@@ -23,8 +23,15 @@ use crate::{arena, device, migrate, sys};
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-/// Number of tiers the heap segregates: the host and every possible device.
-pub(crate) const NTIERS: usize = 1 + device::MAX_DEVICES;
+/// Number of tiers the heap segregates: the host, every possible device, and [`INTERNAL`].
+pub(crate) const NTIERS: usize = 2 + device::MAX_DEVICES;
+
+/// Host memory of tieralloc's own worker threads (device kernels and prefetches): spans that
+/// never hold user objects. A worker that holds a kernel's pinned pages may allocate and touch
+/// its own memory; if that memory shared a page with another kernel's pinned argument, two
+/// device workers could each wait for the other's kernel to end. Kept off user pages, their
+/// memory is never pinned or migrated by tieralloc.
+pub(crate) const INTERNAL: TierIndex = NTIERS as TierIndex - 1;
 
 /// A tier as the heap's index: 0 for the host, `1 + d` for device `d`.
 pub(crate) type TierIndex = u8;
@@ -39,7 +46,7 @@ pub(crate) fn index_of(tier: Tier) -> TierIndex {
 
 /// The tier of heap index `t`.
 pub(crate) fn tier_of(t: TierIndex) -> Tier {
-    if t == 0 {
+    if t == 0 || t == INTERNAL {
         Tier::Host
     } else {
         Tier::Device(t as u16 - 1)
@@ -63,6 +70,13 @@ pub(crate) fn current() -> TierIndex {
         return 0;
     }
     SCOPE.with(|s| s.get())
+}
+
+/// Makes this thread (one of tieralloc's workers) allocate from the [`INTERNAL`] tier for the
+/// rest of its life, unless a kernel opens a scope of its own.
+pub(crate) fn enter_internal() {
+    ANY_SCOPE.store(true, Ordering::Relaxed);
+    SCOPE.with(|s| s.set(INTERNAL));
 }
 
 /// The scope of this thread, read directly (not through the fast-path flag).
@@ -182,8 +196,8 @@ fn prepare_slow(t: TierIndex) -> TierIndex {
 /// or an existing device (starting the devices if needed), else the host.
 #[inline]
 pub(crate) fn prepare(t: TierIndex) -> TierIndex {
-    if t == 0 {
-        return 0;
+    if t == 0 || t == INTERNAL {
+        return t;
     }
     match PREPARED_STATE.load(Ordering::Acquire) {
         PREPARED if ((t - 1) as usize) < device::count() => t,
@@ -267,6 +281,8 @@ mod tests {
         }
         // Devices past the last possible one cannot be placed on: they mean the host.
         assert_eq!(index_of(Tier::Device(device::MAX_DEVICES as u16)), 0);
+        assert_eq!(tier_of(INTERNAL), Tier::Host);
+        assert!((0..=u16::MAX).all(|d| index_of(Tier::Device(d)) != INTERNAL));
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub(crate) fn submit(which: usize, job: Job) {
 }
 
 fn serve(q: &Queue) -> ! {
+    // Everything this thread allocates (bookkeeping while it holds a kernel's pinned pages,
+    // and the kernels' own scratch memory) stays off pages that hold user objects.
+    crate::placement::enter_internal();
     loop {
         let job = {
             let mut jobs = q.jobs.lock().unwrap_or_else(|e| e.into_inner());

@@ -66,13 +66,14 @@ pub fn resident(p: *const u8, len: usize) -> usize {
 
 /// Runs this test binary again in a child per fault backend (`TIERALLOC_FAULT`), skipping the
 /// test that calls this; `child_var` marks the children, which return at once from here.
+/// What a child prints after `summary:` is repeated, prefixed with the backend.
 pub fn each_backend(child_var: &str, what: &str) {
     if std::env::var_os(child_var).is_some() {
         return;
     }
     for backend in ["uffd", "uffd-fast", "signal"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--test-threads=1", "--skip", "each_backend"])
+            .args(["--test-threads=1", "--nocapture", "--skip", "each_backend"])
             .env("TIERALLOC_FAULT", backend)
             .env(child_var, "1")
             .output()
@@ -83,6 +84,13 @@ pub fn each_backend(child_var: &str, what: &str) {
             "{what} failed with TIERALLOC_FAULT={backend}:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Children report figures on lines that start with "summary:".
+        for line in stdout
+            .lines()
+            .filter_map(|l| l.find("summary:").map(|i| &l[i..]))
+        {
+            println!("{backend}: {line}");
+        }
     }
 }
 

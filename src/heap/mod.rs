@@ -221,7 +221,8 @@ fn alloc_large(size: usize, align: usize, zero: bool, t: TierIndex) -> *mut u8 {
     };
     let p = arena::addr_of(page) as *mut u8;
     // Created on the device: the pages read as zero until touched.
-    let on_device = t != 0 && placement::place_fresh(page, n, t as u16 - 1);
+    let on_device =
+        t != 0 && t != placement::INTERNAL && placement::place_fresh(page, n, t as u16 - 1);
     if zero && !is_zero && !on_device {
         // SAFETY: the run is ours and `n` pages long.
         unsafe { core::ptr::write_bytes(p, 0, size) };

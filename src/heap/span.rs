@@ -326,6 +326,8 @@ fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
     }
     if t != 0 {
         ANY_TIERED.store(true, Ordering::Relaxed);
+    }
+    if t != 0 && t != placement::INTERNAL {
         // Created on the device; on failure the span serves from host pages (still tier `t`'s,
         // so its objects are freed into this bin).
         placement::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
