@@ -113,9 +113,12 @@ fn start_returner() {
     *pid = std::process::id();
     let _ = std::thread::Builder::new()
         .name("tieralloc-return".into())
-        .spawn(|| loop {
-            std::thread::sleep(QUIET);
-            return_preferred();
+        .spawn(|| {
+            crate::sys::SignalsBlocked::forever();
+            loop {
+                std::thread::sleep(QUIET);
+                return_preferred();
+            }
         });
 }
 

@@ -187,6 +187,9 @@ pub fn window(d: u16) -> usize {
 
 /// Takes `pages` pages of device `d`'s capacity; false (and nothing taken) if they do not fit.
 pub fn reserve(d: u16, pages: usize) -> bool {
+    if crate::inject::fail(crate::inject::Point::DeviceReserve).is_some() {
+        return false;
+    }
     let p = &pools()[d as usize];
     let cap = p.capacity.load(Ordering::Relaxed);
     p.used

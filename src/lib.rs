@@ -106,6 +106,8 @@ mod error;
 mod evict;
 mod fault;
 mod heap;
+#[doc(hidden)]
+pub mod inject;
 mod kernel;
 mod link;
 mod migrate;

@@ -191,6 +191,8 @@ pub(crate) fn migrate_keeping(
         let mut p = first;
         while p < first + n {
             let m = BATCH.min(first + n - p);
+            // The batch's pages are locked until it ends: no signal handler may run here.
+            let _quiet = sys::SignalsBlocked::new();
             gate_enter();
             let r = migrate_batch(backend, p, m, to, &mut reserved, &mut out);
             gate_exit();

@@ -3,6 +3,7 @@
 //! Nothing here allocates: these functions are called from inside `GlobalAlloc`, before `main`,
 //! and (later) from fault handlers. Messages are written with `write(2)` from stack buffers.
 
+use crate::inject::{self, Point};
 use core::ptr;
 
 /// Size of a base page on every platform tieralloc supports (x86-64, aarch64 4K kernels).
@@ -13,6 +14,10 @@ pub const PAGE_SHIFT: u32 = 12;
 /// Maps `len` bytes of private anonymous memory that is never charged to commit until touched.
 /// Returns null on failure. `len` must be a multiple of the page size.
 pub fn map_noreserve(len: usize) -> *mut u8 {
+    if let Some(e) = inject::fail(Point::Mmap) {
+        set_errno(e);
+        return ptr::null_mut();
+    }
     // SAFETY: an anonymous mapping at a kernel-chosen address cannot alias anything we own.
     let p = unsafe {
         libc::mmap(
@@ -99,6 +104,53 @@ pub fn sleep_us(us: u64) {
     unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }
 
+/// Asynchronous signals blocked on this thread until the guard is dropped (then the previous
+/// mask comes back). A thread that holds page locks blocks them: a signal handler that
+/// touched one of those pages would otherwise wait for a lock its own thread holds. The
+/// synchronous signals (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`) stay open, so a
+/// real fault still kills as usual. Async-signal-safe.
+pub struct SignalsBlocked {
+    /// The mask to restore.
+    old: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    /// Blocks the asynchronous signals on the calling thread.
+    pub fn new() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data initialised by sigfillset/sigdelset; pthread_sigmask
+        // only changes this thread's mask and writes the old one into `old`.
+        unsafe {
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for sig in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGTRAP,
+            ] {
+                libc::sigdelset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            SignalsBlocked { old }
+        }
+    }
+
+    /// Blocks the asynchronous signals on the calling thread for the rest of its life (for
+    /// tieralloc's own threads, which have no use for them).
+    pub fn forever() {
+        core::mem::forget(SignalsBlocked::new());
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` on this same thread (the guard is not Send).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, core::ptr::null_mut()) };
+    }
+}
+
 /// Writes `parts` to stderr with one `write(2)` per part. Async-signal-safe.
 pub fn write_stderr(parts: &[&[u8]]) {
     for part in parts {
@@ -145,6 +197,12 @@ pub fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
+/// Sets the calling thread's `errno` (injected failures). Async-signal-safe.
+fn set_errno(e: i32) {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
 /// The calling thread's `errno`. Async-signal-safe.
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns this thread's errno slot.
@@ -153,6 +211,9 @@ pub fn errno() -> i32 {
 
 /// `mprotect(2)` on a page-aligned range; the errno on failure. Async-signal-safe.
 pub fn protect(addr: usize, len: usize, prot: i32) -> Result<(), i32> {
+    if let Some(e) = inject::fail(Point::Mprotect) {
+        return Err(e);
+    }
     // SAFETY: callers pass page-aligned ranges of mappings tieralloc owns; changing their
     // protection is the point (the fault handlers restore access before anyone relies on it).
     if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } == 0 {
@@ -170,6 +231,9 @@ const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
 
 fn pagemap_entries(addr: usize, out: &mut [u64]) -> Result<(), i32> {
+    if let Some(e) = inject::fail(Point::Pagemap) {
+        return Err(e);
+    }
     // SAFETY: the path is a NUL-terminated literal.
     let fd = unsafe {
         libc::open(

@@ -159,9 +159,12 @@ pub(crate) fn start_from_env() {
     unsafe { libc::atexit(at_exit) };
     let _ = std::thread::Builder::new()
         .name("tieralloc-trace".into())
-        .spawn(|| loop {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            flush();
+        .spawn(|| {
+            sys::SignalsBlocked::forever();
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                flush();
+            }
         });
 }
 

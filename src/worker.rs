@@ -60,6 +60,8 @@ fn serve(q: &Queue) -> ! {
     // Everything this thread allocates (bookkeeping while it holds a kernel's pinned pages,
     // and the kernels' own scratch memory) stays off pages that hold user objects.
     crate::placement::enter_internal();
+    // A worker holds page locks and pins; signals are for the application's threads.
+    crate::sys::SignalsBlocked::forever();
     loop {
         let job = {
             let mut jobs = q.jobs.lock().unwrap_or_else(|e| e.into_inner());

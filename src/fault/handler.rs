@@ -44,9 +44,11 @@ pub fn install(sig: i32) -> Result<(), i32> {
     act.sa_sigaction = on_fault as *const () as usize;
     act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
     // SAFETY: PREVIOUS[i] is written here once, before INSTALLED[i] is published; `act` is a
-    // valid handler for this signal.
+    // valid handler for this signal. The mask blocks every other signal while the handler
+    // runs: it may hold a page lock, and an application handler that interrupted it and
+    // touched that page would wait for its own thread.
     let rc = unsafe {
-        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigfillset(&mut act.sa_mask);
         libc::sigaction(sig, &act, &raw mut PREVIOUS[i])
     };
     if rc != 0 {

@@ -331,6 +331,15 @@ pub fn prepare_host(page: usize, n: usize) -> Result<(), Error> {
             w.fetch_or(b, Ordering::AcqRel);
         }
         ANY_REGISTERED.store(true, Ordering::Release);
+        // Pages of these chunks that were handed out before they were registered and never
+        // touched are missing now: a system call reading them would fail with EFAULT in
+        // uffd-fast mode (and wait for a handler in uffd mode). Give every missing page the
+        // zero page. No page of an unregistered chunk lives on a device, and migrations into
+        // these chunks wait for this lock, so none is missing by design.
+        for k in start..c {
+            let first = k * CHUNK_PAGES;
+            zero_missing(first, CHUNK_PAGES.min(arena::pages() - first));
+        }
     }
     Ok(())
 }

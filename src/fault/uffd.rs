@@ -7,6 +7,7 @@
 //! The ABI constants are defined here because the C headers of older distributions lack
 //! `UFFDIO_MOVE` (Linux 6.8); when the kernel lacks it, [`mv`] fails and callers copy instead.
 
+use crate::inject::{self, Point};
 use crate::sys;
 use core::sync::atomic::{AtomicI32, Ordering};
 
@@ -109,6 +110,9 @@ fn ioctl(req: u64, arg: *mut u64) -> Result<(), i32> {
 
 /// Registers `[addr, addr+len)` for the faults in `mode`.
 pub fn register(addr: usize, len: usize, mode: u64) -> Result<(), i32> {
+    if let Some(e) = inject::fail(Point::UffdRegister) {
+        return Err(e);
+    }
     let mut r = [addr as u64, len as u64, mode, 0];
     ioctl(UFFDIO_REGISTER, r.as_mut_ptr())
 }
@@ -130,6 +134,14 @@ pub fn copy(dst: usize, src: usize, len: usize) -> Result<(), i32> {
 /// continued after partial progress (`EAGAIN`), never waking waiters. On failure returns the
 /// bytes done before it and the errno.
 fn transfer(req: u64, mode: u64, dst: usize, src: usize, len: usize) -> Result<(), (usize, i32)> {
+    let point = if req == UFFDIO_MOVE {
+        Point::UffdMove
+    } else {
+        Point::UffdCopy
+    };
+    if let Some(e) = inject::fail(point) {
+        return Err((0, e));
+    }
     let mut done = 0;
     while done < len {
         let mut a = [
@@ -176,6 +188,9 @@ pub fn zeropage(addr: usize, len: usize, wake: bool) {
 
 /// Write-protects (`on`) or unprotects `[addr, addr+len)`; unprotecting wakes waiting writers.
 pub fn write_protect(addr: usize, len: usize, on: bool) -> Result<(), i32> {
+    if let Some(e) = inject::fail(Point::UffdWriteProtect) {
+        return Err(e);
+    }
     let mut w = [addr as u64, len as u64, if on { WP_MODE_WP } else { 0 }];
     ioctl(UFFDIO_WRITEPROTECT, w.as_mut_ptr())
 }
@@ -264,6 +279,7 @@ fn pin_to(cpu: usize) {
 
 extern "C" fn handler_main(cpu: *mut libc::c_void) -> *mut libc::c_void {
     pin_to(cpu as usize);
+    sys::SignalsBlocked::forever();
     serve()
 }
 

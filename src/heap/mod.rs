@@ -116,6 +116,11 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
 }
 
 extern "C" fn fork_prepare() {
+    lock_all();
+}
+
+/// Takes every heap lock on this thread, in the one order all paths use.
+pub(crate) fn lock_all() {
     span::lock_for_fork();
     PAGES.lock_for_fork();
     meta::lock_for_fork();
@@ -133,6 +138,15 @@ extern "C" fn fork_child() {
 
 unsafe fn release_fork_locks() {
     // SAFETY: forwarded from the fork handlers.
+    unsafe { unlock_all() }
+}
+
+/// Releases the locks [`lock_all`] took.
+///
+/// # Safety
+/// This thread (or, in a fork child, its copy) took them with [`lock_all`].
+pub(crate) unsafe fn unlock_all() {
+    // SAFETY: forwarded contract.
     unsafe {
         meta::unlock_after_fork();
         PAGES.unlock_after_fork();

@@ -1,0 +1,345 @@
+//! Fault injection (feature `fault-injection`): system calls and device operations fail at
+//! chosen points, and every failure must end in a typed error or a clean fallback, with all
+//! data intact, nothing half-moved and device capacity matching the device-resident bytes.
+//! Plus: a CPU fault on a device page is resolved while this thread holds every heap lock.
+//!
+//! Runs in-process with the default backend, and once per backend through `each_backend`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+use tieralloc::inject::{self, Point};
+use tieralloc::policy::{Adaptive, Strict};
+use tieralloc::{Error, Tier, TierAlloc};
+
+mod common;
+use common::*;
+
+#[global_allocator]
+static A: TierAlloc = TierAlloc::new();
+
+fn setup() -> MutexGuard<'static, ()> {
+    let g = serial_with_devices(&[("dev0", 64 * MIB), ("dev1", 64 * MIB)]);
+    inject::disarm_all();
+    tieralloc::set_policy(Adaptive::default());
+    g
+}
+
+/// Device 0 holds exactly the device-resident bytes of the buffers given (nothing else lives
+/// there in these tests between setup and the check).
+fn assert_accounted(bufs: &[&[u64]]) {
+    let resident: usize = bufs
+        .iter()
+        .map(|b| {
+            let (p, n) = bytes_of(b);
+            tieralloc::residency(p, n).unwrap().device_bytes(0)
+        })
+        .sum();
+    // Page-rounding: a buffer's first and last page may hold neighbours too.
+    let used = used(0);
+    assert!(
+        used >= resident && used <= resident + 2 * PAGE * bufs.len(),
+        "device 0 uses {used} bytes, buffers have {resident} there"
+    );
+}
+
+/// A fresh page-aligned buffer of `mib` MiB holding `pattern(seed)`.
+fn buffer(seed: u64, mib: usize) -> Vec<u64> {
+    pattern(seed, mib * MIB / 8)
+}
+
+fn is_uffd() -> bool {
+    backend() != "signal"
+}
+
+/// Makes sure the fault backend is running (a migration starts it).
+fn start_backend() {
+    let v = vec![1u8; PAGE];
+    tieralloc::migrate(v.as_ptr(), PAGE, Tier::Host).unwrap();
+}
+
+#[test]
+fn a_failed_pagemap_read_moves_nothing() {
+    let _g = setup();
+    let v = buffer(1, 1);
+    let (p, n) = bytes_of(&v);
+    let before = used(0);
+    inject::arm(Point::Pagemap, 0, libc::EIO, 1);
+    let r = tieralloc::migrate(p, n, Tier::Device(0));
+    inject::disarm_all();
+    assert!(
+        matches!(
+            r,
+            Err(Error::Sys {
+                errno: libc::EIO,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
+    assert_eq!(used(0), before, "the reservation was given back");
+    check(&v, 1);
+    // The next try works.
+    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    assert_accounted(&[&v]);
+    check(&v, 1);
+}
+
+#[test]
+fn a_failed_move_falls_back_to_copying() {
+    let _g = setup();
+    start_backend();
+    let v = buffer(2, 4);
+    let (p, n) = bytes_of(&v);
+    inject::arm(Point::UffdMove, 0, libc::EBUSY, 1_000_000);
+    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    assert_eq!(tieralloc::residency(p, n).unwrap().device_bytes(0), n);
+    assert_accounted(&[&v]);
+    check(&v, 2); // back through the copy path too
+    inject::disarm_all();
+    assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
+    assert_accounted(&[&v]);
+}
+
+#[test]
+fn a_failed_copy_rolls_the_whole_batch_back() {
+    let _g = setup();
+    start_backend();
+    let v = buffer(3, 1);
+    let (p, n) = bytes_of(&v);
+    let before = used(0);
+    // The kernel move "fails" after moving nothing; then the 4th page copy fails.
+    inject::arm(Point::UffdMove, 0, libc::EBUSY, 1_000_000);
+    inject::arm(Point::UffdCopy, 3, libc::ENOMEM, 1);
+    let r = tieralloc::migrate(p, n, Tier::Device(0));
+    inject::disarm_all();
+    if is_uffd() {
+        assert!(
+            matches!(
+                r,
+                Err(Error::Sys {
+                    errno: libc::ENOMEM,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
+        assert_eq!(used(0), before);
+    } else {
+        r.unwrap(); // the signal backend copies with memcpy: nothing to fail
+    }
+    check(&v, 3);
+    assert_accounted(&[&v]);
+}
+
+#[test]
+fn a_failed_mprotect_is_a_typed_error_in_the_signal_backend() {
+    let _g = setup();
+    start_backend();
+    let v = buffer(4, 1);
+    let (p, n) = bytes_of(&v);
+    let before = used(0);
+    inject::arm(Point::Mprotect, 0, libc::ENOMEM, 1);
+    let r = tieralloc::migrate(p, n, Tier::Device(0));
+    inject::disarm_all();
+    if is_uffd() {
+        r.unwrap(); // no mprotect in the userfaultfd backends
+    } else {
+        assert!(matches!(r, Err(Error::MapCountLimit { .. })), "{r:?}");
+        assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
+        assert_eq!(used(0), before);
+    }
+    check(&v, 4);
+    assert_accounted(&[&v]);
+}
+
+#[test]
+fn a_failed_registration_is_a_typed_error() {
+    let _g = setup();
+    start_backend();
+    // A fresh 16 MiB run: chunks beyond anything registered so far.
+    let v = buffer(5, 16);
+    let (p, n) = bytes_of(&v);
+    inject::arm(Point::UffdRegister, 0, libc::ENOMEM, 1);
+    let r = tieralloc::migrate(p, n, Tier::Device(0));
+    inject::disarm_all();
+    if is_uffd() {
+        assert!(
+            matches!(
+                r,
+                Err(Error::Sys {
+                    errno: libc::ENOMEM,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
+    } else {
+        r.unwrap();
+    }
+    check(&v, 5);
+    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    assert_accounted(&[&v]);
+    check(&v, 5);
+}
+
+#[test]
+fn a_full_device_fails_migrations_prefetches_and_launches_cleanly() {
+    let _g = setup();
+    tieralloc::set_policy(Strict);
+    let v = buffer(6, 2);
+    let (p, n) = bytes_of(&v);
+    let before = used(0);
+
+    inject::arm(Point::DeviceReserve, 0, 0, 1);
+    let r = tieralloc::migrate(p, n, Tier::Device(0));
+    assert!(
+        matches!(r, Err(Error::DeviceFull { device: 0, .. })),
+        "{r:?}"
+    );
+
+    inject::arm(Point::DeviceReserve, 0, 0, 1);
+    let r = tieralloc::prefetch(p, n, Tier::Device(0)).unwrap().wait();
+    assert!(matches!(r, Err(Error::DeviceFull { .. })), "{r:?}");
+
+    let mut w = buffer(7, 1);
+    inject::arm(Point::DeviceReserve, 0, 0, 1);
+    let r = tieralloc::device(0)
+        .unwrap()
+        .run(&mut w[..], |w| w.iter_mut().for_each(|x| *x = 0));
+    assert!(matches!(r, Err(Error::DeviceFull { .. })), "{r:?}");
+    inject::disarm_all();
+
+    assert_eq!(used(0), before);
+    assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
+    check(&v, 6);
+    check(&w, 7); // the kernel did not run, and its pages are not pinned
+                  // And a device-tier allocation falls back to the host.
+    inject::arm(Point::DeviceReserve, 0, 0, 1);
+    let fallbacks = tieralloc::stats().placement_fallbacks;
+    let z = tieralloc::with_tier(Tier::Device(0), || vec![0u8; 4 * MIB]);
+    inject::disarm_all();
+    assert!(tieralloc::stats().placement_fallbacks > fallbacks);
+    assert_eq!(
+        tieralloc::residency(z.as_ptr(), z.len())
+            .unwrap()
+            .host_bytes(),
+        z.len()
+    );
+    tieralloc::set_policy(Adaptive::default());
+}
+
+#[test]
+fn a_cpu_fault_is_resolved_while_this_thread_holds_every_heap_lock() {
+    let _g = setup();
+    let v = buffer(8, 4);
+    let (p, n) = bytes_of(&v);
+    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..300 {
+                if done.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("deadlock: a fault under the heap locks did not resolve in 30 s");
+            std::process::abort();
+        })
+    };
+    let faults = tieralloc::stats().cpu_faults;
+    // Nothing inside may allocate: the heap is locked. Summing reads every device page.
+    let sum = inject::with_heap_locked(|| v.iter().fold(0u64, |a, &x| a.wrapping_add(x)));
+    done.store(true, Ordering::Release);
+    watchdog.join().unwrap();
+    assert_eq!(
+        sum,
+        pattern(8, v.len())
+            .iter()
+            .fold(0u64, |a, &x| a.wrapping_add(x))
+    );
+    assert!(tieralloc::stats().cpu_faults > faults);
+}
+
+#[test]
+fn a_failed_fault_back_stops_the_process_with_a_message() {
+    // Bringing a page home can only fail if the kernel is out of memory; a half-done return
+    // cannot be represented, so tieralloc stops rather than hand out wrong data.
+    if std::env::var_os("ALLOC_TEST_FAULTS_FATAL").is_some() {
+        let v = buffer(9, 1);
+        let (p, n) = bytes_of(&v);
+        tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+        inject::arm(Point::UffdMove, 0, libc::ENOMEM, 1_000_000);
+        inject::arm(Point::UffdCopy, 0, libc::ENOMEM, 1_000_000);
+        inject::arm(Point::Mprotect, 0, libc::ENOMEM, 1_000_000);
+        check(&v, 9);
+        unreachable!("the fault-back cannot have succeeded");
+    }
+    let _g = setup();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_failed_fault_back_stops_the_process_with_a_message",
+            "--nocapture",
+        ])
+        .env("ALLOC_TEST_FAULTS_FATAL", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("tieralloc: fatal: could not bring device-resident pages back"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_device_window_mapping_is_an_error_and_can_be_retried() {
+    if std::env::var_os("ALLOC_TEST_FAULTS_MMAP").is_some() {
+        inject::arm(Point::Mmap, 0, libc::ENOMEM, 1);
+        let r = tieralloc::devices();
+        inject::disarm_all();
+        assert!(
+            matches!(
+                r,
+                Err(Error::Sys {
+                    errno: libc::ENOMEM,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(tieralloc::devices().unwrap().len(), 1);
+        let v = buffer(10, 1);
+        let (p, n) = bytes_of(&v);
+        tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+        check(&v, 10);
+        return;
+    }
+    let _g = setup();
+    // Devices start once per process: this needs a fresh one.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_failed_device_window_mapping_is_an_error_and_can_be_retried",
+        ])
+        .env("ALLOC_TEST_FAULTS_MMAP", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn each_backend() {
+    common::each_backend("ALLOC_TEST_FAULTS_CHILD", "fault injection tests");
+}
