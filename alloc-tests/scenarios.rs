@@ -246,21 +246,6 @@ fn read_syscall_into_a_device_resident_buffer() {
 }
 
 /// Runs `child` in a forked child and returns its wait status.
-fn fork_and(child: impl FnOnce() -> bool) -> i32 {
-    // SAFETY: the child runs `child` and `_exit`s without returning into the harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
-        // SAFETY: always safe.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: pid is our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    status
-}
-
 #[test]
 fn fork_child_sees_its_own_copy_of_device_data() {
     let _g = setup();
@@ -268,7 +253,7 @@ fn fork_child_sees_its_own_copy_of_device_data() {
     let (p, n) = bytes_of(&v);
     tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
     let vp = v.as_mut_ptr() as usize;
-    let status = fork_and(|| {
+    let status = fork_status(|| {
         // SAFETY: the child's copy of `v`, as in the parent.
         let v = unsafe { std::slice::from_raw_parts_mut(vp as *mut u64, MIB) };
         check(v, 7);
@@ -403,7 +388,7 @@ fn a_null_dereference_still_dies_with_sigsegv() {
     let v = pattern(12, 4096);
     let (p, n) = bytes_of(&v);
     tieralloc::migrate(p, n, Tier::Device(0)).unwrap(); // the backend's handlers are installed
-    let status = fork_and(|| {
+    let status = fork_status(|| {
         // SAFETY: deliberately not safe: the child must die of it.
         let x = unsafe { std::ptr::read_volatile(std::ptr::null::<u64>()) };
         x == 0

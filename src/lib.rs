@@ -115,6 +115,8 @@ mod pagemap;
 mod placement;
 pub mod policy;
 mod prefetch;
+#[cfg(test)]
+mod protocol_model;
 mod render;
 mod residency;
 mod stats;

@@ -193,6 +193,12 @@ impl Entry {
     pub fn unlocked(self) -> Entry {
         Entry(self.0 & !(LOCKED | PINNED))
     }
+
+    /// This entry with the lock bit set: what [`try_lock`] stores (for the protocol model).
+    #[cfg(test)]
+    pub fn with_lock(self) -> Entry {
+        Entry(self.0 | LOCKED)
+    }
 }
 
 /// The `AccessedBy` bit of `tier`.

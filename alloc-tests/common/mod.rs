@@ -104,3 +104,31 @@ pub fn serial_with_three_devices() -> MutexGuard<'static, ()> {
     tieralloc::set_policy(tieralloc::policy::Adaptive::default());
     g
 }
+
+/// Runs `child` in a `fork`ed child and returns its raw wait status (exit code 0: `child`
+/// returned true).
+pub fn fork_status(child: impl FnOnce() -> bool) -> i32 {
+    // SAFETY: the child runs `child` and `_exit`s without returning into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: pid is our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
+/// [`fork_status`], failing the test if the child died of a signal; returns its exit code.
+pub fn in_child(child: impl FnOnce() -> bool) -> i32 {
+    let status = fork_status(child);
+    assert!(
+        libc::WIFEXITED(status),
+        "child died with signal {}",
+        libc::WTERMSIG(status)
+    );
+    libc::WEXITSTATUS(status)
+}
