@@ -94,29 +94,29 @@ fn exec_after_fork_with_device_pages() {
 #[test]
 fn a_thread_exits_while_its_pages_are_on_a_device() {
     let _g = setup();
-    let handles: Vec<_> = (0..4u64)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let v = pattern(10 + t, MIB / 8);
-                let (p, n) = bytes_of(&v);
-                tieralloc::migrate(p, n, Tier::Device(t as u16 % 2)).unwrap();
-                // Small device-tier objects made by this thread, some freed after it exits.
-                let small: Vec<Box<[u8; 64]>> = tieralloc::with_tier(Tier::Device(0), || {
-                    (0..100).map(|_| Box::new([t as u8; 64])).collect()
-                });
-                (v, small)
-            })
+    for t in 0..4u64 {
+        // One thread at a time: no other CPU activity moves pages while we compare.
+        let (v, small, on_device) = std::thread::spawn(move || {
+            // Small device-tier objects made by this thread, freed after it exited.
+            let small: Vec<Box<[u8; 64]>> = tieralloc::with_tier(Tier::Device(0), || {
+                (0..100).map(|_| Box::new([t as u8; 64])).collect()
+            });
+            let v = pattern(10 + t, MIB / 8);
+            let (p, n) = bytes_of(&v);
+            tieralloc::migrate(p, n, Tier::Device(t as u16 % 2)).unwrap();
+            let on_device = tieralloc::residency(p, n).unwrap().all_device_bytes();
+            (v, small, on_device)
         })
-        .collect();
-    for (t, h) in handles.into_iter().enumerate() {
-        let (v, small) = h.join().unwrap();
+        .join()
+        .unwrap();
         let (p, n) = bytes_of(&v);
+        assert_eq!(on_device, n);
         assert_eq!(
             tieralloc::residency(p, n).unwrap().all_device_bytes(),
             n,
-            "still on the device after its thread exited"
+            "the thread's exit left its pages where they were"
         );
-        check(&v, 10 + t as u64);
+        check(&v, 10 + t);
         assert!(small.iter().all(|b| b.iter().all(|&x| x == t as u8)));
     }
 }
