@@ -58,132 +58,135 @@ fn start_backend() {
     tieralloc::migrate(v.as_ptr(), PAGE, Tier::Host).unwrap();
 }
 
+/// A failure injected into one migration of a fresh `mib` MiB buffer.
+struct Injected {
+    v: Vec<u64>,
+    seed: u64,
+    /// Device 0's use before the migration.
+    before: usize,
+    result: Result<tieralloc::Migrated, Error>,
+}
+
+/// Migrates a fresh buffer to device 0 with the points in `arms` (point, calls let through,
+/// errno, failures) armed.
+fn migrate_with(seed: u64, mib: usize, arms: &[(Point, usize, i32, usize)]) -> Injected {
+    start_backend();
+    let v = buffer(seed, mib);
+    let (p, n) = bytes_of(&v);
+    let before = used(0);
+    for &(point, skip, errno, times) in arms {
+        inject::arm(point, skip, errno, times);
+    }
+    let result = tieralloc::migrate(p, n, Tier::Device(0));
+    inject::disarm_all();
+    Injected {
+        v,
+        seed,
+        before,
+        result,
+    }
+}
+
+impl Injected {
+    /// The migration failed with `errno` (or the error `want` accepts) and moved nothing.
+    fn refused(&self, want: impl Fn(&Error) -> bool) {
+        let (p, n) = bytes_of(&self.v);
+        match &self.result {
+            Err(e) if want(e) => {}
+            r => panic!("unexpected outcome {r:?}"),
+        }
+        assert_eq!(
+            tieralloc::residency(p, n).unwrap().host_bytes(),
+            n,
+            "nothing moved"
+        );
+        assert_eq!(used(0), self.before, "the reservation was given back");
+        self.intact();
+    }
+
+    /// The data is intact and device 0 accounts for exactly what lives there.
+    fn intact(&self) {
+        check(&self.v, self.seed);
+        assert_accounted(&[&self.v]);
+    }
+
+    /// A second, uninjected try works.
+    fn retry_works(&self) {
+        let (p, n) = bytes_of(&self.v);
+        tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+        self.intact();
+    }
+}
+
+fn errno_is(want: i32) -> impl Fn(&Error) -> bool {
+    move |e| matches!(e, Error::Sys { errno, .. } if *errno == want)
+}
+
 #[test]
 fn a_failed_pagemap_read_moves_nothing() {
     let _g = setup();
-    let v = buffer(1, 1);
-    let (p, n) = bytes_of(&v);
-    let before = used(0);
-    inject::arm(Point::Pagemap, 0, libc::EIO, 1);
-    let r = tieralloc::migrate(p, n, Tier::Device(0));
-    inject::disarm_all();
-    assert!(
-        matches!(
-            r,
-            Err(Error::Sys {
-                errno: libc::EIO,
-                ..
-            })
-        ),
-        "{r:?}"
-    );
-    assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
-    assert_eq!(used(0), before, "the reservation was given back");
-    check(&v, 1);
-    // The next try works.
-    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
-    assert_accounted(&[&v]);
-    check(&v, 1);
+    let m = migrate_with(1, 1, &[(Point::Pagemap, 0, libc::EIO, 1)]);
+    m.refused(errno_is(libc::EIO));
+    m.retry_works();
 }
 
 #[test]
 fn a_failed_move_falls_back_to_copying() {
     let _g = setup();
-    start_backend();
-    let v = buffer(2, 4);
-    let (p, n) = bytes_of(&v);
-    inject::arm(Point::UffdMove, 0, libc::EBUSY, 1_000_000);
-    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    // Every move fails, there and back: both directions copy instead.
+    let m = migrate_with(2, 4, &[(Point::UffdMove, 0, libc::EBUSY, 1_000_000)]);
+    let (p, n) = bytes_of(&m.v);
+    m.result.as_ref().unwrap();
     assert_eq!(tieralloc::residency(p, n).unwrap().device_bytes(0), n);
-    assert_accounted(&[&v]);
-    check(&v, 2); // back through the copy path too
+    inject::arm(Point::UffdMove, 0, libc::EBUSY, 1_000_000);
+    m.intact(); // the CPU reads it back through the copy path
     inject::disarm_all();
     assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
-    assert_accounted(&[&v]);
 }
 
 #[test]
 fn a_failed_copy_rolls_the_whole_batch_back() {
     let _g = setup();
-    start_backend();
-    let v = buffer(3, 1);
-    let (p, n) = bytes_of(&v);
-    let before = used(0);
     // The kernel move "fails" after moving nothing; then the 4th page copy fails.
-    inject::arm(Point::UffdMove, 0, libc::EBUSY, 1_000_000);
-    inject::arm(Point::UffdCopy, 3, libc::ENOMEM, 1);
-    let r = tieralloc::migrate(p, n, Tier::Device(0));
-    inject::disarm_all();
+    let m = migrate_with(
+        3,
+        1,
+        &[
+            (Point::UffdMove, 0, libc::EBUSY, 1_000_000),
+            (Point::UffdCopy, 3, libc::ENOMEM, 1),
+        ],
+    );
     if is_uffd() {
-        assert!(
-            matches!(
-                r,
-                Err(Error::Sys {
-                    errno: libc::ENOMEM,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
-        assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
-        assert_eq!(used(0), before);
+        m.refused(errno_is(libc::ENOMEM));
     } else {
-        r.unwrap(); // the signal backend copies with memcpy: nothing to fail
+        m.result.as_ref().unwrap(); // the signal backend copies with memcpy: nothing to fail
+        m.intact();
     }
-    check(&v, 3);
-    assert_accounted(&[&v]);
 }
 
 #[test]
 fn a_failed_mprotect_is_a_typed_error_in_the_signal_backend() {
     let _g = setup();
-    start_backend();
-    let v = buffer(4, 1);
-    let (p, n) = bytes_of(&v);
-    let before = used(0);
-    inject::arm(Point::Mprotect, 0, libc::ENOMEM, 1);
-    let r = tieralloc::migrate(p, n, Tier::Device(0));
-    inject::disarm_all();
+    let m = migrate_with(4, 1, &[(Point::Mprotect, 0, libc::ENOMEM, 1)]);
     if is_uffd() {
-        r.unwrap(); // no mprotect in the userfaultfd backends
+        m.result.as_ref().unwrap(); // no mprotect in the userfaultfd backends
+        m.intact();
     } else {
-        assert!(matches!(r, Err(Error::MapCountLimit { .. })), "{r:?}");
-        assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
-        assert_eq!(used(0), before);
+        m.refused(|e| matches!(e, Error::MapCountLimit { .. }));
     }
-    check(&v, 4);
-    assert_accounted(&[&v]);
 }
 
 #[test]
 fn a_failed_registration_is_a_typed_error() {
     let _g = setup();
-    start_backend();
     // A fresh 16 MiB run: chunks beyond anything registered so far.
-    let v = buffer(5, 16);
-    let (p, n) = bytes_of(&v);
-    inject::arm(Point::UffdRegister, 0, libc::ENOMEM, 1);
-    let r = tieralloc::migrate(p, n, Tier::Device(0));
-    inject::disarm_all();
+    let m = migrate_with(5, 16, &[(Point::UffdRegister, 0, libc::ENOMEM, 1)]);
     if is_uffd() {
-        assert!(
-            matches!(
-                r,
-                Err(Error::Sys {
-                    errno: libc::ENOMEM,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
-        assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
+        m.refused(errno_is(libc::ENOMEM));
     } else {
-        r.unwrap();
+        m.result.as_ref().unwrap();
     }
-    check(&v, 5);
-    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
-    assert_accounted(&[&v]);
-    check(&v, 5);
+    m.retry_works();
 }
 
 #[test]

@@ -3,30 +3,11 @@
 use std::thread;
 use tieralloc::TierAlloc;
 
+mod common;
+use common::in_child;
+
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
-
-/// Runs `child` in a forked child process and returns its exit status (0 = all checks held).
-fn in_child(child: impl FnOnce() -> bool) -> i32 {
-    // SAFETY: the child only runs `child` and then `_exit`s; it never returns into the test
-    // harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
-        // SAFETY: _exit is always safe to call.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: pid is our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status),
-        "child died with signal {}",
-        libc::WTERMSIG(status)
-    );
-    libc::WEXITSTATUS(status)
-}
 
 fn work(seed: u64) -> bool {
     let mut v: Vec<Vec<u64>> = Vec::new();

@@ -329,6 +329,20 @@ fn writer() -> Thread {
     }
 }
 
+fn reader(left: u8) -> Thread {
+    Thread::Reader {
+        left,
+        faulting: false,
+    }
+}
+
+fn to_host() -> Thread {
+    Thread::ToHost {
+        pc: 0,
+        seen: Entry::host(Use::Free),
+    }
+}
+
 fn to_device(d: usize) -> Thread {
     Thread::ToDevice {
         d,
@@ -339,35 +353,14 @@ fn to_device(d: usize) -> Thread {
 
 #[test]
 fn writes_race_migrations_to_a_device_and_back() {
-    let n = explore(
-        &start(),
-        &[
-            writer(),
-            to_device(0),
-            Thread::ToHost {
-                pc: 0,
-                seen: Entry::host(Use::Free),
-            },
-        ],
-    );
+    let n = explore(&start(), &[writer(), to_device(0), to_host()]);
     println!("summary: {n} executions");
     assert!(n > 100, "{n} executions");
 }
 
 #[test]
 fn readers_and_writers_race_migrations_to_two_devices() {
-    let n = explore(
-        &start(),
-        &[
-            writer(),
-            Thread::Reader {
-                left: 2,
-                faulting: false,
-            },
-            to_device(0),
-            to_device(1),
-        ],
-    );
+    let n = explore(&start(), &[writer(), reader(2), to_device(0), to_device(1)]);
     println!("summary: {n} executions");
     assert!(n > 1000, "{n} executions");
 }
@@ -378,10 +371,7 @@ fn a_write_invalidates_a_read_mostly_duplicate() {
         &start(),
         &[
             writer(),
-            Thread::Reader {
-                left: 2,
-                faulting: false,
-            },
+            reader(2),
             Thread::Duplicate {
                 d: 1,
                 pc: 0,
