@@ -21,6 +21,7 @@ static A: TierAlloc = TierAlloc::new();
 static GUARD: AtomicUsize = AtomicUsize::new(0);
 static GUARD_FAULTS: AtomicU64 = AtomicU64::new(0);
 /// The handlers that were installed before the application's (for chaining): SIGSEGV, SIGBUS.
+// SAFETY: sigaction is plain data; all-zero is SIG_DFL with an empty mask.
 static mut PREVIOUS: [libc::sigaction; 2] = unsafe { std::mem::zeroed() };
 
 fn slot(sig: i32) -> usize {
