@@ -96,20 +96,17 @@ enum Thread {
         left: u8,
         faulting: bool,
     },
-    /// Host → device `d`: 0 lock, 1 write-protect, 2 copy, 3 release + publish.
+    /// Host → device `d`: 0 lock, 1 write-protect, 2 copy, 3 release + publish; or, with
+    /// `dup`, a read-only duplicate on `d` (`ReadMostly`): the same, but step 3 keeps the host
+    /// copy and publishes `DUP`.
     ToDevice {
         d: usize,
         pc: u8,
         seen: Entry,
+        dup: bool,
     },
     /// Device → host: 0 lock, 1 copy back + publish.
     ToHost {
-        pc: u8,
-        seen: Entry,
-    },
-    /// Duplicate on `d`: 0 lock, 1 write-protect, 2 copy, 3 publish.
-    Duplicate {
-        d: usize,
         pc: u8,
         seen: Entry,
     },
@@ -197,8 +194,8 @@ impl Thread {
                 }
                 true
             }
-            Thread::ToDevice { d, pc, seen } => {
-                let d = *d;
+            Thread::ToDevice { d, pc, seen, dup } => {
+                let (d, dup) = (*d, *dup);
                 match *pc {
                     0 => match w.try_lock() {
                         Some(e) if e.device().is_none() && e.dup().is_none() => {
@@ -218,6 +215,10 @@ impl Thread {
                     2 => {
                         w.frame[d] = w.host;
                         *pc = 3;
+                    }
+                    _ if dup => {
+                        w.entry = seen.with_dup(d as u16);
+                        *self = Thread::Done;
                     }
                     _ => {
                         w.host = None;
@@ -250,35 +251,6 @@ impl Thread {
                         });
                         w.frame[d] = None;
                         w.entry = seen.on_host();
-                        *self = Thread::Done;
-                    }
-                }
-                true
-            }
-            Thread::Duplicate { d, pc, seen } => {
-                let d = *d;
-                match *pc {
-                    0 => match w.try_lock() {
-                        Some(e) if e.device().is_none() && e.dup().is_none() => {
-                            *seen = e;
-                            *pc = 1;
-                        }
-                        Some(e) => {
-                            w.entry = e;
-                            *self = Thread::Done;
-                        }
-                        None => return false,
-                    },
-                    1 => {
-                        w.wp = true;
-                        *pc = 2;
-                    }
-                    2 => {
-                        w.frame[d] = w.host;
-                        *pc = 3;
-                    }
-                    _ => {
-                        w.entry = seen.with_dup(d as u16);
                         *self = Thread::Done;
                     }
                 }
@@ -348,6 +320,16 @@ fn to_device(d: usize) -> Thread {
         d,
         pc: 0,
         seen: Entry::host(Use::Free),
+        dup: false,
+    }
+}
+
+fn duplicate(d: usize) -> Thread {
+    Thread::ToDevice {
+        d,
+        pc: 0,
+        seen: Entry::host(Use::Free),
+        dup: true,
     }
 }
 
@@ -367,19 +349,7 @@ fn readers_and_writers_race_migrations_to_two_devices() {
 
 #[test]
 fn a_write_invalidates_a_read_mostly_duplicate() {
-    let n = explore(
-        &start(),
-        &[
-            writer(),
-            reader(2),
-            Thread::Duplicate {
-                d: 1,
-                pc: 0,
-                seen: Entry::host(Use::Free),
-            },
-            to_device(0),
-        ],
-    );
+    let n = explore(&start(), &[writer(), reader(2), duplicate(1), to_device(0)]);
     println!("summary: {n} executions");
     assert!(n > 1000, "{n} executions");
 }
