@@ -72,10 +72,28 @@ pub fn filled_pages(pages: usize) -> Vec<u8> {
     v
 }
 
+/// The default policy with the density prefetcher off: an isolated fault brings back only its
+/// own page's run, so the fault-back figure measures one fault, not a 2 MiB bulk return.
+struct IsolatedFaults;
+
+impl tieralloc::policy::Policy for IsolatedFaults {
+    fn name(&self) -> &str {
+        "isolated-faults"
+    }
+    fn fault_around(&self) -> tieralloc::policy::FaultAround {
+        tieralloc::policy::FaultAround {
+            density: false,
+            ..Default::default()
+        }
+    }
+}
+
 /// Fault-back cost of one isolated 4 KiB page (ns per fault): every other page of a buffer is
 /// moved to device 0 on its own, so fault-around finds no neighbour to bring along; then one
-/// byte of each device page is written.
+/// byte of each device page is written. Runs under a policy without the density prefetcher
+/// and puts the default (`Adaptive`) policy back afterwards.
 pub fn fault_back_per_page(buf: &mut [u8]) -> f64 {
+    tieralloc::set_policy(IsolatedFaults);
     let pages = buf.len() / PAGE;
     let base = buf.as_ptr() as usize;
     for p in (0..pages).step_by(2) {
@@ -89,6 +107,7 @@ pub fn fault_back_per_page(buf: &mut [u8]) -> f64 {
     }
     let ns = t.elapsed().as_nanos() as f64;
     let n = tieralloc::stats().cpu_faults - faults;
+    tieralloc::set_policy(tieralloc::policy::Adaptive::default());
     assert_eq!(n as usize, pages.div_ceil(2), "one fault per isolated page");
     ns / n as f64
 }
