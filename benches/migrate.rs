@@ -12,6 +12,8 @@ static A: TierAlloc = TierAlloc::new();
 #[path = "common/fault_workloads.rs"]
 mod fault_workloads;
 use fault_workloads::*;
+#[path = "common/raw_uffd.rs"]
+mod raw_uffd;
 
 const MIB: usize = 1 << 20;
 
@@ -26,6 +28,23 @@ fn bench(c: &mut Criterion) {
             Duration::from_nanos((ns * iters as f64) as u64)
         })
     });
+    // The kernel's mechanism without tieralloc (before tieralloc's backend starts: the first
+    // fault-back below starts it). Skipped where the kernel lacks SIGBUS mode or UFFDIO_MOVE.
+    if raw_uffd::raw_sigbus_move(16).is_some() {
+        g.bench_function("kernel mechanism alone: SIGBUS + UFFDIO_MOVE", |b| {
+            b.iter_custom(|iters| {
+                // In batches, so that a long measurement does not map gigabytes at once.
+                let mut total = 0.0;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let n = left.min(2000);
+                    total += raw_uffd::raw_sigbus_move(n).unwrap() * n as f64;
+                    left -= n;
+                }
+                Duration::from_nanos(total as u64)
+            })
+        });
+    }
     let mut buf = filled_pages(2000);
     g.bench_function("fault-back of one 4 KiB page", |b| {
         b.iter_custom(|iters| {

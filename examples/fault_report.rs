@@ -1,10 +1,14 @@
 //! Prints the migration and fault-back table: for each fault backend, measured in this run,
 //! the fault-back cost of a 4 KiB page against the bare SIGSEGV+mprotect floor, sequential CPU
 //! read of 256 MiB of device-resident data and explicit bulk migration both ways against
-//! memcpy, and a million pages of alternating residency.
+//! memcpy, and a million pages of alternating residency. It also measures the kernel's
+//! userfaultfd mechanisms bare (`raw_uffd.rs`), so tieralloc's own share of a fault-back can be
+//! told from what the kernel and the VM take.
 //!
 //! `cargo run --release --example fault_report` (about a minute). The backend is fixed per
 //! process, so the report runs itself once per backend (`fault_report child`).
+//! `-- --quick` (one round, 32 MiB buffers, 64k alternating pages) checks that every part runs;
+//! CI uses it. Its figures are not the ones to quote.
 
 use std::process::Command;
 use tieralloc::{Tier, TierAlloc};
@@ -15,10 +19,30 @@ static A: TierAlloc = TierAlloc::new();
 #[path = "../benches/common/fault_workloads.rs"]
 mod fault_workloads;
 use fault_workloads::*;
+#[path = "../benches/common/raw_uffd.rs"]
+mod raw_uffd;
 
 const BACKENDS: [&str; 3] = ["uffd", "uffd-fast", "signal"];
 const MIB: usize = 1 << 20;
-const ROUNDS: usize = 5;
+
+/// Rounds per figure (the median is printed), buffer size and alternating pages.
+#[derive(Clone, Copy)]
+struct Size {
+    rounds: usize,
+    mib: usize,
+    alternating: usize,
+}
+
+const FULL: Size = Size {
+    rounds: 5,
+    mib: 256,
+    alternating: 1 << 20,
+};
+const QUICK: Size = Size {
+    rounds: 1,
+    mib: 32,
+    alternating: 1 << 16,
+};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -26,34 +50,34 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One backend's figures, printed as `key value` lines by the child.
-fn child() {
+fn child(size: Size) {
     let fault_ns = median(
-        (0..ROUNDS)
+        (0..size.rounds)
             .map(|_| fault_back_per_page(&mut filled_pages(4000)))
             .collect(),
     );
     println!("fault_ns {fault_ns}");
-    let words: Vec<u64> = (0..(256 * MIB / 8) as u64).collect();
-    let seq = median((0..ROUNDS).map(|_| sequential_read(&words)).collect());
+    let words: Vec<u64> = (0..(size.mib * MIB / 8) as u64).collect();
+    let seq = median((0..size.rounds).map(|_| sequential_read(&words)).collect());
     println!("seq_read {seq}");
     drop(words);
-    let buf = filled_pages(256 * MIB / PAGE);
-    let (to_dev, to_host): (Vec<f64>, Vec<f64>) = (0..ROUNDS).map(|_| bulk_migrate(&buf)).unzip();
+    let buf = filled_pages(size.mib * MIB / PAGE);
+    let (to_dev, to_host): (Vec<f64>, Vec<f64>) =
+        (0..size.rounds).map(|_| bulk_migrate(&buf)).unzip();
     println!("to_device {}", median(to_dev));
     println!("to_host {}", median(to_host));
     drop(buf);
-    alternating_million();
+    alternating(size.alternating);
     println!("backend {}", tieralloc::stats().fault_backend);
 }
 
-/// A million pages (4 GiB) with every other page on the device, each moved by its own call;
-/// then every page is read back and checked.
-fn alternating_million() {
-    const PAGES: usize = 1 << 20;
-    let buf = filled_pages(PAGES);
+/// `pages` pages (a million: 4 GiB) with every other page on the device, each moved by its
+/// own call; then every page is read back and checked.
+fn alternating(pages: usize) {
+    let buf = filled_pages(pages);
     let base = buf.as_ptr() as usize;
     let t = std::time::Instant::now();
-    for p in (0..PAGES).step_by(2) {
+    for p in (0..pages).step_by(2) {
         if let Err(e) = tieralloc::migrate((base + p * PAGE) as *const u8, PAGE, Tier::Device(0)) {
             println!("alternating refused after {} device pages: {e}", p / 2);
             return;
@@ -69,21 +93,50 @@ fn alternating_million() {
         .all(|(i, page)| page[0] == i as u8 && page[PAGE - 1] == 1);
     println!(
         "alternating {} pages on the device, {maps} kernel mappings, data {} ({:.1} s)",
-        PAGES / 2,
+        pages / 2,
         if ok { "intact" } else { "CORRUPT" },
         t.elapsed().as_secs_f64()
     );
 }
 
-fn main() {
-    if std::env::args().nth(1).as_deref() == Some("child") {
-        return child();
+/// The bare floor and the kernel's userfaultfd mechanisms without tieralloc, interleaved
+/// round by round so that all of them see the same machine (ns per fault, medians).
+struct Mechanisms {
+    floor: f64,
+    sigbus_move: f64,
+    handler_thread: f64,
+    handler_same_cpu: f64,
+}
+
+fn mechanisms(rounds: usize) -> Mechanisms {
+    let (mut floor, mut sigbus, mut thread, mut same) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        floor.push(floor_sigsegv_mprotect(4000));
+        sigbus.push(raw_uffd::raw_sigbus_move(2000).unwrap_or(f64::NAN));
+        thread.push(raw_uffd::raw_handler_thread_move(2000, false).unwrap_or(f64::NAN));
+        same.push(raw_uffd::raw_handler_thread_move(2000, true).unwrap_or(f64::NAN));
     }
-    let floor = median((0..ROUNDS).map(|_| floor_sigsegv_mprotect(4000)).collect());
-    let src = filled_pages(256 * MIB / PAGE);
-    let mut dst = filled_pages(256 * MIB / PAGE);
+    Mechanisms {
+        floor: median(floor),
+        sigbus_move: median(sigbus),
+        handler_thread: median(thread),
+        handler_same_cpu: median(same),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let size = if quick { QUICK } else { FULL };
+    if args.get(1).map(String::as_str) == Some("child") {
+        return child(size);
+    }
+    let m = mechanisms(size.rounds);
+    let floor = m.floor;
+    let src = filled_pages(size.mib * MIB / PAGE);
+    let mut dst = filled_pages(size.mib * MIB / PAGE);
     let memcpy = median(
-        (0..ROUNDS)
+        (0..size.rounds)
             .map(|_| memcpy_bandwidth(&src, &mut dst))
             .collect(),
     );
@@ -92,6 +145,7 @@ fn main() {
     for b in BACKENDS {
         let out = Command::new(std::env::current_exe().unwrap())
             .arg("child")
+            .args(quick.then_some("--quick"))
             .env("TIERALLOC_FAULT", b)
             .env("TIERALLOC_DEVICES", "dev0=6GiB")
             .output()
@@ -109,12 +163,35 @@ fn main() {
             .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(f64::NAN)
     };
-    println!("tieralloc fault report: median of {ROUNDS} rounds, measured in this run\n");
+    let rounds = size.rounds;
+    let mib = size.mib;
+    println!("tieralloc fault report: median of {rounds} rounds, measured in this run\n");
     println!(
         "bare floor (SIGSEGV + mprotect RW round trip, private page): {:.2} us",
         floor / 1e3
     );
-    println!("memcpy 256 MiB: {:.1} GB/s\n", memcpy / 1e9);
+    println!("memcpy {mib} MiB: {:.1} GB/s\n", memcpy / 1e9);
+    println!("kernel mechanisms alone, no tieralloc code (one 4 KiB page from a pool mapping):");
+    let mech = |name: &str, ns: f64| {
+        println!(
+            "  {name:<58} {:>7.2} us  {:>5.2}× floor",
+            ns / 1e3,
+            ns / floor
+        )
+    };
+    mech(
+        "SIGBUS + UFFDIO_MOVE in the faulting thread (uffd-fast)",
+        m.sigbus_move,
+    );
+    mech(
+        "handler thread + UFFDIO_MOVE, placed by the scheduler (uffd)",
+        m.handler_thread,
+    );
+    mech(
+        "handler thread + UFFDIO_MOVE, both pinned to one CPU",
+        m.handler_same_cpu,
+    );
+    println!();
     println!(
         "| {:<34} | {:>14} | {:>14} | {:>14} | {:<22} |",
         "measure", BACKENDS[0], BACKENDS[1], BACKENDS[2], "target"
@@ -136,19 +213,27 @@ fn main() {
     row("  vs bare floor", "fast ≤1.3×, uffd ≤2.5×", &|c| {
         format!("{:.2}×", get(c, "fault_ns") / floor)
     });
-    row("sequential CPU read, 256 MiB", "", &|c| {
+    row("  vs kernel mechanism alone", "", &|c| {
+        let mechanism = match c.lines().find_map(|l| l.strip_prefix("backend ")) {
+            Some("uffd") => m.handler_thread,
+            Some("uffd-fast") => m.sigbus_move,
+            _ => return "-".into(),
+        };
+        format!("{:.2}×", get(c, "fault_ns") / mechanism)
+    });
+    row(&format!("sequential CPU read, {mib} MiB"), "", &|c| {
         format!("{:.1} GB/s", get(c, "seq_read") / 1e9)
     });
     row("  vs memcpy", "≥ 50%", &|c| {
         format!("{:.0}%", get(c, "seq_read") / memcpy * 100.0)
     });
-    row("migrate to device, 256 MiB", "", &|c| {
+    row(&format!("migrate to device, {mib} MiB"), "", &|c| {
         format!("{:.1} GB/s", get(c, "to_device") / 1e9)
     });
     row("  vs memcpy", "≥ 70%", &|c| {
         format!("{:.0}%", get(c, "to_device") / memcpy * 100.0)
     });
-    row("migrate to host, 256 MiB", "", &|c| {
+    row(&format!("migrate to host, {mib} MiB"), "", &|c| {
         format!("{:.1} GB/s", get(c, "to_host") / 1e9)
     });
     row("  vs memcpy", "≥ 70%", &|c| {
@@ -160,6 +245,7 @@ fn main() {
             .lines()
             .find_map(|l| l.strip_prefix("alternating "))
             .unwrap_or("no result");
-        println!("1M pages, alternating residency, {b:<9}: {line}");
+        let pages = size.alternating;
+        println!("{pages} pages, alternating residency, {b:<9}: {line}");
     }
 }
