@@ -387,6 +387,51 @@ fn density_fault_around_brings_a_half_faulted_region_back_at_once() {
     assert!(dense <= 18, "{dense} faults");
 }
 
+/// Fault-around of a whole 2 MiB region at a time, from wherever the fault lands.
+struct WholeRegions;
+
+impl tieralloc::policy::Policy for WholeRegions {
+    fn name(&self) -> &str {
+        "whole-regions"
+    }
+    fn fault_around(&self) -> tieralloc::policy::FaultAround {
+        tieralloc::policy::FaultAround {
+            min_pages: 512,
+            max_pages: 512,
+            density: false,
+        }
+    }
+}
+
+#[test]
+fn the_largest_fault_around_brings_back_one_region_from_mid_region_faults() {
+    let _g = setup();
+    tieralloc::set_policy(WholeRegions);
+    let layout = std::alloc::Layout::from_size_align(6 * MIB, 2 * MIB).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let p = unsafe { std::alloc::alloc(layout) };
+    assert!(!p.is_null());
+    // SAFETY: 6 MiB that only this test uses.
+    let v = unsafe { std::slice::from_raw_parts_mut(p, 6 * MIB) };
+    v.iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = (i % 251) as u8);
+    tieralloc::migrate(p, 6 * MIB, Tier::Device(0)).unwrap();
+    // The middle of the second region: the pages around it on both sides are on the device.
+    let at = 3 * MIB + 5;
+    assert_eq!(v[at], (at % 251) as u8);
+    let r = tieralloc::residency(p, 6 * MIB).unwrap();
+    assert_eq!(
+        r.device_bytes(0),
+        4 * MIB,
+        "one 2 MiB region came back, no more"
+    );
+    assert!(v.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(p, layout) };
+    tieralloc::set_policy(Adaptive::default());
+}
+
 #[test]
 fn prefetch_overlaps_with_cpu_work_and_is_correct() {
     let _g = setup();

@@ -742,19 +742,27 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
         min
     };
     AROUND.store(around, Ordering::Relaxed);
-    let floor = page - page % min;
-    let limit = (page + around).min(arena::pages());
+    // Half of this 2 MiB region has faulted recently: bring the rest of it back at once (its
+    // other runs on this device, between pages already home). The run around the faulting
+    // page then spans the region, so it comes back in one move and one wake-up: a thread
+    // reading on does not fault again on the rest while it is still on its way.
+    let dense = policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page);
+    let region = page - page % FAULT_AROUND_MAX;
+    let (floor, reach) = if dense {
+        (region, region + FAULT_AROUND_MAX)
+    } else {
+        (page - page % min, page + around)
+    };
     let mut lo = page;
     while lo > floor && try_lock_on(lo - 1, d) {
         lo -= 1;
     }
+    // At most one batch per run (the moves work in batches of BATCH pages).
+    let limit = reach.min(lo + BATCH).min(arena::pages());
     let mut hi = page + 1;
     while hi < limit && try_lock_on(hi, d) {
         hi += 1;
     }
-    // Half of this 2 MiB region has faulted recently: bring the rest of it back at once (its
-    // other runs on this device, between pages already home).
-    let dense = policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page);
     NEXT_FAULT.store(hi, Ordering::Relaxed);
     // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
     COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
