@@ -40,8 +40,12 @@ pub const BATCH: usize = 512;
 /// Fault-around: a CPU fault brings back at least this many pages when their neighbours are on
 /// the same device (64 KiB) ...
 pub const FAULT_AROUND_MIN: usize = 16;
-/// ... doubling while faults follow each other sequentially, up to this many (2 MiB).
+/// ... doubling while faults follow each other sequentially, up to the policy's `max_pages`
+/// (16 MiB by default). The density prefetcher works on regions of this many pages (2 MiB).
 pub const FAULT_AROUND_MAX: usize = 512;
+/// ... which may be at most this many (32 MiB). Beyond one batch, the fault brings its first
+/// batch back, wakes the faulting thread and brings the following batches after it (read-ahead).
+pub const FAULT_AROUND_LIMIT: usize = 8192;
 
 /// What a [`crate::migrate`] call did. Counts are in pages of 4 KiB.
 ///
@@ -749,7 +753,7 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     let dense = policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page);
     let region = page - page % FAULT_AROUND_MAX;
     let (floor, reach) = if dense {
-        (region, region + FAULT_AROUND_MAX)
+        (region, (region + FAULT_AROUND_MAX).max(page + around))
     } else {
         (page - page % min, page + around)
     };
@@ -763,10 +767,17 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     while hi < limit && try_lock_on(hi, d) {
         hi += 1;
     }
-    NEXT_FAULT.store(hi, Ordering::Relaxed);
+    // A sequential stream longer than one batch goes on after this run: record where the
+    // stream will end, so the next fault there is seen as sequential (the reader cannot get
+    // there before the read-ahead below has moved the pages in between).
+    let ahead = around > BATCH && hi == limit && reach > limit;
+    NEXT_FAULT.store(if ahead { reach } else { hi }, Ordering::Relaxed);
     // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
     COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
     return_run(backend, d, lo, hi);
+    if ahead {
+        read_ahead(backend, d, hi, reach);
+    }
     if dense {
         let start = page - page % FAULT_AROUND_MAX;
         let end = (start + FAULT_AROUND_MAX).min(arena::pages());
@@ -783,6 +794,29 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
             }
             return_run(backend, d, s, p);
         }
+    }
+}
+
+/// The rest of a sequential fault-around after its first batch: device `d`'s pages from `from`
+/// up to `to`, a batch at a time, stopping where the run on `d` ends. A page the stream stops
+/// at sets where the next fault is expected. Async-signal-safe.
+fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
+    let to = to.min(arena::pages());
+    let mut s = from;
+    while s < to {
+        let limit = to.min(s + BATCH);
+        let mut e = s;
+        while e < limit && try_lock_on(e, d) {
+            e += 1;
+        }
+        if e > s {
+            return_run(backend, d, s, e);
+        }
+        if e < limit {
+            NEXT_FAULT.store(e, Ordering::Relaxed);
+            return;
+        }
+        s = e;
     }
 }
 

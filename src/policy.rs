@@ -19,6 +19,7 @@
 
 use crate::blocks::{self, Block};
 use crate::heap::lock::Lock;
+use crate::migrate;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -102,7 +103,9 @@ pub enum DeviceFault {
 pub struct FaultAround {
     /// Pages brought back by an isolated fault (the 64 KiB block around it by default).
     pub min_pages: usize,
-    /// Upper bound while faults follow each other sequentially (doubling each time).
+    /// Upper bound while faults follow each other sequentially (doubling each time); at most
+    /// 8192 (32 MiB). A run longer than 512 pages comes back 512 at a time, the faulting thread
+    /// resuming after the first 512 while the rest follow it (read-ahead).
     pub max_pages: usize,
     /// Bring back the rest of a 2 MiB region once half of its blocks have faulted (CUDA's
     /// density prefetcher, in small).
@@ -113,7 +116,7 @@ impl Default for FaultAround {
     fn default() -> Self {
         FaultAround {
             min_pages: 16,
-            max_pages: 512,
+            max_pages: 4096,
             density: true,
         }
     }
@@ -275,7 +278,7 @@ static CURRENT: Lock<Option<&'static dyn Policy>> = Lock::new(None);
 static FROM_ENV: AtomicBool = AtomicBool::new(false);
 /// Fault-around parameters of the installed policy, for the fault path.
 pub(crate) static AROUND_MIN: AtomicUsize = AtomicUsize::new(16);
-pub(crate) static AROUND_MAX: AtomicUsize = AtomicUsize::new(512);
+pub(crate) static AROUND_MAX: AtomicUsize = AtomicUsize::new(4096);
 pub(crate) static AROUND_DENSITY: AtomicBool = AtomicBool::new(true);
 
 /// Installs `policy` for the whole process (replacing `TIERALLOC_POLICY`'s choice).
@@ -293,7 +296,10 @@ fn install(p: &'static dyn Policy) {
     let fa = p.fault_around();
     let min = fa.min_pages.clamp(1, 512);
     AROUND_MIN.store(min, Ordering::Relaxed);
-    AROUND_MAX.store(fa.max_pages.clamp(min, 512), Ordering::Relaxed);
+    AROUND_MAX.store(
+        fa.max_pages.clamp(min, migrate::FAULT_AROUND_LIMIT),
+        Ordering::Relaxed,
+    );
     AROUND_DENSITY.store(fa.density, Ordering::Relaxed);
     blocks::THRASH_WINDOW_MS.store(
         p.thrash_window().as_millis().clamp(1, u32::MAX as u128 / 2) as u32,
