@@ -105,12 +105,20 @@ fn accessed_by_reads_remotely_without_migrating() {
     let v = pattern(3, MIB / 2);
     let (p, n) = bytes_of(&v);
     tieralloc::advise(p, n, Advice::AccessedBy(Tier::Device(0))).unwrap();
+    // `out` gets a page of its own: a small vector would share its page with other objects,
+    // and another thread (the test harness's) allocating there would bring the page back
+    // between the kernels, which then move it again.
+    let layout = std::alloc::Layout::from_size_align(PAGE, PAGE).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let o = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!o.is_null());
+    // SAFETY: one zeroed, u64-aligned page that only this test uses.
+    let out = unsafe { std::slice::from_raw_parts_mut(o.cast::<u64>(), 1) };
     let before = tieralloc::stats();
-    let mut out = vec![0u64; 1];
     for _ in 0..3 {
         let r = tieralloc::device(0)
             .unwrap()
-            .run((&v[..], &mut out[..]), |(v, o)| o[0] = v[v.len() - 1])
+            .run((&v[..], &mut *out), |(v, o)| o[0] = v[v.len() - 1])
             .unwrap();
         assert!(r.remote_bytes >= n, "{r:?}");
     }
@@ -121,6 +129,8 @@ fn accessed_by_reads_remotely_without_migrating() {
     assert!(after.bytes_to_device - before.bytes_to_device <= PAGE as u64);
     assert_eq!(out[0], v[v.len() - 1]);
     tieralloc::advise(p, n, Advice::Reset).unwrap();
+    // SAFETY: allocated above with this layout; `out` is not used after this.
+    unsafe { std::alloc::dealloc(o, layout) };
 }
 
 /// Launches `n` kernels on device 0 that read one 64 KiB block (AccessedBy device 0) and

@@ -63,8 +63,17 @@ fn migrate_then_cpu_write() {
 #[test]
 fn migrate_twice_then_back_explicitly_without_faults() {
     let _g = setup();
-    let v = pattern(4, MIB);
-    let (p, n) = bytes_of(&v);
+    // 2 MiB-aligned, so that no other allocation shares its fault-around blocks or regions: a
+    // harness thread faulting on a device-resident neighbour could otherwise bring some of
+    // its pages back along with its own.
+    let layout = std::alloc::Layout::from_size_align(8 * MIB, 2 * MIB).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let raw = unsafe { std::alloc::alloc(layout) };
+    assert!(!raw.is_null());
+    // SAFETY: 8 MiB of u64-aligned memory that only this test uses; written before read.
+    let v = unsafe { std::slice::from_raw_parts_mut(raw.cast::<u64>(), MIB) };
+    v.copy_from_slice(&pattern(4, MIB));
+    let (p, n) = bytes_of(v);
     let first = tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
     let again = tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
     assert_eq!(again.moved, 0);
@@ -78,7 +87,9 @@ fn migrate_twice_then_back_explicitly_without_faults() {
         "explicit moves raise no fault"
     );
     assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
-    check(&v, 4);
+    check(v, 4);
+    // SAFETY: allocated above with this layout; `v` is not used after this.
+    unsafe { std::alloc::dealloc(raw, layout) };
 }
 
 #[test]
