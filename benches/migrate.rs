@@ -30,15 +30,20 @@ fn bench(c: &mut Criterion) {
     });
     // The kernel's mechanism without tieralloc (before tieralloc's backend starts: the first
     // fault-back below starts it). Skipped where the kernel lacks SIGBUS mode or UFFDIO_MOVE.
-    if raw_uffd::raw_sigbus_move(16).is_some() {
-        g.bench_function("kernel mechanism alone: SIGBUS + UFFDIO_MOVE", |b| {
+    let bare = raw_uffd::raw_sigbus_move(16, Access::Write).is_some();
+    for access in [Access::Write, Access::Read].into_iter().filter(|_| bare) {
+        let name = format!(
+            "kernel mechanism alone: SIGBUS + UFFDIO_MOVE, {}",
+            access.name()
+        );
+        g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 // In batches, so that a long measurement does not map gigabytes at once.
                 let mut total = 0.0;
                 let mut left = iters as usize;
                 while left > 0 {
                     let n = left.min(2000);
-                    total += raw_uffd::raw_sigbus_move(n).unwrap() * n as f64;
+                    total += raw_uffd::raw_sigbus_move(n, access).unwrap() * n as f64;
                     left -= n;
                 }
                 Duration::from_nanos(total as u64)
@@ -46,15 +51,18 @@ fn bench(c: &mut Criterion) {
         });
     }
     let mut buf = filled_pages(2000);
-    g.bench_function("fault-back of one 4 KiB page", |b| {
-        b.iter_custom(|iters| {
-            let mut total = 0.0;
-            for _ in 0..iters {
-                total += fault_back_per_page(&mut buf);
-            }
-            Duration::from_nanos(total as u64)
-        })
-    });
+    for access in [Access::Write, Access::Read] {
+        let name = format!("fault-back of one 4 KiB page, {}", access.name());
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = 0.0;
+                for _ in 0..iters {
+                    total += fault_back_per_page(&mut buf, access);
+                }
+                Duration::from_nanos(total as u64)
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("migrate 64 MiB");

@@ -56,24 +56,28 @@ fn child(size: Size) {
     // threads, its mappings). The bare SIGBUS measurement replaces tieralloc's handler for its
     // duration; nothing else touches device-resident memory meanwhile.
     let backend = std::env::var("TIERALLOC_FAULT").unwrap_or_default();
-    let (mut fault, mut mech, mut placed) = (vec![], vec![], vec![]);
-    for _ in 0..size.rounds {
-        match backend.as_str() {
-            "uffd-fast" => mech.push(raw_uffd::raw_sigbus_move(2000).unwrap_or(f64::NAN)),
-            "uffd" => {
-                mech.push(raw_uffd::raw_handler_thread_move(2000, true).unwrap_or(f64::NAN));
-                placed.push(raw_uffd::raw_handler_thread_move(2000, false).unwrap_or(f64::NAN));
+    for access in [Access::Write, Access::Read] {
+        let (mut fault, mut mech, mut placed) = (vec![], vec![], vec![]);
+        for _ in 0..size.rounds {
+            let bare = match backend.as_str() {
+                "uffd-fast" => raw_uffd::raw_sigbus_move(2000, access),
+                "uffd" => raw_uffd::raw_handler_thread_move(2000, true, access),
+                _ => None,
+            };
+            mech.extend(bare);
+            if backend == "uffd" && access == Access::Write {
+                placed.extend(raw_uffd::raw_handler_thread_move(2000, false, access));
             }
-            _ => {}
+            fault.push(fault_back_per_page(&mut filled_pages(4000), access));
         }
-        fault.push(fault_back_per_page(&mut filled_pages(4000)));
-    }
-    println!("fault_ns {}", median(fault));
-    if !mech.is_empty() {
-        println!("mech_ns {}", median(mech));
-    }
-    if !placed.is_empty() {
-        println!("mech_placed_ns {}", median(placed));
+        let a = access.name();
+        println!("fault_{a}_ns {}", median(fault));
+        if !mech.is_empty() {
+            println!("mech_{a}_ns {}", median(mech));
+        }
+        if !placed.is_empty() {
+            println!("mech_placed_ns {}", median(placed));
+        }
     }
     let words: Vec<u64> = (0..(size.mib * MIB / 8) as u64).collect();
     let seq = median((0..size.rounds).map(|_| sequential_read(&words)).collect());
@@ -174,23 +178,26 @@ fn main() {
     let mech = |name: &str, col: usize, key: &str| {
         let ns = get(&cols[col], key);
         println!(
-            "  {name:<61} {:>7.2} us {:>6.2}× floor",
+            "  {name:<67} {:>7.2} us {:>6.2}× floor",
             ns / 1e3,
             ns / floor
         )
     };
+    for a in ["write", "read"] {
+        let key = format!("mech_{a}_ns");
+        mech(
+            &format!("uffd-fast: SIGBUS + UFFDIO_MOVE in the faulting thread, {a}"),
+            1,
+            &key,
+        );
+        mech(
+            &format!("uffd: handler thread + UFFDIO_MOVE, both pinned to one CPU, {a}"),
+            0,
+            &key,
+        );
+    }
     mech(
-        "uffd-fast: SIGBUS + UFFDIO_MOVE in the faulting thread",
-        1,
-        "mech_ns",
-    );
-    mech(
-        "uffd: handler thread + UFFDIO_MOVE, both pinned to one CPU",
-        0,
-        "mech_ns",
-    );
-    mech(
-        "uffd: handler thread + UFFDIO_MOVE, placed by the scheduler",
+        "uffd: handler thread + UFFDIO_MOVE, placed by the scheduler, write",
         0,
         "mech_placed_ns",
     );
@@ -210,20 +217,23 @@ fn main() {
             name, v[0], v[1], v[2], target
         );
     };
-    row("fault-back, 4 KiB page", "", &|c| {
-        format!("{:.2} us", get(c, "fault_ns") / 1e3)
-    });
-    row("  vs bare floor", "fast ≤1.3×, uffd ≤2.5×", &|c| {
-        format!("{:.2}×", get(c, "fault_ns") / floor)
-    });
-    row("  vs kernel mechanism alone", "", &|c| {
-        let ratio = get(c, "fault_ns") / get(c, "mech_ns");
-        if ratio.is_nan() {
-            "-".into()
-        } else {
-            format!("{ratio:.2}×")
-        }
-    });
+    for a in ["write", "read"] {
+        let (fault, mech) = (format!("fault_{a}_ns"), format!("mech_{a}_ns"));
+        row(&format!("fault-back, 4 KiB page, CPU {a}"), "", &|c| {
+            format!("{:.2} us", get(c, &fault) / 1e3)
+        });
+        row("  vs bare floor", "fast ≤1.3×, uffd ≤2.5×", &|c| {
+            format!("{:.2}×", get(c, &fault) / floor)
+        });
+        row("  vs kernel mechanism alone", "", &|c| {
+            let ratio = get(c, &fault) / get(c, &mech);
+            if ratio.is_nan() {
+                "-".into()
+            } else {
+                format!("{ratio:.2}×")
+            }
+        });
+    }
     row(&format!("sequential CPU read, {mib} MiB"), "", &|c| {
         format!("{:.1} GB/s", get(c, "seq_read") / 1e9)
     });

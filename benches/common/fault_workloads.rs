@@ -1,7 +1,8 @@
 //! Migration and fault workloads shared by `benches/migrate.rs` (Criterion) and
 //! `examples/fault_report.rs` (the ratio table). The fault backend is fixed per process
 //! (`TIERALLOC_FAULT`); callers that compare backends run one process per backend.
-//! The includer installs `TierAlloc` as its global allocator.
+//! The includer installs `TierAlloc` as its global allocator and includes `raw_uffd.rs` as
+//! `raw_uffd` next to this file's module.
 
 #![allow(dead_code)] // each includer uses a different subset
 
@@ -9,6 +10,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tieralloc::Tier;
+
+pub use super::raw_uffd::Access;
 
 pub const PAGE: usize = 4096;
 
@@ -94,9 +97,9 @@ impl tieralloc::policy::Policy for IsolatedFaults {
 
 /// Fault-back cost of one isolated 4 KiB page (ns per fault): every other page of a buffer is
 /// moved to device 0 on its own, so fault-around finds no neighbour to bring along; then one
-/// byte of each device page is written. Runs under a policy without the density prefetcher
-/// and puts the default (`Adaptive`) policy back afterwards.
-pub fn fault_back_per_page(buf: &mut [u8]) -> f64 {
+/// byte of each device page is read or written. Runs under a policy without the density
+/// prefetcher and puts the default (`Adaptive`) policy back afterwards.
+pub fn fault_back_per_page(buf: &mut [u8], access: Access) -> f64 {
     tieralloc::set_policy(IsolatedFaults);
     let pages = buf.len() / PAGE;
     let base = buf.as_ptr() as usize;
@@ -107,7 +110,7 @@ pub fn fault_back_per_page(buf: &mut [u8]) -> f64 {
     let t = Instant::now();
     for p in (0..pages).step_by(2) {
         // SAFETY: inside the buffer.
-        unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(p * PAGE + 8), 7) };
+        unsafe { access.touch(buf.as_mut_ptr().add(p * PAGE + 8)) };
     }
     let ns = t.elapsed().as_nanos() as f64;
     let n = tieralloc::stats().cpu_faults - faults;

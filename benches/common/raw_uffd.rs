@@ -26,6 +26,41 @@ const FEATURE_MOVE: u64 = 1 << 16;
 const REGISTER_MISSING: u64 = 1;
 const EVENT_PAGEFAULT: u8 = 0x12;
 
+/// How the CPU touches a device-resident page. Linux handles the two differently before it
+/// gets to a userfaultfd: a write to a missing page first allocates and zeroes a page (then
+/// frees it when it finds the userfaultfd), a read does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    /// One touch of the byte at `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for reads and writes.
+    pub unsafe fn touch(self, p: *mut u8) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            match self {
+                Access::Read => {
+                    std::hint::black_box(std::ptr::read_volatile(p));
+                }
+                Access::Write => std::ptr::write_volatile(p, 7),
+            }
+        }
+    }
+
+    /// The name the report prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
 /// The userfaultfd and the two ranges of the measurement in progress (one at a time).
 static FD: AtomicI32 = AtomicI32::new(-1);
 static USER: AtomicUsize = AtomicUsize::new(0);
@@ -101,11 +136,11 @@ impl Setup {
 
     /// Touches the first `pages` even pages of the user range once (each faults); ns per
     /// fault.
-    fn touch(&self, pages: usize) -> f64 {
+    fn touch(&self, pages: usize, access: Access) -> f64 {
         let t = Instant::now();
         for i in 0..pages {
             // SAFETY: inside the user range; the fault is resolved by the measurement's handler.
-            unsafe { std::ptr::write_volatile(self.user.add(2 * i * PAGE + 8), 7) };
+            unsafe { access.touch(self.user.add(2 * i * PAGE + 8)) };
         }
         t.elapsed().as_nanos() as f64 / pages as f64
     }
@@ -155,7 +190,7 @@ extern "C" fn on_sigbus(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void
 /// The bare `uffd-fast` mechanism: SIGBUS mode, the faulting thread's handler does one
 /// `UFFDIO_MOVE` from the pool (ns per fault). None when the kernel lacks SIGBUS mode or
 /// `UFFDIO_MOVE`.
-pub fn raw_sigbus_move(pages: usize) -> Option<f64> {
+pub fn raw_sigbus_move(pages: usize, access: Access) -> Option<f64> {
     let s = Setup::new(pages, true)?;
     // SAFETY: a zeroed sigaction is valid; the handler only does one ioctl; the previous
     // handler is put back before returning.
@@ -165,7 +200,7 @@ pub fn raw_sigbus_move(pages: usize) -> Option<f64> {
         act.sa_flags = libc::SA_SIGINFO;
         let mut old: libc::sigaction = std::mem::zeroed();
         libc::sigaction(libc::SIGBUS, &act, &mut old);
-        let ns = s.touch(pages);
+        let ns = s.touch(pages, access);
         libc::sigaction(libc::SIGBUS, &old, std::ptr::null_mut());
         Some(ns)
     }
@@ -175,7 +210,7 @@ pub fn raw_sigbus_move(pages: usize) -> Option<f64> {
 /// thread reads the fault message and does one `UFFDIO_MOVE`, which wakes it (ns per fault).
 /// `same_cpu`: both threads are pinned to the CPU the caller is on (the best case: no other
 /// vCPU is woken); otherwise the scheduler places them. None without `UFFDIO_MOVE`.
-pub fn raw_handler_thread_move(pages: usize, same_cpu: bool) -> Option<f64> {
+pub fn raw_handler_thread_move(pages: usize, same_cpu: bool, access: Access) -> Option<f64> {
     // One filled page more than measured: its touch stops the handler.
     let s = Setup::new(pages + 1, false)?;
     let fd = s.fd;
@@ -213,7 +248,7 @@ pub fn raw_handler_thread_move(pages: usize, same_cpu: bool) -> Option<f64> {
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(5));
-    let ns = s.touch(pages);
+    let ns = s.touch(pages, access);
     // SAFETY: the spare filled page, never touched: this faults once more and the handler
     // moves it into place and exits.
     unsafe { std::ptr::write_volatile(stop_page as *mut u8, 1) };
