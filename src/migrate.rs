@@ -767,9 +767,9 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     while hi < limit && try_lock_on(hi, d) {
         hi += 1;
     }
-    // A sequential stream longer than one batch goes on after this run: record where the
-    // stream will end, so the next fault there is seen as sequential (the reader cannot get
-    // there before the read-ahead below has moved the pages in between).
+    // A sequential stream longer than one batch goes on after this run (read-ahead below):
+    // expect the next fault where the stream will end, so that it doubles the fault-around
+    // again. A reader's fault inside the read-ahead meanwhile only brings its own block.
     let ahead = around > BATCH && hi == limit && reach > limit;
     NEXT_FAULT.store(if ahead { reach } else { hi }, Ordering::Relaxed);
     // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
@@ -779,9 +779,8 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
         read_ahead(backend, d, hi, reach);
     }
     if dense {
-        let start = page - page % FAULT_AROUND_MAX;
-        let end = (start + FAULT_AROUND_MAX).min(arena::pages());
-        let mut p = start;
+        let end = (region + FAULT_AROUND_MAX).min(arena::pages());
+        let mut p = region;
         while p < end {
             if !try_lock_on(p, d) {
                 p += 1;
