@@ -780,7 +780,7 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     }
     // A sequential stream longer than one batch goes on after this run (read-ahead below):
     // expect the next fault where the stream will end, so that it doubles the fault-around
-    // again. A reader's fault inside the read-ahead meanwhile only brings its own block.
+    // again. A reader's fault inside the read-ahead meanwhile continues the stream.
     let ahead = around > BATCH && hi == limit && reach > limit;
     // The read-ahead covers the run on `d` that follows (it stops where the run does).
     let end = if ahead { run_end(hi, reach, d) } else { hi };
@@ -797,16 +797,16 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
         let _ = AHEAD_END.compare_exchange(end, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
     if dense {
-        let end = (region + FAULT_AROUND_MAX).min(arena::pages());
+        let region_end = (region + FAULT_AROUND_MAX).min(arena::pages());
         let mut p = region;
-        while p < end {
+        while p < region_end {
             if !try_lock_on(p, d) {
                 p += 1;
                 continue;
             }
             let s = p;
             p += 1;
-            while p < end && try_lock_on(p, d) {
+            while p < region_end && try_lock_on(p, d) {
                 p += 1;
             }
             return_run(backend, d, s, p);
