@@ -676,6 +676,11 @@ pub enum Fault {
     /// A running device kernel uses the page: the access must wait until the kernel is done
     /// (the kernel's end wakes transparent-mode waiters).
     Pinned,
+    /// The page is on the host with nothing of tieralloc's on it (unlocked, no duplicate):
+    /// with userfaultfd a missing page got the zero page and retrying is enough; with the
+    /// signal backend the fault is the program's own unless a protection tieralloc set was
+    /// lifted meanwhile (the handler tells the two apart).
+    Host,
 }
 
 /// Resolves a CPU fault on managed page `page`: brings it (and its fault-around neighbours)
@@ -711,7 +716,7 @@ pub fn cpu_fault(page: usize) -> Fault {
                 continue;
             }
             fault::fix_host(page);
-            break Fault::Retry;
+            break Fault::Host;
         };
         match pagemap::try_lock(page) {
             Some(locked) if locked.device() == Some(d) => {

@@ -197,17 +197,24 @@ pub fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// Sets the calling thread's `errno` (injected failures). Async-signal-safe.
-fn set_errno(e: i32) {
-    // SAFETY: __errno_location always returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = e };
-}
 
 /// The calling thread's `errno`. Async-signal-safe.
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns this thread's errno slot.
     unsafe { *libc::__errno_location() }
 }
+
+/// Sets the calling thread's `errno` (injected failures; the fault handler restoring it).
+/// Async-signal-safe.
+pub fn set_errno(v: i32) {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = v };
+}
+
+/// Counts the protection changes tieralloc made (see [`protect`]): a fault handler that finds
+/// a page with no reason to fault tells a fault it raced with (the count moved since) from one
+/// it did not cause (the same page faults again with the count unchanged).
+pub static PROTECT_EPOCH: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// `mprotect(2)` on a page-aligned range; the errno on failure. Async-signal-safe.
 pub fn protect(addr: usize, len: usize, prot: i32) -> Result<(), i32> {
@@ -217,6 +224,7 @@ pub fn protect(addr: usize, len: usize, prot: i32) -> Result<(), i32> {
     // SAFETY: callers pass page-aligned ranges of mappings tieralloc owns; changing their
     // protection is the point (the fault handlers restore access before anyone relies on it).
     if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } == 0 {
+        PROTECT_EPOCH.fetch_add(1, core::sync::atomic::Ordering::Release);
         Ok(())
     } else {
         Err(errno())

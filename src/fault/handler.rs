@@ -39,18 +39,10 @@ pub fn install(sig: i32) -> Result<(), i32> {
     if INSTALLED[i].load(Ordering::Acquire) {
         return Ok(());
     }
-    // SAFETY: a zeroed sigaction is valid; we fill the handler, flags and an empty mask.
-    let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
-    act.sa_sigaction = on_fault as *const () as usize;
-    act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+    let act = our_action();
     // SAFETY: PREVIOUS[i] is written here once, before INSTALLED[i] is published; `act` is a
-    // valid handler for this signal. The mask blocks every other signal while the handler
-    // runs: it may hold a page lock, and an application handler that interrupted it and
-    // touched that page would wait for its own thread.
-    let rc = unsafe {
-        libc::sigfillset(&mut act.sa_mask);
-        libc::sigaction(sig, &act, &raw mut PREVIOUS[i])
-    };
+    // valid handler for this signal.
+    let rc = unsafe { libc::sigaction(sig, &act, &raw mut PREVIOUS[i]) };
     if rc != 0 {
         return Err(sys::errno());
     }
@@ -58,8 +50,38 @@ pub fn install(sig: i32) -> Result<(), i32> {
     Ok(())
 }
 
-/// The fault handler. See the module docs for what it may do.
+std::thread_local! {
+    /// The page and protection count of this thread's last fault that found nothing of ours on
+    /// a host page (signal backend): the same page faulting again with no protection change
+    /// since is the program's own fault. Const-initialised, without a destructor: reading it
+    /// allocates nothing and is async-signal-safe.
+    static LAST_HOST_FAULT: core::cell::Cell<(usize, u64)> =
+        const { core::cell::Cell::new((usize::MAX, 0)) };
+}
+
+/// tieralloc's action: [`on_fault`] with every other signal blocked while it runs (it may hold
+/// a page lock, and an application handler that interrupted it and touched that page would
+/// wait for its own thread).
+fn our_action() -> libc::sigaction {
+    // SAFETY: a zeroed sigaction is valid; we fill the handler, flags and a full mask.
+    let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
+    act.sa_sigaction = on_fault as *const () as usize;
+    act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+    // SAFETY: fills a local sigset.
+    unsafe { libc::sigfillset(&mut act.sa_mask) };
+    act
+}
+
+/// The fault handler. See the module docs for what it may do. `errno` is saved on entry and
+/// restored on every return: the interrupted code may be between a failing call and its
+/// reading of `errno`.
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let saved = sys::errno();
+    handle(sig, info, ctx);
+    sys::set_errno(saved);
+}
+
+fn handle(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
     // SAFETY: as above.
@@ -72,35 +94,89 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
             _ => code == SEGV_ACCERR,
         };
     if ours {
-        match migrate::cpu_fault(arena::page_of(addr)) {
+        let page = arena::page_of(addr);
+        match migrate::cpu_fault(page) {
             migrate::Fault::NotOurs => {}
             migrate::Fault::Pinned if crate::kernel::in_kernel() => sys::fatal(
                 "a device kernel touched one of its own arguments through its CPU address; \
                  kernels must use the views they are given",
             ),
             migrate::Fault::Pinned => return sys::sleep_us(50),
+            migrate::Fault::Host if sig == libc::SIGSEGV => {
+                if !first_look(page) {
+                    // Nothing of tieralloc's protects the page and nothing changed since
+                    // this page faulted last: the program protected it itself.
+                    return chain(sig, info, ctx);
+                }
+                return;
+            }
             _ => return,
         }
     }
     chain(sig, info, ctx);
 }
 
-/// Hands the signal to the previous handler, or restores the default action and returns so
-/// that the faulting instruction runs again and the kernel applies it (core dump and all).
+/// Signal backend, a fault on a host page with nothing of tieralloc's on it: true (retry) the
+/// first time, or when tieralloc changed some protection since this thread's last such fault
+/// on this page (the fault raced with a migration that has since lifted its protection).
+fn first_look(page: usize) -> bool {
+    let epoch = sys::PROTECT_EPOCH.load(Ordering::Acquire);
+    LAST_HOST_FAULT.with(|last| {
+        let seen = last.get();
+        last.set((page, epoch));
+        seen != (page, epoch)
+    })
+}
+
+/// Hands the signal to the previous handler, as the kernel would have delivered it without
+/// tieralloc, or applies the default action.
+///
+/// - A fault (`si_code > 0`) whose previous action is the default: restore the default and
+///   return, so the faulting instruction runs again and the kernel applies it (core dump and
+///   all).
+/// - A signal sent by a process (`kill`, `si_code <= 0`): nothing runs again, so the default
+///   action is applied by sending the signal once more (it is delivered when this handler
+///   returns); `SIG_IGN` ignores it.
+/// - A previous handler runs with its own mask and flags (`SA_RESETHAND` honoured). If it
+///   replaced the disposition for a signal that will not recur (a `kill`), tieralloc's handler
+///   is put back: std's stack-overflow handler resets the default action and returns, which
+///   would otherwise leave device memory without a fault handler.
 fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let i = slot(sig);
     // SAFETY: INSTALLED[i] was set after PREVIOUS[i] was written (we are running as that
     // handler), and nothing writes it again.
     let prev = unsafe { (&raw const PREVIOUS[i]).read() };
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let sent = unsafe { (*info).si_code } <= 0;
     let h = prev.sa_sigaction;
+    if h == libc::SIG_IGN && sent {
+        return;
+    }
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
-        // SAFETY: a zeroed sigaction is SIG_DFL; restoring the default for this signal is
-        // async-signal-safe, and the re-executed access then kills the process as usual.
-        unsafe {
-            let dfl: libc::sigaction = core::mem::zeroed();
-            libc::sigaction(sig, &dfl, core::ptr::null_mut());
+        set_default(sig);
+        if sent {
+            // SAFETY: re-sends the signal to this thread; it is blocked until we return.
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig) };
         }
         return;
+    }
+    if prev.sa_flags & libc::SA_RESETHAND != 0 {
+        set_default(sig);
+    }
+    // The mask the kernel would have set for the previous handler: the interrupted code's,
+    // plus its sa_mask, plus the signal itself unless SA_NODEFER.
+    // SAFETY: ctx is the ucontext_t the kernel passed; sigset operations on local copies.
+    unsafe {
+        let mut mask = (*ctx.cast::<libc::ucontext_t>()).uc_sigmask;
+        for s in 1..libc::SIGRTMAX() {
+            if libc::sigismember(&prev.sa_mask, s) == 1 {
+                libc::sigaddset(&mut mask, s);
+            }
+        }
+        if prev.sa_flags & libc::SA_NODEFER == 0 {
+            libc::sigaddset(&mut mask, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &mask, core::ptr::null_mut());
     }
     if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
@@ -111,5 +187,30 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         // SAFETY: without SA_SIGINFO the handler takes only the signal number.
         let f: extern "C" fn(i32) = unsafe { core::mem::transmute(h) };
         f(sig);
+    }
+    if sent {
+        reinstall(sig);
+    }
+}
+
+/// Restores the default action for `sig`. Async-signal-safe.
+fn set_default(sig: i32) {
+    // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask.
+    unsafe {
+        let dfl: libc::sigaction = core::mem::zeroed();
+        libc::sigaction(sig, &dfl, core::ptr::null_mut());
+    }
+}
+
+/// Puts tieralloc's handler back for `sig` if something replaced it (keeping `PREVIOUS`).
+fn reinstall(sig: i32) {
+    // SAFETY: reads the current action into a zeroed sigaction.
+    let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: as above; a null new action only queries.
+    unsafe { libc::sigaction(sig, core::ptr::null(), &mut cur) };
+    if cur.sa_sigaction != on_fault as *const () as usize {
+        let act = our_action();
+        // SAFETY: `act` is tieralloc's valid SA_SIGINFO action.
+        unsafe { libc::sigaction(sig, &act, core::ptr::null_mut()) };
     }
 }
