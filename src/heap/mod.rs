@@ -11,6 +11,7 @@
 //! range. Initialisation happens at the first allocation, from any thread, before or after
 //! `main`; `fork` is made safe by holding every heap lock across it.
 
+pub mod cached;
 pub mod lock;
 pub mod meta;
 pub mod pages;
@@ -81,6 +82,7 @@ fn init_once() -> bool {
     if !pagemap::init(pages)
         || !crate::blocks::init(pages)
         || !span::init(pages)
+        || !cached::init(pages)
         || !PAGES.lock().init(pages)
     {
         return false;

@@ -94,6 +94,10 @@ static TABLE_LEN: AtomicUsize = AtomicUsize::new(0);
 /// Side table: the tier index of each span slot, one byte per slot. Written when a span is
 /// created (before any of its objects is handed out), read without a lock by `free`.
 static TIERS: AtomicUsize = AtomicUsize::new(0);
+/// Side table: 1 + the size class of each live span slot, 0 for a slot with no span. Written by
+/// the owning bin under its lock; read by [`flush`] under another bin's lock to refuse a
+/// pointer of another bin before it forms a reference to that bin's descriptor.
+static CLASSES: AtomicUsize = AtomicUsize::new(0);
 
 /// Maps the span descriptor table for an arena of `pages` pages.
 pub fn init(pages: usize) -> bool {
@@ -101,13 +105,22 @@ pub fn init(pages: usize) -> bool {
     let bytes = (n * core::mem::size_of::<Span>()).next_multiple_of(sys::PAGE_SIZE);
     let p = sys::map_noreserve(bytes);
     let tiers = sys::map_noreserve(n.next_multiple_of(sys::PAGE_SIZE));
-    if p.is_null() || tiers.is_null() {
+    let classes = sys::map_noreserve(n.next_multiple_of(sys::PAGE_SIZE));
+    if p.is_null() || tiers.is_null() || classes.is_null() {
         return false;
     }
+    CLASSES.store(classes as usize, Ordering::Release);
     TABLE_LEN.store(n, Ordering::Relaxed);
     TIERS.store(tiers as usize, Ordering::Release);
     TABLE.store(p as usize, Ordering::Release);
     true
+}
+
+/// The class side-table byte of span slot `si`.
+fn class_slot(si: usize) -> &'static AtomicU8 {
+    debug_assert!(si < TABLE_LEN.load(Ordering::Relaxed));
+    // SAFETY: as for `tier_slot`, for the class table.
+    unsafe { &*(CLASSES.load(Ordering::Acquire) as *const AtomicU8).add(si) }
 }
 
 /// The side-table byte of span slot `si`.
@@ -221,15 +234,18 @@ pub fn flush(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
         }
         let si = ((addr - arena::base()) >> SPAN_SHIFT) as u32;
         let off = addr & (SPAN_SIZE - 1);
-        // SAFETY: bin lock held; the class check below rejects slots owned by other bins before
-        // any write (a slot's class only changes under its own bin's lock while it is Unused).
-        let sp = unsafe { span(&mut bin, si) };
-        if sp.state == State::Unused
-            || sp.class as usize != c
+        // The slot must belong to this bin (its class and tier, read from the atomic side
+        // tables) before its descriptor is touched: another bin's descriptor is guarded by
+        // that bin's lock, not ours.
+        if class_slot(si as usize).load(Ordering::Acquire) as usize != c + 1
             || tier_slot(si as usize).load(Ordering::Relaxed) != t
         {
             sys::fatal("free of a pointer that is not a live object of this size (wrong layout or double free)");
         }
+        // SAFETY: bin lock held, and the slot is a live span of this bin (checked above; its
+        // class entry only changes under this bin's lock).
+        let sp = unsafe { span(&mut bin, si) };
+        debug_assert!(sp.state != State::Unused && sp.class as usize == c);
         let i = size_class::index_of(c, off);
         if i * size != off || i >= size_class::objects_per_span(c) {
             sys::fatal("free of a pointer into the middle of an object");
@@ -241,6 +257,7 @@ pub fn flush(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
             sys::fatal("double free detected");
         }
         *word |= bit;
+        super::cached::clear(p);
         sp.hint = sp.hint.min((i / 64) as u16);
         sp.nfree += 1;
         let (state, nfree) = (sp.state, sp.nfree as usize);
@@ -345,6 +362,7 @@ fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
         class: c as u8,
         state: State::Current,
     };
+    class_slot(si as usize).store(c as u8 + 1, Ordering::Release);
     bin.spans += 1;
     Some(si)
 }
@@ -354,6 +372,7 @@ fn release_span(bin: &mut Bin, si: u32) {
     let sp = unsafe { span(bin, si) };
     let bitmap = sp.bitmap;
     sp.state = State::Unused;
+    class_slot(si as usize).store(0, Ordering::Release);
     sp.bitmap = core::ptr::null_mut();
     // SAFETY: the bitmap is ours; link it into the spare list through its first word.
     unsafe { *bitmap = bin.spare_bitmaps as u64 };

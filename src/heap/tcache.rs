@@ -12,7 +12,7 @@
 //! allocations go straight to the bins.
 
 use super::size_class::{self, NCLASSES};
-use super::span;
+use super::{cached, span};
 use core::cell::UnsafeCell;
 
 /// Largest number of cached objects per class.
@@ -66,7 +66,9 @@ pub fn alloc(c: usize) -> *mut u8 {
         let s = &mut cache.stacks[c];
         if s.n > 0 {
             s.n -= 1;
-            return s.items[s.n as usize];
+            let p = s.items[s.n as usize];
+            cached::clear(p);
+            return p;
         }
         alloc_slow(cache, c)
     })
@@ -80,12 +82,20 @@ pub fn free(c: usize, p: *mut u8) {
         let cache = unsafe { &mut *cache.get() };
         let s = &mut cache.stacks[c];
         if s.n < s.cap {
+            if !cached::mark(p) {
+                double_free();
+            }
             s.items[s.n as usize] = p;
             s.n += 1;
             return;
         }
         free_slow(cache, c, p)
     })
+}
+
+#[cold]
+fn double_free() -> ! {
+    crate::sys::fatal("double free detected (the object is already in a thread cache)")
 }
 
 #[cold]
@@ -127,6 +137,9 @@ fn free_slow(cache: &mut Cache, c: usize, p: *mut u8) {
         }
         State::Dead => return span::flush(0, c, &[p]),
         State::Active => {}
+    }
+    if !cached::mark(p) {
+        double_free();
     }
     let s = &mut cache.stacks[c];
     if s.n == s.cap {
