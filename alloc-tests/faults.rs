@@ -123,10 +123,20 @@ fn errno_is(want: i32) -> impl Fn(&Error) -> bool {
 }
 
 #[test]
-fn a_failed_pagemap_read_moves_nothing() {
+fn a_failed_pagemap_read_loses_nothing() {
     let _g = setup();
     let m = migrate_with(1, 1, &[(Point::Pagemap, 0, libc::EIO, 1)]);
-    m.refused(errno_is(libc::EIO));
+    if backend() == "signal" {
+        // Which pages hold data is read once they are read-only, before any copy: refused.
+        m.refused(errno_is(libc::EIO));
+    } else {
+        // The kernel moved the pages first; the read after the move failed, so every page
+        // counts as holding data (a missing frame still reads as zero).
+        let (p, n) = bytes_of(&m.v);
+        m.result.as_ref().unwrap();
+        assert_eq!(tieralloc::residency(p, n).unwrap().device_bytes(0), n);
+        m.intact();
+    }
     m.retry_works();
 }
 

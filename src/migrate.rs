@@ -357,56 +357,48 @@ fn to_device(
             .pages_to_device
             .fetch_add(k as u64, Ordering::Relaxed);
     };
-    if let Err(errno) = sys::populated(addr, n, &mut filled) {
-        device::release(d, n);
-        for (i, entry) in e.iter().enumerate() {
-            pagemap::unlock(s + i, *entry);
-        }
-        return Err(Error::Sys {
-            what: "reading /proc/self/pagemap",
-            errno,
-        });
-    }
     let result = match backend {
         Backend::Uffd | Backend::UffdFast => {
             let mut left = [false; BATCH];
             if move_pages(frame, addr, n, &mut left) {
                 Ok(())
             } else {
-                // Copy what did not move (pages with data still on the host).
-                let mut copy = [false; BATCH];
-                for i in 0..n {
-                    copy[i] = filled[i] && left[i];
-                }
-                copy_to_window(addr, frame, &copy[..n]).map_err(|errno| {
+                // Copy what did not move, under write protection.
+                copy_to_window(addr, frame, &left[..n]).map_err(|errno| {
                     // Put back what the kernel did move, so that nothing moved at all.
-                    for i in (0..n).filter(|&i| filled[i] && !left[i]) {
+                    for i in (0..n).filter(|&i| !left[i]) {
                         let (h, f) = (addr + i * PAGE, frame + i * PAGE);
                         if uffd::mv(h, f, PAGE).is_err() && uffd::copy(h, f, PAGE).is_err() {
                             sys::fatal("could not return pages to the host after a failed move");
                         }
                     }
                     sys::discard(frame, len);
-                    (0, errno)
+                    errno
                 })
             }
         }
-        Backend::Signal => protect_and_copy(addr, frame, &filled[..n]).map_err(|errno| (0, errno)),
+        Backend::Signal => protect_and_copy(addr, frame, n),
     };
     match result {
         Ok(()) => {
             if backend == Backend::Signal {
                 runs_changed(s, n, true);
             }
+            // The data is in the window now and the host pages are gone; what holds data is
+            // read there, after the move (a first write that raced the move is in the window
+            // too). If the read fails every page counts as filled: a frame that is missing
+            // reads as zero at fault-back all the same.
+            if sys::populated(frame, n, &mut filled).is_err() {
+                filled[..n].fill(true);
+            }
             published(n, &filled, out);
             Ok(())
         }
-        Err((k, errno)) => {
-            published(k, &filled, out);
-            for (i, entry) in e.iter().enumerate().skip(k) {
+        Err(errno) => {
+            for (i, entry) in e.iter().enumerate() {
                 pagemap::unlock(s + i, *entry);
             }
-            device::release(d, n - k);
+            device::release(d, n);
             Err(if errno == libc::ENOMEM && backend == Backend::Signal {
                 Error::MapCountLimit {
                     limit: fault::map_limit(),
@@ -435,23 +427,29 @@ fn move_pages(dst: usize, src: usize, n: usize, left: &mut [bool; BATCH]) -> boo
         left[..n].fill(false);
         return true;
     }
-    let mut vec = [0u8; BATCH];
-    // SAFETY: `src` is `n` mapped pages of ours; `vec` has room for `n` <= BATCH entries.
-    let rc = unsafe { libc::mincore(src as *mut libc::c_void, len, vec.as_mut_ptr()) };
-    for i in 0..n {
-        left[i] = rc != 0 || vec[i] & 1 != 0;
+    // Present or swapped out: `mincore` would call a swapped-out page gone, and it would be
+    // dropped without a copy. If pagemap cannot be read, every page counts as still there.
+    if sys::present(src, n, &mut left[..n]).is_err() {
+        left[..n].fill(true);
     }
     false
 }
 
 /// uffd copy path (no `UFFDIO_MOVE`, pages shared with a `fork` child, or what a move left):
-/// write-protect the host pages, copy the ones marked in `copy` into the window, release the
-/// host pages. On failure the host pages are as they were (protection lifted); the caller
-/// drops the window copies.
-fn copy_to_window(addr: usize, frame: usize, copy: &[bool]) -> Result<(), i32> {
-    let len = copy.len() * PAGE;
+/// write-protect the host pages, then copy those of the pages marked in `left` that hold data
+/// (read after the protection, so a first write cannot slip in between), then release the host
+/// pages. On failure the host pages are as they were (protection lifted); the caller drops the
+/// window copies.
+fn copy_to_window(addr: usize, frame: usize, left: &[bool]) -> Result<(), i32> {
+    let n = left.len();
+    let len = n * PAGE;
     uffd::write_protect(addr, len, true)?;
-    for (i, _) in copy.iter().enumerate().filter(|(_, c)| **c) {
+    let mut filled = [false; BATCH];
+    if let Err(e) = sys::populated(addr, n, &mut filled[..n]) {
+        let _ = uffd::write_protect(addr, len, false);
+        return Err(e);
+    }
+    for i in (0..n).filter(|&i| left[i] && filled[i]) {
         let (dst, src) = (frame + i * PAGE, addr + i * PAGE);
         let done = match uffd::copy(dst, src, PAGE) {
             // A window page is there although the page lives on the host: it is stale.
@@ -471,12 +469,18 @@ fn copy_to_window(addr: usize, frame: usize, copy: &[bool]) -> Result<(), i32> {
 }
 
 /// Signal path: read-only while copying (readers go on, writers fault and wait), then
-/// `PROT_NONE` and release the host pages. On failure access is restored and nothing changed.
-fn protect_and_copy(addr: usize, frame: usize, filled: &[bool]) -> Result<(), i32> {
-    let len = filled.len() * PAGE;
+/// `PROT_NONE` and release the host pages. Which pages hold data is read once they are
+/// read-only. On failure access is restored and nothing changed.
+fn protect_and_copy(addr: usize, frame: usize, n: usize) -> Result<(), i32> {
+    let len = n * PAGE;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     sys::protect(addr, len, libc::PROT_READ)?;
-    for (i, _) in filled.iter().enumerate().filter(|(_, f)| **f) {
+    let mut filled = [false; BATCH];
+    if let Err(e) = sys::populated(addr, n, &mut filled[..n]) {
+        let _ = sys::protect(addr, len, rw);
+        return Err(e);
+    }
+    for i in (0..n).filter(|&i| filled[i]) {
         // SAFETY: both pages are ours and mapped (the host page readable, the window page
         // writable and not registered with userfaultfd in this backend); they do not overlap.
         unsafe {

@@ -265,6 +265,23 @@ fn pagemap_entries(addr: usize, out: &mut [u64]) -> Result<(), i32> {
     Ok(())
 }
 
+/// For each of the `n` pages at `addr`: is a page there (present, the zero page included, or
+/// swapped out)? From `/proc/self/pagemap`. Async-signal-safe, and small on the stack (it runs
+/// on the fault handler's alternate signal stack): it reads 64 entries at a time.
+pub fn present(addr: usize, n: usize, out: &mut [bool]) -> Result<(), i32> {
+    let mut buf = [0u64; 64];
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(buf.len());
+        pagemap_entries(addr + i * PAGE_SIZE, &mut buf[..k])?;
+        for j in 0..k {
+            out[i + j] = buf[j] & (PRESENT | SWAPPED) != 0;
+        }
+        i += k;
+    }
+    Ok(())
+}
+
 /// Finds the zero page's frame number: map a page, read it (the kernel maps the zero page),
 /// and look it up.
 fn zero_pfn() -> u64 {
