@@ -467,7 +467,10 @@ extern "C" fn fork_child() {
                     uffd::set_fd(fd);
                     // SAFETY: the parent's descriptor is of no use in the child.
                     unsafe { libc::close(old) };
-                    if register_windows().is_err() || reregister_chunks().is_err() {
+                    if register_windows().is_err()
+                        || reregister_chunks().is_err()
+                        || reprotect_duplicates().is_err()
+                    {
                         sys::fatal(
                             "could not re-register device memory with userfaultfd after fork",
                         );
@@ -485,6 +488,31 @@ extern "C" fn fork_child() {
         _ => {}
     }
     crate::migrate::gate_open();
+}
+
+/// In a fork child: the kernel copied the pages without their userfaultfd write-protect bits
+/// (the child's mappings were not registered while it copied them), so host pages with a
+/// read-only duplicate on a device are writable again and a write would not drop the
+/// duplicate. Protect them again; they all lie in registered chunks.
+fn reprotect_duplicates() -> Result<(), i32> {
+    let pages = arena::pages();
+    let chunks = pages.div_ceil(CHUNK_PAGES);
+    for c in (0..chunks).filter(|&c| chunk_registered(c)) {
+        let end = ((c + 1) * CHUNK_PAGES).min(pages);
+        let mut p = c * CHUNK_PAGES;
+        while p < end {
+            if crate::pagemap::get(p).dup().is_none() {
+                p += 1;
+                continue;
+            }
+            let s = p;
+            while p < end && crate::pagemap::get(p).dup().is_some() {
+                p += 1;
+            }
+            uffd::write_protect(arena::addr_of(s), (p - s) * sys::PAGE_SIZE, true)?;
+        }
+    }
+    Ok(())
 }
 
 fn reregister_chunks() -> Result<(), i32> {
