@@ -622,6 +622,9 @@ fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
             for q in run.pages.start..locked {
                 pagemap::unlock(q, pagemap::get(q));
             }
+            // Threads that faulted on the pages pinned so far were parked (transparent mode)
+            // to be woken by the kernel's end, which will not come now.
+            fault::wake_pages(run.pages.start, locked - run.pages.start);
             for r in &runs[..i] {
                 unpin(r);
             }
