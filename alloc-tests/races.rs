@@ -274,6 +274,7 @@ aligned_case!(A64k, 65536);
 aligned_case!(A2m, 2097152);
 aligned_case!(A4m, 4194304);
 aligned_case!(A16m, 16777216);
+aligned_case!(A128m, 134217728);
 
 fn check_align<T: Copy + Sync + Send + 'static>(v: Vec<T>) {
     let align = std::mem::align_of::<T>();
@@ -281,6 +282,7 @@ fn check_align<T: Copy + Sync + Send + 'static>(v: Vec<T>) {
     let ok = Arc::new(AtomicBool::new(false));
     let ok2 = ok.clone();
     dev.run(&v[..], move |v| {
+        // black_box: a release build folds `addr % align` to 0 for a reference it assumes aligned.
         let addr = std::hint::black_box(v.as_ptr() as usize);
         ok2.store(addr % align == 0, Ordering::Relaxed);
     })
@@ -303,6 +305,7 @@ fn f11_kernel_views_aligned() {
     check_align(vec![A2m(1); 2]);
     check_align(vec![A4m(1); 2]);
     check_align(vec![A16m(1); 2]);
+    check_align(vec![A128m(1); 1]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -137,7 +137,10 @@ pub fn ensure_init() -> Result<(), Error> {
             (cap / sys::PAGE_SIZE).min(arena::pages()),
             Ordering::Relaxed,
         );
-        let w = sys::map_noreserve(arena::size());
+        // Congruent with the managed range modulo the largest alignment Rust allows (2^29):
+        // a kernel's view of an argument (window + offset in the range) is then aligned as
+        // the argument is, for every type.
+        let w = sys::map_noreserve_congruent(arena::size(), MAX_ALIGN, arena::base());
         if w.is_null() {
             STATE.store(UNINIT, Ordering::Release);
             return Err(Error::Sys {
@@ -154,6 +157,9 @@ pub fn ensure_init() -> Result<(), Error> {
     crate::trace::start_from_env();
     Ok(())
 }
+
+/// The largest alignment a Rust type can have (`#[repr(align)]` accepts up to 2^29).
+const MAX_ALIGN: usize = 1 << 29;
 
 /// Number of devices (0 before [`ensure_init`]).
 #[inline]

@@ -98,7 +98,8 @@ impl<T: Copy + Sync + 'static> KernelArgs for &[T] {
     unsafe fn view<'k>(self, bases: &mut dyn Iterator<Item = usize>) -> &'k [T] {
         let base = bases.next().unwrap_or(self.as_ptr() as usize);
         // SAFETY: the caller guarantees `base` holds this slice's bytes, readable for 'k;
-        // it has the slice's alignment (same offset within the page).
+        // it has the slice's alignment: device windows are congruent with the managed range
+        // modulo 2^29, the largest alignment a type can have (`device::ensure_init`).
         unsafe { core::slice::from_raw_parts(base as *const T, self.len()) }
     }
 }

@@ -39,6 +39,13 @@ pub fn map_noreserve(len: usize) -> *mut u8 {
 /// Maps `len` bytes aligned to `align` (a power of two, multiple of the page size) by
 /// over-reserving and trimming both ends. Returns null on failure.
 pub fn map_noreserve_aligned(len: usize, align: usize) -> *mut u8 {
+    map_noreserve_congruent(len, align, 0)
+}
+
+/// [`map_noreserve`] of `len` bytes at an address `a` with `a % align == like % align`
+/// (`align` a power of two of at least a page): a mapping whose addresses have the same
+/// alignment as those of another one at the same offsets. Null if the kernel refused.
+pub fn map_noreserve_congruent(len: usize, align: usize, like: usize) -> *mut u8 {
     let Some(total) = len.checked_add(align) else {
         return ptr::null_mut();
     };
@@ -47,8 +54,9 @@ pub fn map_noreserve_aligned(len: usize, align: usize) -> *mut u8 {
         return raw;
     }
     let start = raw as usize;
-    let aligned = (start + align - 1) & !(align - 1);
-    let head = aligned - start;
+    let want = like & (align - 1);
+    let at = start + (want.wrapping_sub(start) & (align - 1));
+    let head = at - start;
     let tail = total - head - len;
     // SAFETY: both trimmed pieces lie inside the mapping we just created and own exclusively.
     unsafe {
@@ -56,10 +64,10 @@ pub fn map_noreserve_aligned(len: usize, align: usize) -> *mut u8 {
             libc::munmap(raw.cast(), head);
         }
         if tail > 0 {
-            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            libc::munmap((at + len) as *mut libc::c_void, tail);
         }
     }
-    aligned as *mut u8
+    at as *mut u8
 }
 
 /// Tells the kernel it may drop the pages of `[addr, addr+len)`; they read back as zeros.
