@@ -73,6 +73,7 @@ const CASES: &[Case] = &[
     case("f04_fork_child_duplicates", UFFD, f04_fork_duplicates),
     case("f10_fault_in_kernel_during_fork", ALL, f10_fork_gate_in_kernel),
     case("f10_fork_while_registering", ALL, f10_fork_while_registering),
+    case("f10_fork_child_reads_pinned", ALL, f10_fork_child_reads_pinned),
     case("f01_free_under_migration", ALL, f01_free_under_migration),
     case("f01_prefetch_free_realloc", ALL, f01_prefetch_free_realloc),
     case("f09_free_pinned_neighbour", ALL, f09_free_pinned_neighbour),
@@ -606,6 +607,34 @@ fn f10_fork_while_registering() {
     }
     stop.store(true, Ordering::Relaxed);
     mover.join().unwrap();
+}
+
+fn f10_fork_child_reads_pinned() {
+    // A fork while a kernel holds its pins: the child (which has no kernels) reads the
+    // kernel's argument through another reference, and it must not wait for a pin forever.
+    let data = Arc::new(vec![4u64; 256 * 1024]);
+    let d2 = data.clone();
+    let started = Arc::new(Barrier::new(2));
+    let s2 = started.clone();
+    let k = std::thread::spawn(move || {
+        tieralloc::device(0)
+            .unwrap()
+            .run(&d2[..], move |v| {
+                s2.wait();
+                std::thread::sleep(Duration::from_millis(300));
+                std::hint::black_box(v[0]);
+            })
+            .unwrap();
+    });
+    started.wait();
+    let dp = data.as_ptr() as usize;
+    let code = common::in_child(move || {
+        // SAFETY: the child's copy of `data`, alive (the parent holds it) and only read.
+        let v = unsafe { std::slice::from_raw_parts(dp as *const u64, 256 * 1024) };
+        v.iter().all(|&x| x == 4)
+    });
+    assert_eq!(code, 0);
+    k.join().unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -573,11 +573,16 @@ fn acquire(d: u16, ranges: &[ArgRange], report: &mut KernelReport) -> Result<Vec
                 report.remote_bytes += len;
             }
         }
+        // Pinning locks page entries: no fork may copy them half-done. The kernel itself runs
+        // outside the fork gate (a fault it takes, or a migration it starts, enters the gate
+        // again, and a fork waiting meanwhile would wait for it forever); a fork child clears
+        // the pins it inherits, as it has no kernels.
         gate_enter();
-        if pin_all(backend, d, &runs) {
+        let pinned = pin_all(backend, d, &runs);
+        gate_exit();
+        if pinned {
             return Ok(runs);
         }
-        gate_exit();
         // A CPU fault moved a page between placement and pinning: place again.
         std::thread::yield_now();
     }
@@ -677,7 +682,7 @@ fn unpin(run: &Run) {
     fault::wake_pages(run.pages.start, run.pages.len());
 }
 
-/// The kernel is done: unpin, count the device's accesses, leave the fork gate.
+/// The kernel is done: unpin and count the device's accesses.
 fn release(d: u16, runs: &[Run]) {
     for run in runs {
         unpin(run);
@@ -689,7 +694,6 @@ fn release(d: u16, runs: &[Run]) {
         }
     }
     let _ = d;
-    gate_exit();
 }
 
 /// Moves remotely read blocks the policy wants on the device now (access-counter migration:

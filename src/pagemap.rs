@@ -27,7 +27,7 @@
 
 use crate::sys;
 use crate::tier::Tier;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// What the allocator uses a page for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,10 +277,31 @@ pub fn lock(page: usize) -> Entry {
     }
 }
 
+/// Some page has been pinned (a fork child then looks for pins to clear).
+static ANY_PINNED: AtomicBool = AtomicBool::new(false);
+
 /// Marks page `page` (locked by this thread, entry `e`) as used by a running device kernel.
 #[inline]
 pub fn pin(page: usize, e: Entry) {
+    if !ANY_PINNED.load(Ordering::Relaxed) {
+        ANY_PINNED.store(true, Ordering::Relaxed);
+    }
     slot(page).store(e.0 | LOCKED | PINNED, Ordering::Release);
+}
+
+/// In a fork child (one thread, no kernels): unpins every pinned page of `[0, pages)`. Pins
+/// are taken under the fork gate but held while kernels run outside it, so a child can inherit
+/// them; their entries already say where the page lives.
+pub fn clear_pins(pages: usize) {
+    if !ANY_PINNED.load(Ordering::Relaxed) {
+        return;
+    }
+    for p in 0..pages.min(LEN.load(Ordering::Relaxed)) {
+        let e = get(p);
+        if e.pinned() {
+            slot(p).store(e.unlocked().0, Ordering::Release);
+        }
+    }
 }
 
 /// Publishes `e` (unlocked) for a page this thread locked.

@@ -18,9 +18,8 @@
 //!   and density-driven fault-around.
 
 use crate::blocks::{self, Block};
-use crate::heap::lock::Lock;
 use crate::migrate;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What tieralloc knows about one 64 KiB block when it asks the policy.
@@ -273,8 +272,9 @@ impl Policy for Adaptive {
 }
 
 /// The installed policy (boxed twice so the slot holds a thin pointer); old ones are leaked,
-/// as a thread may still be using them.
-static CURRENT: Lock<Option<&'static dyn Policy>> = Lock::new(None);
+/// as a thread may still be using them. An atomic, not a lock: it is read under heap locks
+/// (placement) and must stay usable in a fork child whatever other threads were doing.
+static CURRENT: AtomicPtr<&'static dyn Policy> = AtomicPtr::new(core::ptr::null_mut());
 static FROM_ENV: AtomicBool = AtomicBool::new(false);
 /// Fault-around parameters of the installed policy, for the fault path.
 pub(crate) static AROUND_MIN: AtomicUsize = AtomicUsize::new(16);
@@ -305,7 +305,7 @@ fn install(p: &'static dyn Policy) {
         p.thrash_window().as_millis().clamp(1, u32::MAX as u128 / 2) as u32,
         Ordering::Relaxed,
     );
-    *CURRENT.lock() = Some(p);
+    CURRENT.store(Box::leak(Box::new(p)), Ordering::Release);
 }
 
 /// The installed policy (the one `TIERALLOC_POLICY` names on first use).
@@ -316,13 +316,15 @@ pub(crate) fn current() -> &'static dyn Policy {
             crate::config::PolicyChoice::Evict => &Evict,
             crate::config::PolicyChoice::Adaptive => Box::leak(Box::new(Adaptive::default())),
         };
-        if CURRENT.lock().is_none() {
+        if CURRENT.load(Ordering::Acquire).is_null() {
             install(p);
         }
     }
     loop {
-        if let Some(p) = *CURRENT.lock() {
-            return p;
+        let p = CURRENT.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: non-null values are leaked boxes (install), never freed.
+            return unsafe { *p };
         }
         // Another thread is installing the environment's choice right now.
         std::thread::yield_now();

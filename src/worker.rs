@@ -2,6 +2,7 @@
 //! prefetches. Started on first use; a `fork` child starts its own when it needs them.
 
 use crate::device::MAX_DEVICES;
+use crate::heap::lock::Lock;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -19,21 +20,54 @@ struct Queue {
 /// A worker's queue, with the process that started the worker (a `fork` child has none).
 type Slot = Option<(u32, Arc<Queue>)>;
 
-/// Each worker's slot.
-static QUEUES: Mutex<[Slot; MAX_DEVICES + 1]> = Mutex::new([const { None }; MAX_DEVICES + 1]);
+/// Each worker's slot. Held only to look a slot up or fill it (no allocation, no thread
+/// start inside), and across `fork` ([`lock_for_fork`]), so a child finds it consistent.
+static QUEUES: Lock<[Slot; MAX_DEVICES + 1]> = Lock::new([const { None }; MAX_DEVICES + 1]);
+
+/// `fork` preparation: holds the worker table (see [`QUEUES`]).
+pub(crate) fn lock_for_fork() {
+    QUEUES.lock_for_fork();
+}
+
+/// Releases the table after `fork`.
+///
+/// # Safety
+/// This thread (or, in a child, its copy) took it with [`lock_for_fork`].
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded contract.
+    unsafe { QUEUES.unlock_after_fork() }
+}
+
+/// This process's queue of worker `which`, if it has started one.
+fn queue(which: usize, pid: u32) -> Option<Arc<Queue>> {
+    match &QUEUES.lock()[which] {
+        Some((p, q)) if *p == pid => Some(q.clone()),
+        _ => None,
+    }
+}
 
 /// Runs `job` on worker `which` (a device number or [`PREFETCH`]) after the jobs before it.
 pub(crate) fn submit(which: usize, job: Job) {
     let pid = std::process::id();
-    let q = {
-        let mut all = QUEUES.lock().unwrap_or_else(|e| e.into_inner());
-        match &all[which] {
-            Some((p, q)) if *p == pid => q.clone(),
-            _ => {
-                let q = Arc::new(Queue {
-                    jobs: Mutex::new(VecDeque::new()),
-                    ready: Condvar::new(),
-                });
+    let q = queue(which, pid).unwrap_or_else(|| {
+        let q = Arc::new(Queue {
+            jobs: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+        });
+        let installed = {
+            let mut all = QUEUES.lock();
+            match &all[which] {
+                // Another thread started this worker meanwhile: use it (ours is dropped).
+                Some((p, other)) if *p == pid => Err(other.clone()),
+                _ => {
+                    all[which] = Some((pid, q.clone()));
+                    Ok(())
+                }
+            }
+        };
+        match installed {
+            Err(other) => other,
+            Ok(()) => {
                 let name = if which == PREFETCH {
                     "tieralloc-prefetch".to_string()
                 } else {
@@ -44,11 +78,10 @@ pub(crate) fn submit(which: usize, job: Job) {
                     .name(name)
                     .spawn(move || serve(&worker))
                     .expect("tieralloc: could not start a device worker thread");
-                all[which] = Some((pid, q.clone()));
                 q
             }
         }
-    };
+    });
     q.jobs
         .lock()
         .unwrap_or_else(|e| e.into_inner())

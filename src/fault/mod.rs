@@ -445,12 +445,34 @@ pub(crate) fn resolve_queued(addr: usize) {
     }
 }
 
+/// Before `fork` (runs before the heap's handler, which takes the heap locks): the locks of
+/// start-up, chunk registration and the worker table, then the gate (no migration or fault in
+/// flight). None of these locks is taken inside the gate, so waiting for them first cannot
+/// wait for the gate.
 extern "C" fn fork_prepare() {
+    INIT.lock_for_fork();
+    REGISTER.lock_for_fork();
+    crate::worker::lock_for_fork();
     crate::migrate::gate_close();
+}
+
+/// Releases what [`fork_prepare`] took.
+///
+/// # Safety
+/// This thread (or, in a fork child, its copy) ran `fork_prepare`.
+unsafe fn release_fork_locks() {
+    // SAFETY: forwarded contract.
+    unsafe {
+        crate::worker::unlock_after_fork();
+        REGISTER.unlock_after_fork();
+        INIT.unlock_after_fork();
+    }
 }
 
 extern "C" fn fork_parent() {
     crate::migrate::gate_open();
+    // SAFETY: fork_prepare ran in this thread.
+    unsafe { release_fork_locks() };
 }
 
 /// In the child: the kernel dropped the userfaultfd registrations (they belong to the parent's
@@ -487,7 +509,10 @@ extern "C" fn fork_child() {
         }
         _ => {}
     }
+    crate::pagemap::clear_pins(crate::heap::pages::TOP.load(Ordering::Relaxed));
     crate::migrate::gate_open();
+    // SAFETY: the child is a copy of the thread that ran fork_prepare.
+    unsafe { release_fork_locks() };
 }
 
 /// In a fork child: the kernel copied the pages without their userfaultfd write-protect bits
