@@ -60,8 +60,16 @@ const fn case(name: &'static str, backends: &'static [&'static str], run: fn()) 
 }
 
 const CASES: &[Case] = &[
-    case("f07_fault_keeps_errno", &["uffd-fast", "signal"], f07_fault_keeps_errno),
-    case("f12_tcache_double_free_detected", ALL, f12_tcache_double_free),
+    case(
+        "f07_fault_keeps_errno",
+        &["uffd-fast", "signal"],
+        f07_fault_keeps_errno,
+    ),
+    case(
+        "f12_tcache_double_free_detected",
+        ALL,
+        f12_tcache_double_free,
+    ),
     case("f11_kernel_views_aligned", ALL, f11_kernel_views_aligned),
     Case {
         end: End::Signal(libc::SIGSEGV),
@@ -71,17 +79,41 @@ const CASES: &[Case] = &[
     case("f03_first_write_during_migration", ALL, f03_first_write),
     case("f02_swapped_pages_move", UFFD, f02_swapped_pages),
     case("f04_fork_child_duplicates", UFFD, f04_fork_duplicates),
-    case("f10_fault_in_kernel_during_fork", ALL, f10_fork_gate_in_kernel),
-    case("f10_fork_while_registering", ALL, f10_fork_while_registering),
-    case("f10_fork_child_reads_pinned", ALL, f10_fork_child_reads_pinned),
+    case(
+        "f10_fault_in_kernel_during_fork",
+        ALL,
+        f10_fork_gate_in_kernel,
+    ),
+    case(
+        "f10_fork_while_registering",
+        ALL,
+        f10_fork_while_registering,
+    ),
+    case(
+        "f10_fork_child_reads_pinned",
+        ALL,
+        f10_fork_child_reads_pinned,
+    ),
     case("f01_free_under_migration", ALL, f01_free_under_migration),
     case("f01_prefetch_free_realloc", ALL, f01_prefetch_free_realloc),
     case("f09_free_pinned_neighbour", ALL, f09_free_pinned_neighbour),
-    case("f05_kernel_reads_captured_neighbour", ALL, f05_captured_neighbour),
-    case("f05_kernel_reads_other_kernels_pin", ALL, f05_other_kernels_pin),
+    case(
+        "f05_kernel_reads_captured_neighbour",
+        ALL,
+        f05_captured_neighbour,
+    ),
+    case(
+        "f05_kernel_reads_other_kernels_pin",
+        ALL,
+        f05_other_kernels_pin,
+    ),
     Case {
         devices: "dev0=8MiB",
-        ..case("f08_failed_pin_wakes_waiters", &["uffd"], f08_failed_pin_wakes)
+        ..case(
+            "f08_failed_pin_wakes_waiters",
+            &["uffd"],
+            f08_failed_pin_wakes,
+        )
     },
 ];
 
@@ -212,7 +244,6 @@ fn used(d: usize) -> usize {
     tieralloc::devices().unwrap()[d].used
 }
 
-
 /// Spins for about `us` microseconds.
 fn spin_us(us: u64) {
     let t = Instant::now();
@@ -288,7 +319,10 @@ fn check_align<T: Copy + Sync + Send + 'static>(v: Vec<T>) {
         ok2.store(addr % align == 0, Ordering::Relaxed);
     })
     .unwrap();
-    assert!(ok.load(Ordering::Relaxed), "view of align {align} misaligned");
+    assert!(
+        ok.load(Ordering::Relaxed),
+        "view of align {align} misaligned"
+    );
     let mut w = v;
     let dev = tieralloc::device(1).unwrap();
     let ok2 = ok.clone();
@@ -297,7 +331,10 @@ fn check_align<T: Copy + Sync + Send + 'static>(v: Vec<T>) {
         ok2.store(addr % align == 0, Ordering::Relaxed);
     })
     .unwrap();
-    assert!(ok.load(Ordering::Relaxed), "mut view of align {align} misaligned");
+    assert!(
+        ok.load(Ordering::Relaxed),
+        "mut view of align {align} misaligned"
+    );
 }
 
 fn f11_kernel_views_aligned() {
@@ -413,9 +450,11 @@ impl ZramSwap {
             }
         };
         let dev = format!("/dev/zram{id}");
-        let ok = std::fs::write(format!("/sys/block/zram{id}/disksize"), bytes.to_string())
-            .is_ok()
-            && Command::new("mkswap").arg(&dev).output().is_ok_and(|o| o.status.success())
+        let ok = std::fs::write(format!("/sys/block/zram{id}/disksize"), bytes.to_string()).is_ok()
+            && Command::new("mkswap")
+                .arg(&dev)
+                .output()
+                .is_ok_and(|o| o.status.success())
             && Command::new("swapon")
                 .args(["-p", "32000", &dev])
                 .output()
@@ -433,7 +472,9 @@ impl ZramSwap {
 impl Drop for ZramSwap {
     fn drop(&mut self) {
         if let Some(id) = self.0.take() {
-            let _ = Command::new("swapoff").arg(format!("/dev/zram{id}")).output();
+            let _ = Command::new("swapoff")
+                .arg(format!("/dev/zram{id}"))
+                .output();
             let _ = std::fs::write("/sys/class/zram-control/hot_remove", &id);
         }
     }
@@ -444,7 +485,8 @@ fn swapped_pages(p: *const u8, len: usize) -> usize {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open("/proc/self/pagemap").unwrap();
     let mut buf = vec![0u8; len / PAGE * 8];
-    f.read_exact_at(&mut buf, (p as usize / PAGE * 8) as u64).unwrap();
+    f.read_exact_at(&mut buf, (p as usize / PAGE * 8) as u64)
+        .unwrap();
     buf.chunks(8)
         .filter(|c| u64::from_le_bytes((*c).try_into().unwrap()) & (1 << 62) != 0)
         .count()
@@ -495,7 +537,10 @@ fn f02_swapped_pages() {
     #[cfg(feature = "fault-injection")]
     tieralloc::inject::disarm_all();
     let bad = v.iter().filter(|&&b| b != 0xAB).count();
-    assert_eq!(bad, 0, "{bad} bytes lost moving swapped pages to the device");
+    assert_eq!(
+        bad, 0,
+        "{bad} bytes lost moving swapped pages to the device"
+    );
     // The mirror: device frames swapped out, then brought back by the copy path.
     to_device(v, 0);
     if swap.0.is_some() {
@@ -552,7 +597,10 @@ fn f04_fork_duplicates() {
             .unwrap();
         v[0] == 42 && v[1] == 7 && v[4096] == 43
     });
-    assert_eq!(code, 0, "the fork child lost a write or read a stale duplicate");
+    assert_eq!(
+        code, 0,
+        "the fork child lost a write or read a stale duplicate"
+    );
     assert!(v.iter().all(|&x| x == 1), "the parent's data changed");
 }
 
@@ -695,7 +743,11 @@ fn f01_free_under_migration() {
     k2.join().unwrap();
     m.join().unwrap();
     let r = tieralloc::residency(a2.as_ptr(), K).unwrap();
-    assert_eq!(r.free_bytes(), 0, "a live allocation reads as free (reused {reused})");
+    assert_eq!(
+        r.free_bytes(),
+        0,
+        "a live allocation reads as free (reused {reused})"
+    );
     assert!(a2.iter().all(|&b| b == 7));
     assert!(c1.iter().all(|&b| b == 1) && c2.iter().all(|&b| b == 3));
     drop(a2); // aborted before the fix: "free of a large pointer that is not live"
@@ -705,7 +757,7 @@ fn f01_free_under_migration() {
 
 fn f01_prefetch_free_realloc() {
     let mut rng = Rng(seed());
-    let rounds = 3000;
+    let rounds = 1500;
     for round in 0..rounds {
         let v = vec![1u8; 3 * MIB];
         let p = tieralloc::prefetch(v.as_ptr(), v.len(), Tier::Device(0)).unwrap();
@@ -714,7 +766,11 @@ fn f01_prefetch_free_realloc() {
         let w = vec![2u8; 3 * MIB];
         let _ = p.wait();
         let r = tieralloc::residency(w.as_ptr(), w.len()).unwrap();
-        assert_eq!(r.free_bytes(), 0, "round {round}: live memory reads as free");
+        assert_eq!(
+            r.free_bytes(),
+            0,
+            "round {round}: live memory reads as free"
+        );
         let bad = w.iter().position(|&b| b != 2);
         assert_eq!(bad, None, "round {round}: new allocation corrupted");
     }
@@ -832,7 +888,10 @@ fn f05_other_kernels_pin() {
                 .unwrap();
         });
     });
-    assert_eq!((ra.load(Ordering::Relaxed), rb.load(Ordering::Relaxed)), (2, 1));
+    assert_eq!(
+        (ra.load(Ordering::Relaxed), rb.load(Ordering::Relaxed)),
+        (2, 1)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

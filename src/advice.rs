@@ -74,7 +74,10 @@ pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
         });
     }
     for p in first..first + n {
-        let e = pagemap::lock(p);
+        // A page freed meanwhile (free pages are never locked) keeps no advice.
+        let Some(e) = pagemap::lock(p) else {
+            continue;
+        };
         let next = match advice {
             Advice::PreferredLocation(t) => e.with_preferred(t),
             Advice::AccessedBy(t) => e.with_accessed_by(t),

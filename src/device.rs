@@ -115,6 +115,9 @@ pub fn ensure_init() -> Result<(), Error> {
             requested: arena::requested(),
         });
     }
+    // From now on pages may be locked by migrations, faults, advice and kernels: the heap
+    // locks pages before it takes them back.
+    crate::heap::pages::enable_claims();
     let r = REQUESTED.lock();
     if STATE.load(Ordering::Acquire) == READY {
         return Ok(());

@@ -612,7 +612,11 @@ fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
         let mut ok = true;
         let mut locked = run.pages.start;
         for p in run.pages.clone() {
-            let e = pagemap::lock(p);
+            // A page freed meanwhile is not locked: the retry then reports it.
+            let Some(e) = pagemap::lock(p) else {
+                ok = false;
+                break;
+            };
             locked = p + 1;
             let fits = match run.place {
                 Place::Local => e.device() == Some(d) || e.dup() == Some(d),

@@ -252,20 +252,24 @@ fn migrate_batch(
     out: &mut Migrated,
 ) -> Result<(), Error> {
     let mut entries = [Entry::host(Use::Free); BATCH];
-    for (i, e) in entries.iter_mut().enumerate().take(m) {
-        *e = pagemap::lock(p + i);
-    }
-    let unlock_rest = |from: usize, entries: &[Entry]| {
-        for (i, e) in entries.iter().enumerate().take(m).skip(from) {
+    let unlock_rest = |from: usize, to: usize, entries: &[Entry]| {
+        for (i, e) in entries.iter().enumerate().take(to).skip(from) {
             pagemap::unlock(p + i, *e);
         }
     };
-    if let Some(i) = (0..m).find(|&i| entries[i].use_() == Use::Free) {
-        unlock_rest(0, &entries);
-        return Err(Error::NotAllocated {
-            addr: arena::addr_of(p + i),
-        });
+    for i in 0..m {
+        match pagemap::lock(p + i) {
+            Some(e) => entries[i] = e,
+            // Freed meanwhile: a free page is never locked (the heap may hand it out again).
+            None => {
+                unlock_rest(0, i, &entries);
+                return Err(Error::NotAllocated {
+                    addr: arena::addr_of(p + i),
+                });
+            }
+        }
     }
+    let unlock_rest = |from: usize, entries: &[Entry]| unlock_rest(from, m, entries);
     let target = to.device();
     // Read-only duplicates stay when the target is their device and the page still has
     // `ReadMostly` advice; otherwise they go (the host copy holds the data).
@@ -890,40 +894,42 @@ fn dense_region(page: usize) -> bool {
     2 * hot >= total && total > 1
 }
 
-/// Called by the heap before pages `[page, page+n)` return to the free runs: device-resident
-/// pages give their frames and capacity back, without being brought back to the host.
-pub(crate) fn release_freed(page: usize, n: usize) {
-    if !ANY_DEVICE.load(Ordering::Acquire) {
-        return;
-    }
-    let Some(backend) = fault::backend() else {
-        return;
-    };
-    // No gate_enter here: the heap lock is held, and fork's preparation takes it after waiting
-    // for the gate, so a release that starts now finishes before the fork.
-    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+/// Called by the heap (`heap::give_back`), with no heap lock held, before pages
+/// `[page, page+n)` of an allocation being freed return to the free runs: locks every page
+/// (waiting for the migrations, faults and advice that hold one), gives device-resident pages'
+/// frames and capacity back without bringing them home, drops read-only duplicates, and leaves
+/// every page locked with a host entry. The heap then publishes them free, which unlocks them.
+pub(crate) fn claim_freed(page: usize, n: usize) {
+    let backend = fault::backend();
+    let any_device = ANY_DEVICE.load(Ordering::Acquire);
+    gate_enter();
     let end = page + n;
     let mut p = page;
     while p < end {
-        let seen = pagemap::get(p);
-        if seen.device().is_none() && seen.dup().is_none() && !seen.locked() {
-            p += 1;
-            continue;
-        }
-        let e = pagemap::lock(p);
-        let Some(d) = e.device() else {
-            if let Some(d) = e.dup() {
-                duplicate::drop_locked(backend, p, 1, d, true);
-            }
-            pagemap::unlock(p, e.on_host());
+        let Some(e) = pagemap::lock(p) else {
+            sys::fatal("freeing pages that are not handed out (heap corrupted)");
+        };
+        let (Some(b), true) = (backend, any_device) else {
             p += 1;
             continue;
         };
+        let Some(d) = e.device() else {
+            if let Some(d) = e.dup() {
+                duplicate::drop_locked(b, p, 1, d, true);
+            }
+            pagemap::keep_locked(p, e.on_host());
+            p += 1;
+            continue;
+        };
+        // A run of pages on device `d`: one discard and one protection change for all.
         let s = p;
         p += 1;
         while p < end {
-            let e2 = pagemap::lock(p);
+            let Some(e2) = pagemap::lock(p) else {
+                sys::fatal("freeing pages that are not handed out (heap corrupted)");
+            };
             if e2.device() != Some(d) {
+                // Looked at again by the outer loop (it is locked already: keep it so).
                 pagemap::unlock(p, e2);
                 break;
             }
@@ -931,7 +937,7 @@ pub(crate) fn release_freed(page: usize, n: usize) {
         }
         let k = p - s;
         sys::discard(device::frame(d, s), k * PAGE);
-        if backend == Backend::Signal {
+        if b == Backend::Signal {
             // The host pages were released when they moved; make them accessible again (they
             // read as zero, as fresh pages do).
             if sys::protect(
@@ -947,12 +953,12 @@ pub(crate) fn release_freed(page: usize, n: usize) {
         }
         device::release(d, k);
         for q in s..p {
-            pagemap::unlock(q, pagemap::get(q).on_host());
+            pagemap::keep_locked(q, pagemap::get(q).on_host());
         }
         COUNTERS
             .freed_device_pages
             .fetch_add(k as u64, Ordering::Relaxed);
         trace::record(s, k, Some(Tier::Device(d)), None, trace::Cause::Free);
     }
-    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    gate_exit();
 }

@@ -22,8 +22,13 @@
 //! The advice bits and the use stick to the page across residency changes; the heap resets the
 //! whole entry when it hands a page out or takes it back.
 //!
-//! Invariant: only the holder of `LOCKED` changes the residency bits of an entry, and it clears
-//! `LOCKED` (and `PINNED`) in the same store that publishes the new residency ([`unlock`]).
+//! Who may write an entry (one rule for everyone, the heap included):
+//! - only the holder of `LOCKED` changes a handed-out page's entry, and it clears `LOCKED`
+//!   (and `PINNED`) in the same store that publishes the new entry ([`unlock`]);
+//! - a free page (`Use::Free`) is never locked ([`try_lock`] refuses it), and only the heap
+//!   writes it, under its page-run lock: handing it out is a plain store;
+//! - taking a page back (free) means locking it first, like a migration, before any heap lock
+//!   is taken (page locks are never waited for under a heap lock), then storing `Free`.
 
 use crate::sys;
 use crate::tier::Tier;
@@ -239,20 +244,28 @@ pub fn get(page: usize) -> Entry {
     Entry(slot(page).load(Ordering::Acquire))
 }
 
-/// Sets the entries of pages `[page, page+n)` to `e`. Only for pages no one else can lock:
-/// pages the heap is handing out or taking back (device pages were released first).
+/// Publishes `e` (unlocked) for pages `[page, page+n)`. Only for the heap: pages it hands out
+/// (free pages: nobody can lock those, see [`try_lock`]) or takes back (pages whose locks the
+/// caller holds, taken with [`lock`] before any heap lock; or any page, before anything can
+/// lock one: `heap::pages::claims_enabled`).
 pub fn set_range(page: usize, n: usize, e: Entry) {
     for p in page..page + n {
-        slot(p).store(e.0, Ordering::Release);
+        debug_assert!(
+            get(p).use_() == Use::Free || get(p).locked() || !crate::heap::pages::claims_enabled()
+        );
+        slot(p).store(e.unlocked().0, Ordering::Release);
     }
 }
 
-/// Locks page `page` if its entry is unlocked; returns the entry it had. Async-signal-safe.
+/// Locks page `page` if its entry is unlocked and the page is handed out; returns the entry
+/// it had. A free page is never locked: only the heap changes free pages, so a migration that
+/// started before its memory was freed cannot hold a page the heap hands out again.
+/// Async-signal-safe.
 #[inline]
 pub fn try_lock(page: usize) -> Option<Entry> {
     let s = slot(page);
     let cur = s.load(Ordering::Acquire);
-    if cur & LOCKED != 0 {
+    if cur & LOCKED != 0 || cur & USE_MASK == Use::Free as u64 {
         return None;
     }
     s.compare_exchange(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed)
@@ -261,14 +274,20 @@ pub fn try_lock(page: usize) -> Option<Entry> {
 }
 
 /// Locks page `page`, waiting (spin, then yield) while someone else holds it. Returns the entry
-/// it had. Async-signal-safe; holders never wait for anything a waiter could hold.
-pub fn lock(page: usize) -> Entry {
+/// it had, or `None` if the page is free (not handed out: nothing to lock). Async-signal-safe;
+/// holders never wait for anything a waiter could hold, and nobody waits for a page lock while
+/// holding a heap lock.
+pub fn lock(page: usize) -> Option<Entry> {
     let mut spins = 0u32;
     loop {
         if let Some(e) = try_lock(page) {
-            return e;
+            return Some(e);
         }
-        if get(page).pinned() {
+        let e = get(page);
+        if e.use_() == Use::Free && !e.locked() {
+            return None;
+        }
+        if e.pinned() {
             // A device kernel holds it: that can take a while.
             sys::sleep_us(50);
         } else {
@@ -302,6 +321,12 @@ pub fn clear_pins(pages: usize) {
             slot(p).store(e.unlocked().0, Ordering::Release);
         }
     }
+}
+
+/// Stores `e` for a page this thread locked, keeping it locked.
+#[inline]
+pub fn keep_locked(page: usize, e: Entry) {
+    slot(page).store(e.0 | LOCKED, Ordering::Release);
 }
 
 /// Publishes `e` (unlocked) for a page this thread locked.

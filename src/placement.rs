@@ -209,8 +209,8 @@ pub(crate) fn prepare(t: TierIndex) -> TierIndex {
     }
 }
 
-/// Creates fresh pages `[page, page+n)` (just handed out by the heap, known to no one else) on
-/// device `d`: charges the capacity (evicting per the policy if the device is full), releases
+/// Creates fresh pages `[page, page+n)` (just handed out by the heap; the caller holds no
+/// heap lock) on device `d`: charges the capacity (evicting per the policy if the device is full), releases
 /// the host pages and publishes "device `d`, never touched". Returns false, with the pages left
 /// on the host, when the device cannot take them. Allocates nothing: [`prepare`] ran first.
 pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
@@ -225,6 +225,27 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     if migrate::reserve_or_evict(d, n, core::slice::from_ref(&(page..page + n))).is_err() {
         return fallback();
     }
+    // The pages are handed out now, so a migration that started before they were last freed
+    // may lock them: take their locks like everyone else (no heap lock is held here). If such
+    // a migration moved one meanwhile, the run stays on the host.
+    let unlock = |to: usize| {
+        for q in page..to {
+            pagemap::unlock(q, pagemap::get(q));
+        }
+    };
+    for p in page..page + n {
+        match pagemap::lock(p) {
+            Some(e) if e.device().is_none() && e.dup().is_none() => {}
+            other => {
+                if let Some(e) = other {
+                    pagemap::unlock(p, e);
+                }
+                unlock(p);
+                device::release(d, n);
+                return fallback();
+            }
+        }
+    }
     let (addr, len) = (arena::addr_of(page), n * sys::PAGE_SIZE);
     let armed = match backend {
         Backend::Uffd | Backend::UffdFast => fault::prepare_host(page, n).is_ok(),
@@ -233,6 +254,7 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
         }
     };
     if !armed {
+        unlock(page + n);
         device::release(d, n);
         return fallback();
     }
@@ -242,8 +264,10 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     if backend == Backend::Signal {
         migrate::runs_changed(page, n, true);
     }
-    let e = pagemap::get(page);
-    pagemap::set_range(page, n, Entry::host(e.use_()).on_device(d, false));
+    for p in page..page + n {
+        let e = pagemap::get(p);
+        pagemap::unlock(p, Entry::host(e.use_()).on_device(d, false));
+    }
     migrate::device_in_use();
     crate::trace::record(
         page,

@@ -205,7 +205,6 @@ pub fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-
 /// The calling thread's `errno`. Async-signal-safe.
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns this thread's errno slot.

@@ -267,9 +267,33 @@ fn free_large(p: *mut u8) {
     if !arena::contains(addr) || addr & (sys::PAGE_SIZE - 1) != 0 {
         sys::fatal("free of a pointer that tieralloc did not allocate");
     }
-    if !PAGES.lock().free_large(arena::page_of(addr)) {
+    let h = arena::page_of(addr);
+    let Some(len) = PAGES.lock().take_large(h) else {
         sys::fatal("free of a large pointer that is not live (double free or wrong layout)");
+    };
+    give_back(h, len, |heap| heap.release_large(h, len));
+}
+
+/// Returns pages `[h, h+n)`, which the caller took out of use, to the page runs: `put` runs
+/// under the page-run lock and publishes them free.
+///
+/// Once page entries can be locked by others ([`pages::claims_enabled`]), every page is locked
+/// first, and its device frame or duplicate released (`migrate::claim_freed`), with no heap
+/// lock held: a migration, prefetch or eviction that started before the free may hold some of
+/// them, and a page lock is never waited for under a heap lock (it could wait for a kernel that
+/// is waiting for that heap lock). The flag is read again under the lock: it is set under it.
+pub(crate) fn give_back(h: usize, n: usize, put: impl FnOnce(&mut pages::PageHeap)) {
+    let claimed = pages::claims_enabled();
+    if claimed {
+        crate::migrate::claim_freed(h, n);
     }
+    let mut heap = PAGES.lock();
+    if !claimed && pages::claims_enabled() {
+        drop(heap);
+        crate::migrate::claim_freed(h, n);
+        heap = PAGES.lock();
+    }
+    put(&mut heap);
 }
 
 /// Resizes `p` to `new_size`, in place when possible.
@@ -287,10 +311,14 @@ pub unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize
             if let Some(n) = pages_for(new_size) {
                 let page = arena::page_of(p as usize);
                 let mut heap = PAGES.lock();
-                if let Some(old) = heap.large_len(page) {
-                    if heap.resize_large(page, old, n) {
+                match heap.large_len(page) {
+                    Some(old) if n < old => {
+                        drop(heap);
+                        give_back(page + n, old - n, |heap| heap.shrink_large(page, old, n));
                         return p;
                     }
+                    Some(old) if heap.grow_large(page, old, n) => return p,
+                    _ => {}
                 }
             }
         }

@@ -22,6 +22,28 @@ pub static TOP: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsiz
 use super::lock::Lock;
 use crate::pagemap::{self, Entry, Use};
 use crate::{arena, sys};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once some page may be locked by a migration, a fault, advice or a kernel (the devices
+/// started): from then on pages are locked before the heap takes them back (see
+/// [`super::give_back`]). Written under the [`PAGES`] lock and read under it, so a take-back
+/// that saw it clear finished before the first page could be locked.
+static CLAIMS: AtomicBool = AtomicBool::new(false);
+
+/// Called before anything may lock page entries (device start-up). Takes the page-run lock:
+/// the caller holds no heap lock.
+pub fn enable_claims() {
+    if !CLAIMS.load(Ordering::Acquire) {
+        let _g = PAGES.lock();
+        CLAIMS.store(true, Ordering::Release);
+    }
+}
+
+/// True once pages must be locked before they are taken back ([`enable_claims`]).
+#[inline]
+pub fn claims_enabled() -> bool {
+    CLAIMS.load(Ordering::Acquire)
+}
 
 const NIL: u32 = u32::MAX;
 /// The tag is the head (and, for one-page runs, the tail) of a free run.
@@ -276,18 +298,19 @@ impl PageHeap {
         if s > self.top {
             let gap = (self.top, s - self.top);
             self.top = s + n;
-            TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
+            TOP.store(self.top, Ordering::Relaxed);
             self.release_run(gap.0, gap.1, false);
         } else {
             self.top = s + n;
-            TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
+            TOP.store(self.top, Ordering::Relaxed);
         }
         Some((s, true))
     }
 
-    /// Returns pages `[h, h+len)` to the free runs, coalescing with free neighbours.
+    /// Returns pages `[h, h+len)` to the free runs, coalescing with free neighbours. The pages
+    /// are free already (never handed out), or locked by the caller ([`super::give_back`]), or
+    /// no page can be locked yet ([`claims_enabled`] is false).
     fn release_run(&mut self, h: usize, len: usize, dirty: bool) {
-        crate::migrate::release_freed(h, len);
         pagemap::set_range(h, len, Entry::host(Use::Free));
         let (mut start, mut len, mut dirty) = (h, len, dirty);
         if start > 0 && pagemap::get(start - 1).use_() == Use::Free {
@@ -326,28 +349,35 @@ impl PageHeap {
         (t.flags & LARGE != 0).then_some(t.len as usize)
     }
 
-    /// Frees the large allocation at page `h`; false if there is none.
-    pub fn free_large(&mut self, h: usize) -> bool {
-        let Some(len) = self.large_len(h) else {
-            return false;
-        };
+    /// Ends the large allocation at page `h` and returns its length in pages (`None` if there
+    /// is none: a double free, or a pointer that does not start one). Its pages stay out of
+    /// the free runs until [`PageHeap::release_large`].
+    pub fn take_large(&mut self, h: usize) -> Option<usize> {
+        let len = self.large_len(h)?;
         self.tag(h).flags = 0;
         self.large -= len;
-        self.release_run(h, len, true);
-        true
+        Some(len)
     }
 
-    /// Resizes the large allocation at page `h` (of `old` pages) to `new` pages without moving
-    /// it. Grows into the next free run or fresh pages; shrinking frees the tail. Returns false
-    /// (and changes nothing) if it cannot.
-    pub fn resize_large(&mut self, h: usize, old: usize, new: usize) -> bool {
+    /// Returns the pages of a large allocation ended by [`PageHeap::take_large`] to the free runs.
+    pub fn release_large(&mut self, h: usize, len: usize) {
+        self.release_run(h, len, true);
+    }
+
+    /// Shrinks the large allocation at page `h` from `old` to `new` pages, returning its tail to
+    /// the free runs (see [`PageHeap::release_run`] for the tail's pages).
+    pub fn shrink_large(&mut self, h: usize, old: usize, new: usize) {
+        debug_assert!(new < old);
+        self.tag(h).len = new as u32;
+        self.large -= old - new;
+        self.release_run(h + new, old - new, true);
+    }
+
+    /// Grows the large allocation at page `h` (of `old` pages) to `new` >= `old` pages without
+    /// moving it, into the next free run or fresh pages. Returns false (and changes nothing)
+    /// if it cannot.
+    pub fn grow_large(&mut self, h: usize, old: usize, new: usize) -> bool {
         if new == old {
-            return true;
-        }
-        if new < old {
-            self.tag(h).len = new as u32;
-            self.large -= old - new;
-            self.release_run(h + new, old - new, true);
             return true;
         }
         let extra = new - old;
@@ -363,13 +393,13 @@ impl PageHeap {
             } else if next + run == self.top && self.top + (extra - run) <= self.end {
                 self.remove(next);
                 self.top += extra - run;
-                TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
+                TOP.store(self.top, Ordering::Relaxed);
             } else {
                 return false;
             }
         } else if next == self.top && self.top + extra <= self.end {
             self.top += extra;
-            TOP.store(self.top, core::sync::atomic::Ordering::Relaxed);
+            TOP.store(self.top, Ordering::Relaxed);
         } else {
             return false;
         }

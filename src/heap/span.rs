@@ -183,10 +183,23 @@ pub fn refill(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
                 unlink(&mut bin, si);
                 si
             } else {
-                match new_span(&mut bin, t, c) {
-                    Some(si) => si,
-                    None => break,
+                // A fresh span's pages are handed out and placed with the bin unlocked:
+                // placing them on a full device may evict, which waits for page locks.
+                drop(bin);
+                let page = fresh_pages(t);
+                bin = BINS[t as usize][c].lock();
+                let Some(page) = page else { break };
+                let Some(si) = install(&mut bin, page, t, c) else {
+                    drop(bin);
+                    super::give_back(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+                    return got;
+                };
+                if bin.current != NIL {
+                    // Another thread gave the bin a span meanwhile: keep ours for later.
+                    push_partial(&mut bin, si);
+                    continue;
                 }
+                si
             };
             // SAFETY: we hold the bin lock and the span belongs to this bin.
             unsafe { span(&mut bin, si) }.state = State::Current;
@@ -225,55 +238,77 @@ pub fn refill(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
 /// a live object of class `c` (double free, wrong layout, foreign pointer): carrying on would
 /// hand the same memory out twice.
 pub fn flush(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
-    let mut bin = BINS[t as usize][c].lock();
-    let size = size_class::size_of(c);
-    for &p in ptrs {
-        let addr = p as usize;
-        if !arena::contains(addr) {
-            sys::fatal("free of a pointer that tieralloc did not allocate");
-        }
-        let si = ((addr - arena::base()) >> SPAN_SHIFT) as u32;
-        let off = addr & (SPAN_SIZE - 1);
-        // The slot must belong to this bin (its class and tier, read from the atomic side
-        // tables) before its descriptor is touched: another bin's descriptor is guarded by
-        // that bin's lock, not ours.
-        if class_slot(si as usize).load(Ordering::Acquire) as usize != c + 1
-            || tier_slot(si as usize).load(Ordering::Relaxed) != t
+    // Spans that became free; their pages go back after the bin lock is released (taking
+    // pages back may wait for page locks, never under a heap lock).
+    let mut released = [0usize; 16];
+    let mut nreleased = 0;
+    for chunk in ptrs.chunks(released.len()) {
         {
-            sys::fatal("free of a pointer that is not a live object of this size (wrong layout or double free)");
-        }
-        // SAFETY: bin lock held, and the slot is a live span of this bin (checked above; its
-        // class entry only changes under this bin's lock).
-        let sp = unsafe { span(&mut bin, si) };
-        debug_assert!(sp.state != State::Unused && sp.class as usize == c);
-        let i = size_class::index_of(c, off);
-        if i * size != off || i >= size_class::objects_per_span(c) {
-            sys::fatal("free of a pointer into the middle of an object");
-        }
-        // SAFETY: `i / 64 < words(c)`; the bitmap is ours under the lock.
-        let word = unsafe { &mut *sp.bitmap.add(i / 64) };
-        let bit = 1u64 << (i % 64);
-        if *word & bit != 0 {
-            sys::fatal("double free detected");
-        }
-        *word |= bit;
-        super::cached::clear(p);
-        sp.hint = sp.hint.min((i / 64) as u16);
-        sp.nfree += 1;
-        let (state, nfree) = (sp.state, sp.nfree as usize);
-        if state == State::Full {
-            push_partial(&mut bin, si);
-        } else if state == State::Partial && nfree == size_class::objects_per_span(c) {
-            unlink(&mut bin, si);
-            if bin.current == NIL {
-                // SAFETY: bin lock held.
-                unsafe { span(&mut bin, si) }.state = State::Current;
-                bin.current = si;
-            } else {
-                release_span(&mut bin, si);
+            let mut bin = BINS[t as usize][c].lock();
+            for &p in chunk {
+                if let Some(page) = flush_one(&mut bin, t, c, p) {
+                    released[nreleased] = page;
+                    nreleased += 1;
+                }
             }
         }
+        for &page in &released[..nreleased] {
+            super::give_back(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+        }
+        nreleased = 0;
     }
+}
+
+/// Returns object `p` of class `c` to its span (bin lock held); the first page of the span if
+/// that made it free and the bin let it go.
+fn flush_one(bin: &mut Bin, t: TierIndex, c: usize, p: *mut u8) -> Option<usize> {
+    let size = size_class::size_of(c);
+    let addr = p as usize;
+    if !arena::contains(addr) {
+        sys::fatal("free of a pointer that tieralloc did not allocate");
+    }
+    let si = ((addr - arena::base()) >> SPAN_SHIFT) as u32;
+    let off = addr & (SPAN_SIZE - 1);
+    // The slot must belong to this bin (its class and tier, read from the atomic side
+    // tables) before its descriptor is touched: another bin's descriptor is guarded by
+    // that bin's lock, not ours.
+    if class_slot(si as usize).load(Ordering::Acquire) as usize != c + 1
+        || tier_slot(si as usize).load(Ordering::Relaxed) != t
+    {
+        sys::fatal("free of a pointer that is not a live object of this size (wrong layout or double free)");
+    }
+    // SAFETY: bin lock held, and the slot is a live span of this bin (checked above; its
+    // class entry only changes under this bin's lock).
+    let sp = unsafe { span(bin, si) };
+    debug_assert!(sp.state != State::Unused && sp.class as usize == c);
+    let i = size_class::index_of(c, off);
+    if i * size != off || i >= size_class::objects_per_span(c) {
+        sys::fatal("free of a pointer into the middle of an object");
+    }
+    // SAFETY: `i / 64 < words(c)`; the bitmap is ours under the lock.
+    let word = unsafe { &mut *sp.bitmap.add(i / 64) };
+    let bit = 1u64 << (i % 64);
+    if *word & bit != 0 {
+        sys::fatal("double free detected");
+    }
+    *word |= bit;
+    super::cached::clear(p);
+    sp.hint = sp.hint.min((i / 64) as u16);
+    sp.nfree += 1;
+    let (state, nfree) = (sp.state, sp.nfree as usize);
+    if state == State::Full {
+        push_partial(bin, si);
+    } else if state == State::Partial && nfree == size_class::objects_per_span(c) {
+        unlink(bin, si);
+        if bin.current == NIL {
+            // SAFETY: bin lock held.
+            unsafe { span(bin, si) }.state = State::Current;
+            bin.current = si;
+        } else {
+            return Some(release_span(bin, si));
+        }
+    }
+    None
 }
 
 fn push_partial(bin: &mut Bin, si: u32) {
@@ -310,7 +345,22 @@ fn unlink(bin: &mut Bin, si: u32) {
     }
 }
 
-fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
+/// Hands out a fresh span's pages for tier `t` and, for a device tier, creates them on the
+/// device (on failure they serve from host pages, still tier `t`'s). No bin lock is held.
+fn fresh_pages(t: TierIndex) -> Option<usize> {
+    let (page, _) = PAGES.lock().alloc(PAGES_PER_SPAN, SPAN_SIZE, Use::Span)?;
+    if t != 0 {
+        ANY_TIERED.store(true, Ordering::Relaxed);
+    }
+    if t != 0 && t != placement::INTERNAL {
+        placement::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
+    }
+    Some(page)
+}
+
+/// Makes the fresh pages at `page` a span of class `c` in `bin` (tier `t`); `None` if no
+/// bitmap could be had (the caller gives the pages back).
+fn install(bin: &mut Bin, page: usize, t: TierIndex, c: usize) -> Option<u32> {
     let nwords = words(c);
     let bitmap = if bin.spare_bitmaps.is_null() {
         let b = meta::alloc(nwords * 8);
@@ -324,12 +374,6 @@ fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
         bin.spare_bitmaps = unsafe { *b } as *mut u64;
         b
     };
-    let Some((page, _)) = PAGES.lock().alloc(PAGES_PER_SPAN, SPAN_SIZE, Use::Span) else {
-        // SAFETY: returning the unused bitmap to this bin's spare list.
-        unsafe { *bitmap = bin.spare_bitmaps as u64 };
-        bin.spare_bitmaps = bitmap;
-        return None;
-    };
     let nobj = size_class::objects_per_span(c);
     for w in 0..nwords {
         let bits = (nobj - w * 64).min(64);
@@ -340,14 +384,6 @@ fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
         };
         // SAFETY: `w < nwords`, the bitmap's length.
         unsafe { *bitmap.add(w) = v };
-    }
-    if t != 0 {
-        ANY_TIERED.store(true, Ordering::Relaxed);
-    }
-    if t != 0 && t != placement::INTERNAL {
-        // Created on the device; on failure the span serves from host pages (still tier `t`'s,
-        // so its objects are freed into this bin).
-        placement::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
     }
     let si = (page / PAGES_PER_SPAN) as u32;
     tier_slot(si as usize).store(t, Ordering::Relaxed);
@@ -367,7 +403,9 @@ fn new_span(bin: &mut Bin, t: TierIndex, c: usize) -> Option<u32> {
     Some(si)
 }
 
-fn release_span(bin: &mut Bin, si: u32) {
+/// Takes span `si` (free, on no list) out of its bin; returns its first page, which the
+/// caller gives back to the page runs once the bin lock is released.
+fn release_span(bin: &mut Bin, si: u32) -> usize {
     // SAFETY: bin lock held; the span is on no list.
     let sp = unsafe { span(bin, si) };
     let bitmap = sp.bitmap;
@@ -378,9 +416,7 @@ fn release_span(bin: &mut Bin, si: u32) {
     unsafe { *bitmap = bin.spare_bitmaps as u64 };
     bin.spare_bitmaps = bitmap;
     bin.spans -= 1;
-    PAGES
-        .lock()
-        .free_span(si as usize * PAGES_PER_SPAN, PAGES_PER_SPAN);
+    si as usize * PAGES_PER_SPAN
 }
 
 /// Live spans over all classes.
