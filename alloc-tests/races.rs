@@ -828,70 +828,88 @@ fn f09_free_pinned_neighbour() {
 // kernel has pinned.
 
 fn f05_captured_neighbour() {
+    let dev = tieralloc::device(0).unwrap();
     for round in 0..50u32 {
+        // Same size class: `table` and `out` share a span page.
         let table = vec![3u32 + round; 16];
         let mut out = vec![0u32; 16];
         let t2 = table.clone();
-        tieralloc::device(0)
-            .unwrap()
-            .run(&mut out[..], move |o| o.copy_from_slice(&table))
+        dev.run(&mut out[..], move |o| o.copy_from_slice(&table))
             .unwrap();
         assert_eq!(out, t2);
+        // A captured neighbour written by the kernel, beside a written argument.
+        let mut scratch = vec![0u32; 16];
+        let mut arg = vec![1u32; 16];
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        dev.run(&mut arg[..], move |a| {
+            scratch[3] = a[0] + 1;
+            a[1] = scratch[3];
+            s2.store(scratch.iter().sum::<u32>() as usize, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!((arg[0], arg[1], seen.load(Ordering::Relaxed)), (1, 2, 2));
+        // A neighbour the CPU writes while the kernel runs keeps the CPU's value.
+        let mut a = vec![5u64; 8];
+        let mut b = vec![6u64; 8];
+        let bp = b.as_mut_ptr() as usize;
+        std::thread::scope(|s| {
+            let k = s.spawn(|| {
+                dev.run(&mut a[..], |a| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    a[0] = 50;
+                })
+                .unwrap()
+            });
+            // SAFETY: b is ours; the kernel only borrows a.
+            unsafe { std::ptr::write_volatile((bp as *mut u64).add(1), 60) };
+            k.join().unwrap();
+        });
+        b[2] = 61;
+        assert_eq!((a[0], a[1], b[1], b[2]), (50, 5, 60, 61));
     }
     // A shared argument read through another shared reference.
-    let data = Arc::new(vec![5u64; 1024]);
+    let data = Arc::new(vec![5u64; 64 * 1024]);
     let d2 = data.clone();
     let sum = Arc::new(AtomicUsize::new(0));
     let s2 = sum.clone();
-    tieralloc::device(0)
-        .unwrap()
-        .run(&data[..], move |v| {
-            s2.store((v[0] + d2[1]) as usize, Ordering::Relaxed)
-        })
-        .unwrap();
-    assert_eq!(sum.load(Ordering::Relaxed), 10);
+    dev.run(&data[..], move |v| {
+        s2.store((v[0] + d2[1] + d2[60000]) as usize, Ordering::Relaxed)
+    })
+    .unwrap();
+    assert_eq!(sum.load(Ordering::Relaxed), 15);
+    assert!(data.iter().all(|&x| x == 5));
 }
 
 fn f05_other_kernels_pin() {
-    let mut a = vec![1u64; 64 * 1024];
-    let mut b = vec![2u64; 64 * 1024];
-    let (ap, bp) = (a.as_ptr() as usize, b.as_ptr() as usize);
-    let bar = Arc::new(Barrier::new(2));
-    let (b1, b2) = (bar.clone(), bar.clone());
-    let ra = Arc::new(AtomicUsize::new(0));
-    let rb = Arc::new(AtomicUsize::new(0));
-    let (ra2, rb2) = (ra.clone(), rb.clone());
-    std::thread::scope(|s| {
-        let a = &mut a;
-        let b = &mut b;
-        s.spawn(move || {
-            tieralloc::device(0)
-                .unwrap()
-                .run(&mut a[..], move |_| {
-                    b1.wait();
-                    // SAFETY: b is live (the scope outlives both kernels) and only read here;
-                    // the other kernel writes nothing.
-                    let v = unsafe { std::ptr::read_volatile((bp as *const u64).add(9)) };
-                    ra2.store(v as usize, Ordering::Relaxed);
-                })
-                .unwrap();
-        });
-        s.spawn(move || {
-            tieralloc::device(1)
-                .unwrap()
-                .run(&mut b[..], move |_| {
-                    b2.wait();
-                    // SAFETY: as above, for a.
-                    let v = unsafe { std::ptr::read_volatile((ap as *const u64).add(9)) };
-                    rb2.store(v as usize, Ordering::Relaxed);
-                })
-                .unwrap();
-        });
-    });
-    assert_eq!(
-        (ra.load(Ordering::Relaxed), rb.load(Ordering::Relaxed)),
-        (2, 1)
-    );
+    // Two kernels on two devices, each reading (shared) data the other one pins.
+    for _ in 0..20 {
+        let a = Arc::new(vec![1u64; 64 * 1024]);
+        let b = Arc::new(vec![2u64; 64 * 1024]);
+        let bar = Arc::new(Barrier::new(2));
+        let ra = Arc::new(AtomicUsize::new(0));
+        let rb = Arc::new(AtomicUsize::new(0));
+        let spawn = |dev: u16, mine: Arc<Vec<u64>>, other: Arc<Vec<u64>>, out: Arc<AtomicUsize>| {
+            let bar = bar.clone();
+            std::thread::spawn(move || {
+                tieralloc::device(dev)
+                    .unwrap()
+                    .run(&mine[..], move |_| {
+                        bar.wait();
+                        out.store(other[9] as usize, Ordering::Relaxed);
+                    })
+                    .unwrap();
+            })
+        };
+        let k0 = spawn(0, a.clone(), b.clone(), ra.clone());
+        let k1 = spawn(1, b.clone(), a.clone(), rb.clone());
+        k0.join().unwrap();
+        k1.join().unwrap();
+        assert_eq!(
+            (ra.load(Ordering::Relaxed), rb.load(Ordering::Relaxed)),
+            (2, 1)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

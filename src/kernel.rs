@@ -7,14 +7,19 @@
 //! device migrate there (a device fault per 64 KiB block); with `Advice::AccessedBy`, a
 //! `PreferredLocation` elsewhere, or a thrash guard, the device reads them where they are
 //! (remote access); `ReadMostly` data read by a kernel gets a read-only duplicate on the
-//! device. While the kernel runs, its pages are **pinned**: a CPU touch of one waits until the
-//! kernel is done (no torn data), as does a migration or free of them.
+//! device. While the kernel runs, its pages are **pinned**: a migration or free of them waits
+//! until the kernel is done. What the CPU may do meanwhile follows the borrows:
+//! - pages of a `&[T]` argument stay readable: a CPU read of one that sits on the device (by
+//!   another thread, another kernel, or this kernel through another shared reference) gets a
+//!   read-only host copy, which becomes an ordinary read-only duplicate when the kernel ends;
+//! - pages of a `&mut [T]` argument are the kernel's alone (no safe code reaches them);
+//! - a page an argument shares with other memory (a small `Vec` beside it, perhaps captured by
+//!   the kernel) is not moved: it stays on the host, usable by the CPU, and the kernel's view
+//!   reaches a copy staged in the device frame; when the kernel ends, the bytes of its written
+//!   arguments are copied back into the host page, and no other byte.
 //!
 //! Launches are asynchronous and run in order per device, like a stream; [`Device::scope`]
 //! borrows data for its launches the way `std::thread::scope` does and waits for all of them.
-//! Kernels must reach managed memory only through their views: touching a pinned argument
-//! through its CPU address from inside the kernel would wait for the kernel itself (tieralloc
-//! stops the process with a message in the fast and signal backends).
 
 use crate::blocks;
 use crate::device as dev;
@@ -424,6 +429,19 @@ struct Run {
     pages: Range<usize>,
     write: bool,
     place: Place,
+    /// The byte ranges of the arguments in this run, and whether each is written.
+    args: Vec<(Range<usize>, bool)>,
+}
+
+impl Run {
+    /// True if no single argument of the run covers page `p` whole: the page holds other
+    /// memory too (a neighbour the kernel may have captured, another thread's object). Such a
+    /// page stays on the host, accessible to the CPU, while the kernel runs; a local view
+    /// reaches a copy of it staged in the device frame ([`stage`], [`unstage`]).
+    fn shared_edge(&self, p: usize) -> bool {
+        let (a, b) = (arena::addr_of(p), arena::addr_of(p) + PAGE);
+        !self.args.iter().any(|(r, _)| r.start <= a && b <= r.end)
+    }
 }
 
 fn execute<A: KernelArgs, K: for<'k> FnOnce(A::View<'k>)>(
@@ -480,6 +498,7 @@ fn runs_of(ranges: &[ArgRange]) -> Result<Vec<Run>, Error> {
             pages: first..first + n,
             write: r.write,
             place: Place::Local,
+            args: vec![(r.addr..r.addr + r.len, r.write)],
         });
     }
     runs.sort_by_key(|r| r.pages.start);
@@ -489,6 +508,7 @@ fn runs_of(ranges: &[ArgRange]) -> Result<Vec<Run>, Error> {
             Some(m) if r.pages.start < m.pages.end => {
                 m.pages.end = m.pages.end.max(r.pages.end);
                 m.write |= r.write;
+                m.args.extend(r.args);
             }
             _ => merged.push(r),
         }
@@ -558,7 +578,29 @@ fn acquire(d: u16, ranges: &[ArgRange], report: &mut KernelReport) -> Result<Vec
             };
             let faulted = count_faults(d, run);
             let m = crate::trace::with_cause(crate::trace::Cause::Kernel, || {
-                migrate::migrate_keeping(addr as *const u8, len, to, &keep)
+                if run.place == Place::Remote {
+                    return migrate::migrate_keeping(addr as *const u8, len, to, &keep);
+                }
+                // Local: pages the arguments own move to the device; shared edge pages come
+                // to the host (they are staged for the view, see `Run::shared_edge`).
+                let mut total = migrate::Migrated::default();
+                let mut p = run.pages.start;
+                while p < run.pages.end {
+                    let edge = run.shared_edge(p);
+                    let mut q = p + 1;
+                    while q < run.pages.end && run.shared_edge(q) == edge {
+                        q += 1;
+                    }
+                    let tier = if edge { Tier::Host } else { to };
+                    let (a, n) = (arena::addr_of(p), (q - p) * PAGE);
+                    let m = migrate::migrate_keeping(a as *const u8, n, tier, &keep)?;
+                    if !edge {
+                        total.moved += m.moved;
+                        total.never_touched += m.never_touched;
+                    }
+                    p = q;
+                }
+                Ok(total)
             })?;
             if run.place == Place::Local {
                 report.device_faults += faulted;
@@ -619,6 +661,7 @@ fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
             };
             locked = p + 1;
             let fits = match run.place {
+                Place::Local if run.shared_edge(p) => e.device().is_none(),
                 Place::Local => e.device() == Some(d) || e.dup() == Some(d),
                 Place::Remote => e.device().is_none(),
             };
@@ -626,11 +669,11 @@ fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
                 ok = false;
                 break;
             }
-            pagemap::pin(p, e);
+            pagemap::pin(p, e, !run.write);
         }
         if !ok {
             for q in run.pages.start..locked {
-                pagemap::unlock(q, pagemap::get(q));
+                pagemap::unpin(q);
             }
             // Threads that faulted on the pages pinned so far were parked (transparent mode)
             // to be woken by the kernel's end, which will not come now.
@@ -650,6 +693,15 @@ fn prepare_pinned(backend: Backend, d: u16, run: &Run) {
     let uffd = backend != Backend::Signal;
     for p in run.pages.clone() {
         let e = pagemap::get(p);
+        if run.place == Place::Local && run.shared_edge(p) {
+            if let Some(dd) = e.dup() {
+                // Its frame on `dd` would be stale once the kernel or the CPU writes.
+                duplicate::drop_locked(backend, p, 1, dd, true);
+            }
+            stage(backend, d, p);
+            pagemap::pin(p, e.on_host(), !run.write);
+            continue;
+        }
         let next = match (run.place, e.device(), e.dup()) {
             // Never-touched device pages get a frame (the zero page), so the window reads
             // zeros there and a later fault-back carries what the kernel wrote.
@@ -674,14 +726,57 @@ fn prepare_pinned(backend: Backend, d: u16, run: &Run) {
             // own pin would park: give it the zero page now.
             uffd::zeropage(arena::addr_of(p), PAGE, false);
         }
-        pagemap::pin(p, next.unlocked());
+        pagemap::pin(p, next, !run.write);
     }
+}
+
+/// Copies shared edge page `p` (pinned on the host) into its frame on device `d`, where the
+/// kernel's view of the run reaches it. The host page stays the authoritative one: the CPU
+/// keeps using it meanwhile (other memory shares it), and [`unstage`] brings back the bytes
+/// of the kernel's written arguments.
+fn stage(backend: Backend, d: u16, p: usize) {
+    let (addr, frame) = (arena::addr_of(p), dev::frame(d, p));
+    sys::discard(frame, PAGE);
+    if backend == Backend::Signal {
+        // SAFETY: the host page is accessible (host pages are unprotected unless locked, and
+        // this one is pinned by us); the window is plain memory in this backend.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, frame as *mut u8, PAGE) };
+        return;
+    }
+    // A missing host page gets the zero page first, so the copy does not raise a userfault
+    // that would wait for this page's pin.
+    uffd::zeropage(addr, PAGE, false);
+    if uffd::copy(frame, addr, PAGE).is_err() {
+        sys::fatal("could not stage a page shared with a kernel argument on its device");
+    }
+}
+
+/// The kernel is done with staged edge page `p`: its written arguments' bytes in that page go
+/// back to the host page (no other byte: the CPU may have changed those meanwhile), and the
+/// frame is dropped.
+fn unstage(d: u16, run: &Run, p: usize) {
+    let (addr, frame) = (arena::addr_of(p), dev::frame(d, p));
+    for (r, _) in run.args.iter().filter(|(_, w)| *w) {
+        let (a, b) = (r.start.max(addr), r.end.min(addr + PAGE));
+        if a < b {
+            // SAFETY: `[a, b)` is part of a `&mut` argument the kernel borrowed exclusively,
+            // inside this host page (accessible: host, pinned by us) and its staged frame.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (frame + (a - addr)) as *const u8,
+                    a as *mut u8,
+                    b - a,
+                )
+            };
+        }
+    }
+    sys::discard(frame, PAGE);
 }
 
 /// Unpins a run and wakes the CPU accesses that waited for it.
 fn unpin(run: &Run) {
     for p in run.pages.clone() {
-        pagemap::unlock(p, pagemap::get(p));
+        pagemap::unpin(p);
     }
     fault::wake_pages(run.pages.start, run.pages.len());
 }
@@ -689,6 +784,11 @@ fn unpin(run: &Run) {
 /// The kernel is done: unpin and count the device's accesses.
 fn release(d: u16, runs: &[Run]) {
     for run in runs {
+        if run.place == Place::Local {
+            for p in run.pages.clone().filter(|&p| run.shared_edge(p)) {
+                unstage(d, run, p);
+            }
+        }
         unpin(run);
         blocks::device_used(run.pages.start, run.pages.len());
         if run.place == Place::Remote {

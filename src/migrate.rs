@@ -59,7 +59,7 @@ pub const FAULT_AROUND_LIMIT: usize = 8192;
 /// assert_eq!(again.already_there, 3);
 /// # Ok::<(), tieralloc::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Migrated {
     /// The pages the call covered: the range rounded out to whole pages.
@@ -703,6 +703,32 @@ pub fn cpu_fault(page: usize) -> Fault {
     let done = loop {
         let e = pagemap::get(page);
         if e.pinned() {
+            if e.pinned_read_only() && !e.copying() {
+                match (e.device(), e.dup()) {
+                    // A kernel only reads this device page: give the CPU a read-only copy
+                    // instead of waiting for the kernel (which may be the one reading).
+                    (Some(d), _) => {
+                        if pagemap::begin_copy(page, e) {
+                            if copy_pinned_to_host(backend, page, d) {
+                                pagemap::end_copy(page, e.with_dup(d));
+                                COUNTERS.dup_pages.fetch_add(1, Ordering::Relaxed);
+                                break Fault::Retry;
+                            }
+                            pagemap::end_copy(page, e);
+                            break Fault::Pinned;
+                        }
+                        continue;
+                    }
+                    // Copied already: a read goes through now (a write, which no safe code
+                    // can make to memory a kernel reads, faults again until the kernel ends).
+                    (None, Some(_)) => break Fault::Retry,
+                    (None, None) => {}
+                }
+            }
+            if e.copying() {
+                pagemap::backoff(&mut spins);
+                continue;
+            }
             break Fault::Pinned;
         }
         if e.locked() {
@@ -737,6 +763,27 @@ pub fn cpu_fault(page: usize) -> Fault {
     };
     gate_exit();
     done
+}
+
+/// Puts a read-only copy of device `d`'s page `page` (pinned read-only by a kernel; the caller
+/// set `COPYING`) at its host address. False if the kernel refused. Async-signal-safe.
+fn copy_pinned_to_host(backend: Backend, page: usize, d: u16) -> bool {
+    let (addr, frame) = (arena::addr_of(page), device::frame(d, page));
+    match backend {
+        Backend::Uffd | Backend::UffdFast => match uffd::copy_write_protected(addr, frame, PAGE) {
+            Ok(()) => true,
+            Err(libc::EEXIST) => {
+                // A stray host page beside the device copy (the device's is authoritative).
+                sys::discard(addr, PAGE);
+                uffd::copy_write_protected(addr, frame, PAGE).is_ok()
+            }
+            Err(_) => false,
+        },
+        Backend::Signal => {
+            fault::write_protected(addr, frame, PAGE).is_ok()
+                && sys::protect(addr, PAGE, libc::PROT_READ).is_ok()
+        }
+    }
 }
 
 /// Locks `p` if it lives on device `d`; leaves it alone otherwise.

@@ -17,6 +17,10 @@
 //!   the host page is write-protected, and the first write drops the duplicate.
 //! - `8..24`  device id (when `DEVICE` or `DUP` is set).
 //! - `24..41` `AccessedBy` advice: one bit per device (0..16), bit 40 for the host.
+//! - `41`     [`PIN_RO`]: (with `PINNED`) the running kernel only reads the page: a CPU read of a
+//!   device-resident one may make a read-only host copy instead of waiting.
+//! - `42`     [`COPYING`]: (with `PINNED`) a CPU fault is making that copy; the kernel's end
+//!   waits for it.
 //! - `44..60` `PreferredLocation` advice: 0 none, 1 host, 2 + d device d.
 //!
 //! The advice bits and the use stick to the page across residency changes; the heap resets the
@@ -59,6 +63,10 @@ const PINNED: u64 = 1 << 5;
 const READ_MOSTLY: u64 = 1 << 6;
 /// A read-only duplicate of this host page lives on the device in the id field.
 const DUP: u64 = 1 << 7;
+/// The running kernel that pinned the page only reads it.
+const PIN_RO: u64 = 1 << 41;
+/// A CPU fault is copying a read-only pinned device page to the host.
+const COPYING: u64 = 1 << 42;
 const DEV_SHIFT: u32 = 8;
 const DEV_MASK: u64 = 0xffff << DEV_SHIFT;
 const ACCESSED_SHIFT: u32 = 24;
@@ -112,6 +120,18 @@ impl Entry {
     #[inline]
     pub fn pinned(self) -> bool {
         self.0 & PINNED != 0
+    }
+
+    /// True if the kernel that pinned the page only reads it.
+    #[inline]
+    pub fn pinned_read_only(self) -> bool {
+        self.0 & (PINNED | PIN_RO) == PINNED | PIN_RO
+    }
+
+    /// True while a CPU fault copies this read-only pinned page to the host.
+    #[inline]
+    pub fn copying(self) -> bool {
+        self.0 & COPYING != 0
     }
 
     /// For a host page with a read-only duplicate: the device holding it.
@@ -196,7 +216,7 @@ impl Entry {
     /// This entry without the lock and pin bits.
     #[inline]
     pub fn unlocked(self) -> Entry {
-        Entry(self.0 & !(LOCKED | PINNED))
+        Entry(self.0 & !(LOCKED | PINNED | PIN_RO | COPYING))
     }
 
     /// This entry with the lock bit set: what [`try_lock`] stores (for the protocol model).
@@ -299,13 +319,56 @@ pub fn lock(page: usize) -> Option<Entry> {
 /// Some page has been pinned (a fork child then looks for pins to clear).
 static ANY_PINNED: AtomicBool = AtomicBool::new(false);
 
-/// Marks page `page` (locked by this thread, entry `e`) as used by a running device kernel.
+/// Marks page `page` (locked by this thread, entry `e`) as used by a running device kernel,
+/// which only reads it if `read_only`.
 #[inline]
-pub fn pin(page: usize, e: Entry) {
+pub fn pin(page: usize, e: Entry, read_only: bool) {
     if !ANY_PINNED.load(Ordering::Relaxed) {
         ANY_PINNED.store(true, Ordering::Relaxed);
     }
-    slot(page).store(e.0 | LOCKED | PINNED, Ordering::Release);
+    let ro = if read_only { PIN_RO } else { 0 };
+    slot(page).store(e.unlocked().0 | LOCKED | PINNED | ro, Ordering::Release);
+}
+
+/// Ends the pin of page `page` (pinned by this thread's kernel): publishes the entry as it is
+/// now, unlocked. A CPU fault may have turned a read-only pinned device page into a host page
+/// with a duplicate meanwhile (see [`begin_copy`]): the entry is read and cleared in one CAS,
+/// after such a copy finished.
+pub fn unpin(page: usize) {
+    let s = slot(page);
+    let mut spins = 0;
+    loop {
+        let cur = s.load(Ordering::Acquire);
+        if cur & COPYING != 0 {
+            backoff(&mut spins);
+            continue;
+        }
+        let next = Entry(cur).unlocked().0;
+        if s.compare_exchange(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// A CPU fault on read-only pinned device page `page` (entry `e` as read) claims the right to
+/// copy it to the host: true if it set `COPYING` on exactly `e`. Async-signal-safe.
+pub fn begin_copy(page: usize, e: Entry) -> bool {
+    e.pinned_read_only()
+        && !e.copying()
+        && slot(page)
+            .compare_exchange(e.0, e.0 | COPYING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Ends [`begin_copy`]: publishes `now` (still pinned, read-only) and clears `COPYING`. Only
+/// the fault that set `COPYING` calls it; nothing else changes the entry meanwhile.
+pub fn end_copy(page: usize, now: Entry) {
+    slot(page).store(
+        (now.0 & !COPYING) | LOCKED | PINNED | PIN_RO,
+        Ordering::Release,
+    );
 }
 
 /// In a fork child (one thread, no kernels): unpins every pinned page of `[0, pages)`. Pins
@@ -399,5 +462,7 @@ mod tests {
         assert!(!bare.read_mostly() && bare.preferred().is_none());
         assert!(bare.dup() == Some(7) && bare.use_() == Use::Large);
         assert!(!Entry(e.0 | LOCKED | PINNED).unlocked().pinned());
+        let ro = Entry(e.0 | LOCKED | PINNED | PIN_RO);
+        assert!(ro.pinned_read_only() && !ro.unlocked().pinned_read_only());
     }
 }

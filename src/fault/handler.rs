@@ -97,9 +97,12 @@ fn handle(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         let page = arena::page_of(addr);
         match migrate::cpu_fault(page) {
             migrate::Fault::NotOurs => {}
+            // Only memory a kernel holds for writing stays pinned against the CPU (what one
+            // reads gets a read-only copy; pages an argument shares stay on the host): safe
+            // code cannot reach it from another kernel or through another reference.
             migrate::Fault::Pinned if crate::kernel::in_kernel() => sys::fatal(
-                "a device kernel touched one of its own arguments through its CPU address; \
-                 kernels must use the views they are given",
+                "a device kernel touched memory that a running kernel holds for writing \
+                 through its CPU address (an aliasing bug)",
             ),
             migrate::Fault::Pinned => return sys::sleep_us(50),
             migrate::Fault::Host if sig == libc::SIGSEGV => {

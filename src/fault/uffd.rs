@@ -44,6 +44,8 @@ pub const MODE_WP: u64 = 2;
 /// wakes them after it has published the page's new state).
 const DONTWAKE: u64 = 1;
 const MOVE_ALLOW_SRC_HOLES: u64 = 2;
+/// `UFFDIO_COPY_MODE_WP`: the copied pages are write-protected.
+const COPY_MODE_WP: u64 = 2;
 const WP_MODE_WP: u64 = 1;
 /// `UFFDIO_WRITEPROTECT_MODE_DONTWAKE`.
 const WP_MODE_DONTWAKE: u64 = 2;
@@ -128,6 +130,12 @@ pub fn mv(dst: usize, src: usize, len: usize) -> Result<(), (usize, i32)> {
 /// one: see [`wake`]. `EEXIST` means a page was already there.
 pub fn copy(dst: usize, src: usize, len: usize) -> Result<(), i32> {
     transfer(UFFDIO_COPY, 0, dst, src, len).map_err(|(_, e)| e)
+}
+
+/// [`copy`], leaving the new pages write-protected (`UFFDIO_COPY_MODE_WP`): readers go on,
+/// a write faults.
+pub fn copy_write_protected(dst: usize, src: usize, len: usize) -> Result<(), i32> {
+    transfer(UFFDIO_COPY, COPY_MODE_WP, dst, src, len).map_err(|(_, e)| e)
 }
 
 /// One `UFFDIO_MOVE` or `UFFDIO_COPY` (same argument layout: dst, src, len, mode, result),
