@@ -7,7 +7,7 @@ use crate::migrate;
 use crate::pagemap::{self, Use};
 use crate::stats::COUNTERS;
 use crate::tier::Tier;
-use crate::{arena, device, duplicate};
+use crate::{arena, device, duplicate, sys};
 use core::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -73,6 +73,9 @@ pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
             addr: arena::addr_of(p),
         });
     }
+    // Each page is locked while its advice changes: no signal handler may run meanwhile (one
+    // that touched the page would wait for this thread).
+    let quiet = sys::SignalsBlocked::new();
     for p in first..first + n {
         // A page freed meanwhile (free pages are never locked) keeps no advice.
         let Some(e) = pagemap::lock(p) else {
@@ -92,6 +95,7 @@ pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
         };
         pagemap::unlock(p, next);
     }
+    drop(quiet);
     if let Advice::PreferredLocation(Tier::Device(d)) = advice {
         let mut list = PREFERRED.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|&(s, k, _)| s + k <= first || first + n <= s);

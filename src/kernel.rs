@@ -648,7 +648,9 @@ fn count_faults(d: u16, run: &Run) -> usize {
 /// Locks every page of `runs` in address order and checks it is where its run wants it; fixes
 /// what the kernel needs (frames for never-touched pages, duplicates dropped or promoted for
 /// writes, zero pages under remote views) and pins them. If a page moved meanwhile, unlocks
-/// everything and returns false.
+/// everything and returns false. A run's pages are only locked while this runs, and pinned
+/// in one store each once ready: a CPU fault may change a pinned page (a read-only copy,
+/// `migrate::cpu_fault`), never a page that is only locked.
 fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
     for (i, run) in runs.iter().enumerate() {
         let mut ok = true;
@@ -669,14 +671,13 @@ fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
                 ok = false;
                 break;
             }
-            pagemap::pin(p, e, !run.write);
         }
         if !ok {
             for q in run.pages.start..locked {
-                pagemap::unpin(q);
+                pagemap::unlock(q, pagemap::get(q));
             }
-            // Threads that faulted on the pages pinned so far were parked (transparent mode)
-            // to be woken by the kernel's end, which will not come now.
+            // Transparent-mode faults on these pages wait to be woken by whoever changes
+            // them; no kernel end will come for them now.
             fault::wake_pages(run.pages.start, locked - run.pages.start);
             for r in &runs[..i] {
                 unpin(r);

@@ -949,6 +949,10 @@ fn dense_region(page: usize) -> bool {
 pub(crate) fn claim_freed(page: usize, n: usize) {
     let backend = fault::backend();
     let any_device = ANY_DEVICE.load(Ordering::Acquire);
+    // Page locks and the fork gate are held from here until the heap publishes the pages
+    // free: a signal handler that touched device memory meanwhile could wait for this very
+    // thread (a locked page, or a fork waiting for the gate).
+    let _quiet = sys::SignalsBlocked::new();
     gate_enter();
     let end = page + n;
     let mut p = page;

@@ -283,17 +283,17 @@ fn free_large(p: *mut u8) {
 /// them, and a page lock is never waited for under a heap lock (it could wait for a kernel that
 /// is waiting for that heap lock). The flag is read again under the lock: it is set under it.
 pub(crate) fn give_back(h: usize, n: usize, put: impl FnOnce(&mut pages::PageHeap)) {
-    let claimed = pages::claims_enabled();
-    if claimed {
-        crate::migrate::claim_freed(h, n);
+    if !pages::claims_enabled() {
+        let mut heap = PAGES.lock();
+        if !pages::claims_enabled() {
+            return put(&mut heap);
+        }
     }
-    let mut heap = PAGES.lock();
-    if !claimed && pages::claims_enabled() {
-        drop(heap);
-        crate::migrate::claim_freed(h, n);
-        heap = PAGES.lock();
-    }
-    put(&mut heap);
+    // The claimed pages stay locked until `put` publishes them free: no signal handler may
+    // run on this thread meanwhile (it could touch device memory and wait for us).
+    let _quiet = sys::SignalsBlocked::new();
+    crate::migrate::claim_freed(h, n);
+    put(&mut PAGES.lock());
 }
 
 /// Resizes `p` to `new_size`, in place when possible.

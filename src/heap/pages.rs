@@ -241,9 +241,11 @@ impl PageHeap {
         let (start, zero) = self
             .find_free(n, align)
             .or_else(|| self.carve_top(n, align))?;
-        pagemap::set_range(start, n, Entry::host(use_));
-        crate::blocks::reset(start, n);
+        // Zero pages first, while the pages are still free: nothing can lock (and migrate) a
+        // free page, so the zero page cannot land beside a device copy.
         crate::fault::pages_handed_out(start, n);
+        crate::blocks::reset(start, n);
+        pagemap::set_range(start, n, Entry::host(use_));
         match use_ {
             Use::Large => {
                 *self.tag(start) = Tag {
@@ -403,8 +405,8 @@ impl PageHeap {
         } else {
             return false;
         }
-        pagemap::set_range(next, extra, Entry::host(Use::Large));
         crate::fault::pages_handed_out(next, extra);
+        pagemap::set_range(next, extra, Entry::host(Use::Large));
         self.tag(h).len = new as u32;
         self.large += extra;
         true
