@@ -115,6 +115,10 @@ const CASES: &[Case] = &[
             f08_failed_pin_wakes,
         )
     },
+    Case {
+        devices: "dev0=1MiB",
+        ..case("notes_panicking_policy", &["uffd-fast"], notes_panicking_policy)
+    },
 ];
 
 fn main() {
@@ -966,4 +970,54 @@ fn f08_failed_pin_wakes() {
         r.join().unwrap();
     }
     filler.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lower-priority notes: a user policy that panics on a device worker.
+
+struct Panicky;
+impl tieralloc::policy::Policy for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn on_device_fault(
+        &self,
+        _: u16,
+        _: &tieralloc::policy::BlockInfo,
+    ) -> tieralloc::policy::DeviceFault {
+        panic!("policy bug (expected by the test)")
+    }
+    fn evict_when_full(&self, _: u16) -> bool {
+        panic!("policy bug (expected by the test)")
+    }
+}
+
+fn notes_panicking_policy() {
+    let v = vec![1u8; 256 * 1024];
+    let mut out = vec![0u8; 64 * 1024];
+    let fill = vec![3u8; 768 * 1024];
+    to_device(&fill, 0);
+    tieralloc::set_policy(Panicky);
+    // A kernel whose placement asks the policy: an error, and the worker lives on.
+    let r = tieralloc::device(0).unwrap().run(&v[..], |_| {});
+    assert!(
+        matches!(r, Err(tieralloc::Error::PolicyPanicked)),
+        "kernel: {r:?}"
+    );
+    // A prefetch to the full device asks it about eviction: an error, not a hang.
+    let big = vec![2u8; 512 * 1024];
+    let p = tieralloc::prefetch(big.as_ptr(), big.len(), Tier::Device(0)).unwrap();
+    let r = p.wait();
+    assert!(
+        matches!(r, Err(tieralloc::Error::PolicyPanicked)),
+        "prefetch: {r:?}"
+    );
+    // With a working policy the same device runs kernels again.
+    tieralloc::set_policy(tieralloc::policy::Adaptive::default());
+    tieralloc::device(0)
+        .unwrap()
+        .scope(|s| {
+            s.launch(&mut out[..], |o| o[0] = 9).wait().unwrap();
+        });
+    assert_eq!(out[0], 9);
 }

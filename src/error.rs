@@ -77,6 +77,10 @@ pub enum Error {
         /// The device it ran on.
         device: u16,
     },
+    /// The installed [`crate::policy::Policy`] panicked while tieralloc asked it something
+    /// (its panic message went to stderr). Nothing was left locked or pinned; the device's
+    /// worker carries on.
+    PolicyPanicked,
     /// The fault backend asked for with `TIERALLOC_FAULT` cannot be used by this process.
     BackendUnavailable {
         /// The backend asked for.
@@ -152,6 +156,10 @@ impl fmt::Display for Error {
             Error::KernelPanicked { device } => write!(
                 f,
                 "a kernel on device {device} panicked (see the panic message above)"
+            ),
+            Error::PolicyPanicked => write!(
+                f,
+                "the placement policy panicked (see the panic message above)"
             ),
             Error::BackendUnavailable { backend, why } => write!(
                 f,

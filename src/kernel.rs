@@ -400,7 +400,11 @@ impl<'scope> Stream<'scope, '_> {
         let (result, running, d) = (done.clone(), self.running.clone(), self.device);
         running.add();
         let job: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
-            result.set(execute(d, args, kernel));
+            // The kernel's own panic is caught in `execute`; one of the user's policy (asked
+            // while placing, with nothing locked) must not kill the worker and hang `scope`.
+            let r = catch_unwind(AssertUnwindSafe(|| execute(d, args, kernel)))
+                .unwrap_or(Err(Error::PolicyPanicked));
+            result.set(r);
             running.done();
         });
         // SAFETY: the job borrows only for 'scope, and `Device::scope` does not return (or

@@ -195,9 +195,12 @@ impl TierAlloc {
 }
 
 // SAFETY: the heap returns blocks of at least `layout.size()` bytes aligned to `layout.align()`
-// from the managed range, or null; a block is never handed out twice while live (span bitmaps
-// and page runs are guarded by locks and checked on free); `realloc` preserves the first
-// min(old, new) bytes; `alloc_zeroed` returns zeroed bytes (memset, or pages known to be fresh).
+// from the managed range, or null; a block is never handed out twice while live: span bitmaps
+// and page runs are guarded by locks, a page entry is written only by the holder of its lock
+// (the heap included, see `pagemap`), and a second free of a block aborts (the thread-cache
+// bit of `heap::cached`, the span bitmap, the run's tag) instead of handing it out again;
+// `realloc` preserves the first min(old, new) bytes; `alloc_zeroed` returns zeroed bytes
+// (memset, or pages known to be fresh).
 unsafe impl GlobalAlloc for TierAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -96,9 +96,14 @@ pub fn prefetch(ptr: *const u8, len: usize, to: Tier) -> Result<Pending, Error> 
     worker::submit(
         worker::PREFETCH,
         Box::new(move || {
-            let r = crate::trace::with_cause(crate::trace::Cause::Prefetch, || {
-                migrate::migrate(addr as *const u8, len, to)
-            });
+            // A panicking user policy (asked about eviction, with nothing locked) must not
+            // kill the prefetch worker and leave `wait` hanging.
+            let r = std::panic::catch_unwind(|| {
+                crate::trace::with_cause(crate::trace::Cause::Prefetch, || {
+                    migrate::migrate(addr as *const u8, len, to)
+                })
+            })
+            .unwrap_or(Err(Error::PolicyPanicked));
             COUNTERS.prefetches.fetch_add(1, Ordering::Relaxed);
             result.set(r);
         }),
