@@ -11,6 +11,9 @@
 //! name contains FILTER. The harness is this file's `main` (no libtest): the last line it
 //! prints is `N passed, N failed`.
 
+// The cases need their small buffers in managed (heap) memory, sharing pages: `vec!`, not arrays.
+#![allow(clippy::useless_vec)]
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -117,7 +120,11 @@ const CASES: &[Case] = &[
     },
     Case {
         devices: "dev0=1MiB",
-        ..case("notes_panicking_policy", &["uffd-fast"], notes_panicking_policy)
+        ..case(
+            "notes_panicking_policy",
+            &["uffd-fast"],
+            notes_panicking_policy,
+        )
     },
 ];
 
@@ -1014,10 +1021,8 @@ fn notes_panicking_policy() {
     );
     // With a working policy the same device runs kernels again.
     tieralloc::set_policy(tieralloc::policy::Adaptive::default());
-    tieralloc::device(0)
-        .unwrap()
-        .scope(|s| {
-            s.launch(&mut out[..], |o| o[0] = 9).wait().unwrap();
-        });
+    tieralloc::device(0).unwrap().scope(|s| {
+        s.launch(&mut out[..], |o| o[0] = 9).wait().unwrap();
+    });
     assert_eq!(out[0], 9);
 }

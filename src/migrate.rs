@@ -352,6 +352,15 @@ fn to_device(
     let mut filled = [false; BATCH];
     let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
     let published = |k: usize, filled: &[bool; BATCH], out: &mut Migrated| {
+        // Invariant (checked in debug builds): the pages are still ours and on the host.
+        #[cfg(debug_assertions)]
+        for (p, was) in (s..s + k).zip(e) {
+            let cur = pagemap::get(p);
+            assert!(
+                cur.locked() && cur.device().is_none(),
+                "to_device: page {p:#x} is {cur:?}, was {was:?}"
+            );
+        }
         for i in 0..k {
             pagemap::unlock(s + i, e[i].on_device(d, filled[i]));
             out.moved += usize::from(filled[i]);
@@ -368,7 +377,7 @@ fn to_device(
                 Ok(())
             } else {
                 // Copy what did not move, under write protection.
-                copy_to_window(addr, frame, &left[..n]).map_err(|errno| {
+                copy_to_window(addr, frame, &left[..n]).inspect_err(|_| {
                     // Put back what the kernel did move, so that nothing moved at all.
                     for i in (0..n).filter(|&i| !left[i]) {
                         let (h, f) = (addr + i * PAGE, frame + i * PAGE);
@@ -377,7 +386,6 @@ fn to_device(
                         }
                     }
                     sys::discard(frame, len);
-                    errno
                 })
             }
         }
@@ -515,6 +523,15 @@ fn to_host(
 ) -> Result<(), Error> {
     // Placing a page into a missing host page fails only when the kernel is out of memory, and
     // a half-done move back cannot be represented: stop rather than lose data.
+    // Invariant (checked in debug builds): the group's pages are ours and on `a`.
+    #[cfg(debug_assertions)]
+    for p in s..s + n {
+        let e = pagemap::get(p);
+        assert!(
+            e.locked() && e.device() == Some(a),
+            "to_host: page {p:#x} is {e:?}"
+        );
+    }
     if device_to_host(backend, a, s, n).is_err() {
         sys::fatal("could not move device-resident pages back to host memory");
     }
@@ -589,6 +606,15 @@ fn device_to_device(
     out: &mut Migrated,
 ) -> Result<(), Error> {
     let (from, to, len) = (device::frame(a, s), device::frame(b, s), n * PAGE);
+    // Invariant (checked in debug builds): the pages are ours and on `a`.
+    #[cfg(debug_assertions)]
+    for q in s..s + n {
+        let cur = pagemap::get(q);
+        assert!(
+            cur.locked() && cur.device() == Some(a),
+            "d2d: page {q:#x} is {cur:?}"
+        );
+    }
     // `left[k]`: page k is still on `a` (not moved by the kernel).
     let mut left = [true; BATCH];
     let all_moved = match backend {
@@ -905,6 +931,15 @@ fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
 /// Brings device `d`'s pages `[lo, hi)` (locked by this fault) home, publishes and wakes.
 /// Async-signal-safe.
 fn return_run(backend: Backend, d: u16, lo: usize, hi: usize) {
+    // Invariant (checked in debug builds): the run's pages are ours and on `d`.
+    #[cfg(debug_assertions)]
+    for p in lo..hi {
+        let e = pagemap::get(p);
+        assert!(
+            e.locked() && e.device() == Some(d),
+            "return_run: page {p:#x} is {e:?}"
+        );
+    }
     if device_to_host(backend, d, lo, hi - lo).is_err() {
         sys::fatal("could not bring device-resident pages back to host memory");
     }
@@ -987,6 +1022,15 @@ pub(crate) fn claim_freed(page: usize, n: usize) {
             p += 1;
         }
         let k = p - s;
+        // Invariant (checked in debug builds): the run's pages are ours and on `d`.
+        #[cfg(debug_assertions)]
+        for q in s..p {
+            let e = pagemap::get(q);
+            assert!(
+                e.locked() && e.device() == Some(d),
+                "claim: page {q:#x} is {e:?}"
+            );
+        }
         sys::discard(device::frame(d, s), k * PAGE);
         if b == Backend::Signal {
             // The host pages were released when they moved; make them accessible again (they

@@ -389,13 +389,22 @@ pub fn clear_pins(pages: usize) {
 /// Stores `e` for a page this thread locked, keeping it locked.
 #[inline]
 pub fn keep_locked(page: usize, e: Entry) {
+    debug_assert!(get(page).locked(), "page {page:#x} is not locked");
     slot(page).store(e.0 | LOCKED, Ordering::Release);
 }
 
 /// Publishes `e` (unlocked) for a page this thread locked.
 #[inline]
 pub fn unlock(page: usize, e: Entry) {
-    slot(page).store(e.unlocked().0, Ordering::Release);
+    if cfg!(debug_assertions) {
+        let old = slot(page).swap(e.unlocked().0, Ordering::AcqRel);
+        assert!(
+            old & LOCKED != 0,
+            "unlocking page {page:#x}, which is not locked"
+        );
+    } else {
+        slot(page).store(e.unlocked().0, Ordering::Release);
+    }
 }
 
 /// Spins briefly, then yields the CPU: lock holders may be descheduled on small machines.

@@ -315,7 +315,12 @@ impl PageHeap {
     fn release_run(&mut self, h: usize, len: usize, dirty: bool) {
         pagemap::set_range(h, len, Entry::host(Use::Free));
         let (mut start, mut len, mut dirty) = (h, len, dirty);
-        if start > 0 && pagemap::get(start - 1).use_() == Use::Free {
+        // A neighbour merges only if it is a free run (its tag says so): a free page can also
+        // be one `carve_top` is handing out right now, whose entry is not set yet.
+        if start > 0
+            && pagemap::get(start - 1).use_() == Use::Free
+            && self.tag(start - 1).flags & FREE != 0
+        {
             let prev_len = self.tag(start - 1).len as usize;
             let prev = start - prev_len;
             let (_, d) = self.remove(prev);
@@ -324,7 +329,10 @@ impl PageHeap {
             dirty |= d;
         }
         let next = start + len;
-        if next < self.top && pagemap::get(next).use_() == Use::Free {
+        if next < self.top
+            && pagemap::get(next).use_() == Use::Free
+            && self.tag(next).flags & FREE != 0
+        {
             let (l, d) = self.remove(next);
             len += l;
             dirty |= d;
