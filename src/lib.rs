@@ -256,10 +256,13 @@ pub fn managed_range() -> core::ops::Range<usize> {
 /// touched pages back transparently. Pages that were never touched are not copied; they read as
 /// zero wherever they land.
 ///
-/// Errors, with nothing moved: the range is empty, overflows, is not from tieralloc's managed
-/// range, covers memory that is not allocated (freed); the device does not exist; the device
-/// has too little free capacity ([`Error::DeviceFull`]); the signal backend would pass
-/// `vm.max_map_count` ([`Error::MapCountLimit`]).
+/// Errors found before anything moves (nothing moved): the range is empty, overflows, is not
+/// from tieralloc's managed range, covers memory that is not allocated (freed); the device does
+/// not exist; the device has too little free capacity ([`Error::DeviceFull`]); the signal
+/// backend would pass `vm.max_map_count` ([`Error::MapCountLimit`]). The range moves in
+/// batches of 2 MiB; an error met later (memory freed by another thread meanwhile, a device
+/// filled meanwhile, a failing system call) stops at that batch: the batches before it stay
+/// moved, and each page is intact wherever it is (`residency` tells where).
 ///
 /// ```
 /// use tieralloc::{Tier, TierAlloc};
