@@ -57,7 +57,7 @@ const fn case(name: &'static str, backends: &'static [&'static str], run: fn()) 
         backends,
         devices: "2x256MiB",
         end: End::Ok,
-        timeout: Duration::from_secs(20),
+        timeout: Duration::from_secs(45),
         run,
     }
 }
@@ -209,32 +209,6 @@ fn run_child(c: &Case, backend: &str) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// The seed of this run (`RACE_SEED`, else the clock), printed so a failure can be replayed.
-fn seed() -> u64 {
-    let s = std::env::var("RACE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("RACE_SEED={s}");
-    s
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot.
@@ -699,6 +673,28 @@ fn f10_fork_child_reads_pinned() {
 // ---------------------------------------------------------------------------------------------
 // 1. The heap never overwrites a page lock a migration holds.
 
+/// Runs a kernel on device `d` over the `len` bytes at `p` (borrowed by it alone until the
+/// returned thread is joined) that waits at `started`, then holds its pins for `ms`.
+fn hold_in_kernel(
+    d: u16,
+    p: usize,
+    len: usize,
+    started: Arc<Barrier>,
+    ms: u64,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        // SAFETY: the caller lends these bytes to this kernel alone until the join.
+        let v = unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len) };
+        tieralloc::device(d)
+            .unwrap()
+            .run(&mut v[..], move |_| {
+                started.wait();
+                std::thread::sleep(Duration::from_millis(ms));
+            })
+            .unwrap();
+    })
+}
+
 fn f01_free_under_migration() {
     const K: usize = 64 * 1024;
     // Three adjacent large runs C1, A, C2.
@@ -719,28 +715,8 @@ fn f01_free_under_migration() {
     let (s1, s2) = (started.clone(), started.clone());
     let c1p = c1.as_mut_ptr() as usize;
     let c2p = c2.as_mut_ptr() as usize;
-    let k1 = std::thread::spawn(move || {
-        // SAFETY: c1 is borrowed by this kernel alone until the join below.
-        let c1 = unsafe { std::slice::from_raw_parts_mut(c1p as *mut u8, K) };
-        tieralloc::device(0)
-            .unwrap()
-            .run(&mut c1[..], move |_| {
-                s1.wait();
-                std::thread::sleep(Duration::from_millis(50));
-            })
-            .unwrap();
-    });
-    let k2 = std::thread::spawn(move || {
-        // SAFETY: as above, for c2.
-        let c2 = unsafe { std::slice::from_raw_parts_mut(c2p as *mut u8, K) };
-        tieralloc::device(1)
-            .unwrap()
-            .run(&mut c2[..], move |_| {
-                s2.wait();
-                std::thread::sleep(Duration::from_millis(400));
-            })
-            .unwrap();
-    });
+    let k1 = hold_in_kernel(0, c1p, K, s1, 50);
+    let k2 = hold_in_kernel(1, c2p, K, s2, 400);
     started.wait();
     let m = std::thread::spawn(move || {
         let _ = tieralloc::migrate(base as *const u8, 3 * K, Tier::Host);
@@ -767,7 +743,7 @@ fn f01_free_under_migration() {
 }
 
 fn f01_prefetch_free_realloc() {
-    let mut rng = Rng(seed());
+    let mut rng = common::Rng(common::seed_from("RACE_SEED"));
     let rounds = 1500;
     for round in 0..rounds {
         let v = vec![1u8; 3 * MIB];
@@ -935,7 +911,7 @@ fn f08_failed_pin_wakes() {
     for t in 0..2 {
         let (x, stop, progress) = (x.clone(), stop.clone(), progress.clone());
         readers.push(std::thread::spawn(move || {
-            let mut rng = Rng(0x1234 + t as u64);
+            let mut rng = common::Rng(0x1234 + t as u64);
             while !stop.load(Ordering::Relaxed) {
                 let i = rng.below(x.len() as u64) as usize;
                 assert_eq!(unsafe { std::ptr::read_volatile(&x[i]) }, 1);

@@ -18,25 +18,12 @@ use std::time::{Duration, Instant};
 use tieralloc::{Advice, OnDevice, Tier, TierAlloc};
 
 mod common;
+use common::{byte, fill, Rng};
 
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
 const DEVICES: u16 = 2;
-
-/// The expected byte `i` of an object whose content was written with `seed`.
-#[inline]
-fn byte(seed: u64, i: usize) -> u8 {
-    let x = (seed ^ (i as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_mul(0xff51_afd7_ed55_8ccd);
-    (x >> (8 * (i & 7))) as u8 ^ (x >> 59) as u8
-}
-
-fn fill(buf: &mut [u8], seed: u64) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = byte(seed, i);
-    }
-}
 
 /// The first byte of `buf` that differs from the model, if any.
 fn first_bad(buf: &[u8], seed: u64) -> Option<usize> {
@@ -45,33 +32,13 @@ fn first_bad(buf: &[u8], seed: u64) -> Option<usize> {
         .position(|(i, &b)| b != byte(seed, i))
 }
 
-/// A small random number generator (xorshift64*), one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Sizes from 1 B to 2 MiB, most of them small.
-    fn size(&mut self) -> usize {
-        match self.below(10) {
-            0..=5 => 1 + self.below(512) as usize,
-            6..=7 => 1 + self.below(16 << 10) as usize,
-            8 => 1 + self.below(256 << 10) as usize,
-            _ => 1 + self.below(2 << 20) as usize,
-        }
-    }
-    fn tier(&mut self) -> Tier {
-        match self.below(3) {
-            0 => Tier::Host,
-            d => Tier::Device(d as u16 - 1),
-        }
+/// Sizes from 1 B to 2 MiB, most of them small.
+fn size(rng: &mut Rng) -> usize {
+    match rng.below(10) {
+        0..=5 => 1 + rng.below(512) as usize,
+        6..=7 => 1 + rng.below(16 << 10) as usize,
+        8 => 1 + rng.below(256 << 10) as usize,
+        _ => 1 + rng.below(2 << 20) as usize,
     }
 }
 
@@ -135,7 +102,7 @@ struct Counts {
 }
 
 fn new_obj(rng: &mut Rng) -> Obj {
-    let size = rng.size();
+    let size = size(rng);
     let seed = rng.next();
     let mut buf = match rng.below(6) {
         0 => tieralloc::with_tier(Tier::Device(rng.below(DEVICES as u64) as u16), || {
@@ -248,7 +215,7 @@ fn worker(id: u64, deadline: Instant, pool: &Mutex<Vec<Obj>>, counts: &Counts, s
                 let o = &mut objs[k];
                 let Buf::Global(v) = &mut o.buf else { continue };
                 let old = v.len();
-                let new = rng.size();
+                let new = size(&mut rng);
                 if new > old {
                     v.resize(new, 0);
                 } else {

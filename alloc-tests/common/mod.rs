@@ -132,3 +132,57 @@ pub fn in_child(child: impl FnOnce() -> bool) -> i32 {
     );
     libc::WEXITSTATUS(status)
 }
+
+/// A small random number generator (xorshift64*), one per thread.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// The host or one of devices 0 and 1, evenly.
+    pub fn tier(&mut self) -> tieralloc::Tier {
+        match self.below(3) {
+            0 => tieralloc::Tier::Host,
+            d => tieralloc::Tier::Device(d as u16 - 1),
+        }
+    }
+}
+
+/// The expected byte `i` of an object whose content was written with `seed`.
+#[inline]
+pub fn byte(seed: u64, i: usize) -> u8 {
+    let x = (seed ^ (i as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (x >> (8 * (i & 7))) as u8 ^ (x >> 59) as u8
+}
+
+/// Writes the pattern of `seed` into `buf`.
+pub fn fill(buf: &mut [u8], seed: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = byte(seed, i);
+    }
+}
+
+/// The seed of a random test: the variable `var` if set (to replay a run), else the clock.
+/// Printed as `var=seed`, so a failing run says how to repeat it.
+pub fn seed_from(var: &str) -> u64 {
+    let s = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("{var}={s}");
+    s
+}
