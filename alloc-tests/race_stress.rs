@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tieralloc::{Advice, Tier, TierAlloc};
 
 mod common;
+use common::{byte, fill, Rng};
 
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
@@ -37,43 +38,13 @@ static A: TierAlloc = TierAlloc::new();
 const PAGE: usize = 4096;
 const DEVICES: u16 = 2;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn size(&mut self) -> usize {
-        match self.below(8) {
-            0..=3 => 1 + self.below(256) as usize,
-            4..=5 => 1 + self.below(16 << 10) as usize,
-            6 => 1 + self.below(256 << 10) as usize,
-            _ => 1 + self.below(3 << 20) as usize,
-        }
-    }
-    fn tier(&mut self) -> Tier {
-        match self.below(3) {
-            0 => Tier::Host,
-            d => Tier::Device(d as u16 - 1),
-        }
-    }
-}
-
-#[inline]
-fn byte(seed: u64, i: usize) -> u8 {
-    let x = (seed ^ (i as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_mul(0xff51_afd7_ed55_8ccd);
-    (x >> (8 * (i & 7))) as u8 ^ (x >> 59) as u8
-}
-
-fn fill(buf: &mut [u8], seed: u64) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = byte(seed, i);
+/// Sizes from 1 B to 3 MiB, most of them small.
+fn size(rng: &mut Rng) -> usize {
+    match rng.below(8) {
+        0..=3 => 1 + rng.below(256) as usize,
+        4..=5 => 1 + rng.below(16 << 10) as usize,
+        6 => 1 + rng.below(256 << 10) as usize,
+        _ => 1 + rng.below(3 << 20) as usize,
     }
 }
 
@@ -154,7 +125,7 @@ fn owner(id: u64, sh: &Shared) {
         sh.ops.fetch_add(1, Ordering::Relaxed);
         let op = rng.below(100);
         if objs.len() < 16 || (op < 25 && objs.len() < 300) {
-            let size = rng.size();
+            let size = size(&mut rng);
             let seed = rng.next();
             let mut v = match rng.below(5) {
                 0 => tieralloc::with_tier(Tier::Device(rng.below(DEVICES as u64) as u16), || {
@@ -179,7 +150,7 @@ fn owner(id: u64, sh: &Shared) {
             45..=64 => {
                 let o = &mut objs[k];
                 let old = o.v.len();
-                let new = rng.size();
+                let new = size(&mut rng);
                 if new > old {
                     o.v.resize(new, 0);
                 } else {
@@ -510,8 +481,21 @@ fn stress() {
         threads.push(spawn("signals", Box::new(move || signaller(sh, target))));
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut next_report = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && !sh.stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() > next_report {
+            next_report += Duration::from_secs(30);
+            let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            eprintln!(
+                "progress: {} owner ops, {} moves, {} kernels, {} forks, {} signals",
+                c(&sh.ops),
+                c(&sh.moves),
+                c(&sh.kernels),
+                c(&sh.forks),
+                c(&sh.signals)
+            );
+        }
     }
     sh.stop.store(true, Ordering::Relaxed);
     threads.drain(..).rev().for_each(|t| t.join().unwrap());
@@ -562,17 +546,33 @@ fn stress() {
     }
 }
 
+/// A hung child's threads, from gdb when it is installed (to find what waits for what).
+fn print_stacks(pid: u32) {
+    let out = Command::new("gdb")
+        .args([
+            "-q",
+            "-batch",
+            "-p",
+            &pid.to_string(),
+            "-ex",
+            "thread apply all bt 25",
+        ])
+        .output();
+    match out {
+        Ok(o) => {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                if line.starts_with("Thread") || (line.starts_with('#') && !line.contains(" std::"))
+                {
+                    println!("  {line}");
+                }
+            }
+        }
+        Err(e) => println!("(no stacks: gdb not available: {e})"),
+    }
+}
+
 fn main() {
-    let seed = std::env::var("STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = common::seed_from("STRESS_SEED");
     SEED.store(seed, Ordering::Relaxed);
     if std::env::var_os("RACE_STRESS_CHILD").is_some() {
         stress();
@@ -600,6 +600,7 @@ fn main() {
                 break Some(s);
             }
             if t.elapsed() > limit {
+                print_stacks(child.id());
                 let _ = child.kill();
                 break None;
             }
