@@ -101,6 +101,11 @@ const CASES: &[Case] = &[
     case("f01_prefetch_free_realloc", ALL, f01_prefetch_free_realloc),
     case("f09_free_pinned_neighbour", ALL, f09_free_pinned_neighbour),
     case(
+        "f09_kernel_touches_page_a_migration_holds",
+        ALL,
+        f09_kernel_touches_held_page,
+    ),
+    case(
         "f05_kernel_reads_captured_neighbour",
         ALL,
         f05_captured_neighbour,
@@ -808,6 +813,47 @@ fn f09_free_pinned_neighbour() {
     m.join().unwrap();
     f.join().unwrap();
     assert_eq!(x[0], 1);
+}
+
+fn f09_kernel_touches_held_page() {
+    // One run of 4 pages: page 0 holds data a kernel reads through its CPU address (device-
+    // resident, so the read faults), pages 2-3 are the kernel's argument. A migration of the
+    // whole run locks page 0, then meets the kernel's pin on page 2: it must not keep page 0
+    // while it waits, or the kernel's fault waits for the migration and the migration for the
+    // kernel.
+    let l = Layout::from_size_align(4 * PAGE, PAGE).unwrap();
+    for _ in 0..20 {
+        // SAFETY: a valid layout; freed below.
+        let p = unsafe { A.alloc_zeroed(l) } as usize;
+        // SAFETY: our block.
+        unsafe { std::ptr::write_volatile(p as *mut u64, 77) };
+        tieralloc::migrate(p as *const u8, PAGE, Tier::Device(0)).unwrap();
+        let started = Arc::new(Barrier::new(2));
+        let s2 = started.clone();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let seen2 = seen.clone();
+        let k = std::thread::spawn(move || {
+            // SAFETY: pages 2-3 of the block are lent to this kernel alone until the join.
+            let arg =
+                unsafe { std::slice::from_raw_parts_mut((p + 2 * PAGE) as *mut u8, 2 * PAGE) };
+            tieralloc::device(1)
+                .unwrap()
+                .run(arg, move |_| {
+                    s2.wait();
+                    std::thread::sleep(Duration::from_millis(30));
+                    // SAFETY: page 0 of the block is live and only read here.
+                    let v = unsafe { std::ptr::read_volatile(p as *const u64) };
+                    seen2.store(v as usize, Ordering::Relaxed);
+                })
+                .unwrap();
+        });
+        started.wait();
+        tieralloc::migrate(p as *const u8, 4 * PAGE, Tier::Host).unwrap();
+        k.join().unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), 77);
+        // SAFETY: allocated above with `l`.
+        unsafe { A.dealloc(p as *mut u8, l) };
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -660,8 +660,10 @@ fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
         let mut ok = true;
         let mut locked = run.pages.start;
         for p in run.pages.clone() {
-            // A page freed meanwhile is not locked: the retry then reports it.
-            let Some(e) = pagemap::lock(p) else {
+            // A page freed meanwhile is not locked (the retry then reports it); nor is one
+            // another kernel pins (that kernel may touch pages this one has locked already:
+            // the retry waits for it without holding any).
+            let Ok(Some(e)) = pagemap::lock_unless_pinned(p) else {
                 ok = false;
                 break;
             };

@@ -257,17 +257,27 @@ fn migrate_batch(
             pagemap::unlock(p + i, *e);
         }
     };
-    for i in 0..m {
-        match pagemap::lock(p + i) {
-            Some(e) => entries[i] = e,
+    let mut i = 0;
+    while i < m {
+        match pagemap::lock_unless_pinned(p + i) {
+            Ok(Some(e)) => entries[i] = e,
             // Freed meanwhile: a free page is never locked (the heap may hand it out again).
-            None => {
+            Ok(None) => {
                 unlock_rest(0, i, &entries);
                 return Err(Error::NotAllocated {
                     addr: arena::addr_of(p + i),
                 });
             }
+            // A running kernel pins it. The kernel may touch a page this batch holds (data it
+            // captured), so let go of the batch while waiting, then lock it again.
+            Err(()) => {
+                unlock_rest(0, i, &entries);
+                pagemap::wait_unpinned(p + i);
+                i = 0;
+                continue;
+            }
         }
+        i += 1;
     }
     let unlock_rest = |from: usize, entries: &[Entry]| unlock_rest(from, m, entries);
     let target = to.device();

@@ -316,6 +316,34 @@ pub fn lock(page: usize) -> Option<Entry> {
     }
 }
 
+/// [`lock`], except that it does not wait for a page a running kernel has pinned: `Err(())`
+/// then, with nothing locked. For callers that hold other page locks: a kernel may touch (and
+/// wait for) any of them while it runs, so waiting for its pin meanwhile could wait forever.
+/// Async-signal-safe.
+pub fn lock_unless_pinned(page: usize) -> Result<Option<Entry>, ()> {
+    let mut spins = 0u32;
+    loop {
+        if let Some(e) = try_lock(page) {
+            return Ok(Some(e));
+        }
+        let e = get(page);
+        if e.use_() == Use::Free && !e.locked() {
+            return Ok(None);
+        }
+        if e.pinned() {
+            return Err(());
+        }
+        backoff(&mut spins);
+    }
+}
+
+/// Waits (sleeping) until page `page` is not pinned by a running kernel.
+pub fn wait_unpinned(page: usize) {
+    while get(page).pinned() {
+        sys::sleep_us(50);
+    }
+}
+
 /// Some page has been pinned (a fork child then looks for pins to clear).
 static ANY_PINNED: AtomicBool = AtomicBool::new(false);
 

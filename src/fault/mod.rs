@@ -117,6 +117,8 @@ pub fn ensure_init() -> Result<Backend, Error> {
             }
         }
     };
+    // From now on these handlers take the heap locks too (before closing the gate).
+    crate::heap::fork_handled_by_caller();
     // SAFETY: registers plain callbacks; they run around fork in every thread that forks.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     BACKEND.store(b as u8, Ordering::Release);
@@ -445,24 +447,29 @@ pub(crate) fn resolve_queued(addr: usize) {
     }
 }
 
-/// Before `fork` (runs before the heap's handler, which takes the heap locks): the locks of
-/// start-up, chunk registration and the worker table, then the gate (no migration or fault in
-/// flight). None of these locks is taken inside the gate, so waiting for them first cannot
-/// wait for the gate.
+/// Before `fork`, once a backend runs (the heap's own handlers stand aside then): the locks
+/// of start-up, chunk registration and the worker table, every heap lock, and last the gate
+/// (no migration or fault in flight). The order matters:
+/// - none of these locks is ever waited for inside the gate, so waiting for them first cannot
+///   wait for the gate;
+/// - the heap locks come before the gate: a thread holding one may be interrupted by a signal
+///   handler that touches device memory, and its fault needs the gate open to finish.
 extern "C" fn fork_prepare() {
     INIT.lock_for_fork();
     REGISTER.lock_for_fork();
     crate::worker::lock_for_fork();
+    crate::heap::lock_all();
     crate::migrate::gate_close();
 }
 
-/// Releases what [`fork_prepare`] took.
+/// Releases the locks [`fork_prepare`] took (not the gate).
 ///
 /// # Safety
 /// This thread (or, in a fork child, its copy) ran `fork_prepare`.
 unsafe fn release_fork_locks() {
     // SAFETY: forwarded contract.
     unsafe {
+        crate::heap::unlock_all();
         crate::worker::unlock_after_fork();
         REGISTER.unlock_after_fork();
         INIT.unlock_after_fork();
@@ -479,6 +486,11 @@ extern "C" fn fork_parent() {
 /// descriptor) and the handler threads do not exist. Register everything again on a new
 /// descriptor and restart the service; the device windows were copied with the address space.
 extern "C" fn fork_child() {
+    // The child has one thread: locks and gate go first (starting handler threads allocates).
+    // SAFETY: the child is a copy of the thread that ran fork_prepare.
+    unsafe { release_fork_locks() };
+    crate::pagemap::clear_pins(crate::heap::pages::TOP.load(Ordering::Relaxed));
+    crate::migrate::gate_open();
     match backend() {
         Some(b @ (Backend::Uffd | Backend::UffdFast)) => {
             let fast = b == Backend::UffdFast;
@@ -509,10 +521,6 @@ extern "C" fn fork_child() {
         }
         _ => {}
     }
-    crate::pagemap::clear_pins(crate::heap::pages::TOP.load(Ordering::Relaxed));
-    crate::migrate::gate_open();
-    // SAFETY: the child is a copy of the thread that ran fork_prepare.
-    unsafe { release_fork_locks() };
 }
 
 /// In a fork child: the kernel copied the pages without their userfaultfd write-protect bits

@@ -21,7 +21,7 @@ pub mod tcache;
 
 use crate::placement::{self, TierIndex};
 use crate::{arena, config, pagemap, sys};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use pages::PAGES;
 
 const UNINIT: u8 = 0;
@@ -117,8 +117,20 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
     tcache::flush_and_retire();
 }
 
+/// Set once the fault backend's fork handlers run the heap's part themselves (they must take
+/// the heap locks before closing the fork gate, see `fault::fork_prepare`); the heap's own
+/// handlers, registered first, then do nothing.
+static FORK_BY_FAULT: AtomicBool = AtomicBool::new(false);
+
+/// Hands the heap's part of `fork` handling to the caller's handlers (registered after this).
+pub(crate) fn fork_handled_by_caller() {
+    FORK_BY_FAULT.store(true, Ordering::Release);
+}
+
 extern "C" fn fork_prepare() {
-    lock_all();
+    if !FORK_BY_FAULT.load(Ordering::Acquire) {
+        lock_all();
+    }
 }
 
 /// Takes every heap lock on this thread, in the one order all paths use.
@@ -129,13 +141,17 @@ pub(crate) fn lock_all() {
 }
 
 extern "C" fn fork_parent() {
-    // SAFETY: fork_prepare took these locks in this thread.
-    unsafe { release_fork_locks() }
+    if !FORK_BY_FAULT.load(Ordering::Acquire) {
+        // SAFETY: fork_prepare took these locks in this thread.
+        unsafe { release_fork_locks() }
+    }
 }
 
 extern "C" fn fork_child() {
-    // SAFETY: the child is a copy of the thread that ran fork_prepare; it holds the locks.
-    unsafe { release_fork_locks() }
+    if !FORK_BY_FAULT.load(Ordering::Acquire) {
+        // SAFETY: the child is a copy of the thread that ran fork_prepare; it holds the locks.
+        unsafe { release_fork_locks() }
+    }
 }
 
 unsafe fn release_fork_locks() {
