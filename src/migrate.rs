@@ -195,13 +195,21 @@ pub(crate) fn migrate_keeping(
         let mut p = first;
         while p < first + n {
             let m = BATCH.min(first + n - p);
-            // The batch's pages are locked until it ends: no signal handler may run here.
-            let _quiet = sys::SignalsBlocked::new();
-            gate_enter();
-            let r = migrate_batch(backend, p, m, to, &mut reserved, &mut out);
-            gate_exit();
-            r?;
-            p += m;
+            let r = {
+                // The batch's pages are locked until it ends: no signal handler may run here.
+                let _quiet = sys::SignalsBlocked::new();
+                gate_enter();
+                let r = migrate_batch(backend, p, m, to, &mut reserved, &mut out);
+                gate_exit();
+                r
+            };
+            match r? {
+                Batch::Done => p += m,
+                // A running kernel pins a page of the batch: wait for it holding nothing, not
+                // even the fork gate (the kernel may allocate, and a fork holds the heap locks
+                // while it waits for the gate), then do the batch again.
+                Batch::Pinned(q) => pagemap::wait_unpinned(q),
+            }
         }
         Ok(())
     })();
@@ -243,6 +251,14 @@ fn host_runs(first: usize, n: usize) -> usize {
 }
 
 /// Locks `[p, p+m)`, moves what is not on `to` yet, and unlocks with the new entries.
+/// How a batch ended.
+enum Batch {
+    /// Moved (or already there).
+    Done,
+    /// Nothing done: this page is pinned by a running kernel.
+    Pinned(usize),
+}
+
 fn migrate_batch(
     backend: Backend,
     p: usize,
@@ -250,15 +266,14 @@ fn migrate_batch(
     to: Tier,
     reserved: &mut usize,
     out: &mut Migrated,
-) -> Result<(), Error> {
+) -> Result<Batch, Error> {
     let mut entries = [Entry::host(Use::Free); BATCH];
     let unlock_rest = |from: usize, to: usize, entries: &[Entry]| {
         for (i, e) in entries.iter().enumerate().take(to).skip(from) {
             pagemap::unlock(p + i, *e);
         }
     };
-    let mut i = 0;
-    while i < m {
+    for i in 0..m {
         match pagemap::lock_unless_pinned(p + i) {
             Ok(Some(e)) => entries[i] = e,
             // Freed meanwhile: a free page is never locked (the heap may hand it out again).
@@ -268,16 +283,13 @@ fn migrate_batch(
                     addr: arena::addr_of(p + i),
                 });
             }
-            // A running kernel pins it. The kernel may touch a page this batch holds (data it
-            // captured), so let go of the batch while waiting, then lock it again.
+            // A running kernel pins it. The kernel may touch (and wait for) a page this batch
+            // holds (data it captured): let go of the batch; the caller waits and retries.
             Err(()) => {
                 unlock_rest(0, i, &entries);
-                pagemap::wait_unpinned(p + i);
-                i = 0;
-                continue;
+                return Ok(Batch::Pinned(p + i));
             }
         }
-        i += 1;
     }
     let unlock_rest = |from: usize, entries: &[Entry]| unlock_rest(from, m, entries);
     let target = to.device();
@@ -345,7 +357,7 @@ fn migrate_batch(
         trace::record(s, len, tier(src), tier(target), trace::current_cause());
         i = j;
     }
-    Ok(())
+    Ok(Batch::Done)
 }
 
 /// Host pages `[s, s+n)` (locked, entries `e`) to device `d`, whose capacity is reserved.
@@ -767,6 +779,12 @@ pub fn cpu_fault(page: usize) -> Fault {
             }
             break Fault::Pinned;
         }
+        if e.use_() == Use::Free {
+            // Freed memory (touched after free), perhaps still on its way to the heap's free
+            // runs: nothing of tieralloc's is on it, and waiting for its lock could wait for a
+            // fork that waits for this fault.
+            break Fault::Host;
+        }
         if e.locked() {
             pagemap::backoff(&mut spins);
             continue;
@@ -990,7 +1008,8 @@ fn dense_region(page: usize) -> bool {
 /// `[page, page+n)` of an allocation being freed return to the free runs: locks every page
 /// (waiting for the migrations, faults and advice that hold one), gives device-resident pages'
 /// frames and capacity back without bringing them home, drops read-only duplicates, and leaves
-/// every page locked with a host entry. The heap then publishes them free, which unlocks them.
+/// every page locked and free ([`pagemap::claimed_free`]). The heap then publishes them free,
+/// which unlocks them.
 pub(crate) fn claim_freed(page: usize, n: usize) {
     let backend = fault::backend();
     let any_device = ANY_DEVICE.load(Ordering::Acquire);
@@ -1064,6 +1083,12 @@ pub(crate) fn claim_freed(page: usize, n: usize) {
             .freed_device_pages
             .fetch_add(k as u64, Ordering::Relaxed);
         trace::record(s, k, Some(Tier::Device(d)), None, trace::Cause::Free);
+    }
+    // From here on nobody waits for these pages (they read as free), though they stay locked
+    // until the heap takes them: the caller may wait for the heap's lock, which a fork holds
+    // while it waits for the migrations that would otherwise wait for these pages.
+    for q in page..end {
+        pagemap::claimed_free(q);
     }
     gate_exit();
 }

@@ -304,7 +304,8 @@ pub fn lock(page: usize) -> Option<Entry> {
             return Some(e);
         }
         let e = get(page);
-        if e.use_() == Use::Free && !e.locked() {
+        if e.use_() == Use::Free {
+            // Free, or freed and on its way back to the heap's free runs (see `claimed_free`).
             return None;
         }
         if e.pinned() {
@@ -327,7 +328,7 @@ pub fn lock_unless_pinned(page: usize) -> Result<Option<Entry>, ()> {
             return Ok(Some(e));
         }
         let e = get(page);
-        if e.use_() == Use::Free && !e.locked() {
+        if e.use_() == Use::Free {
             return Ok(None);
         }
         if e.pinned() {
@@ -412,6 +413,23 @@ pub fn clear_pins(pages: usize) {
             slot(p).store(e.unlocked().0, Ordering::Release);
         }
     }
+}
+
+/// Marks page `page` (locked by this thread, which is freeing it) as free but still locked:
+/// nobody waits for it any more (a locker sees a free page and gives up), and nobody can lock
+/// it until the heap puts it in its free runs ([`set_range`]). The freeing thread may then
+/// wait for the heap's lock without making lockers wait for it.
+#[inline]
+pub fn claimed_free(page: usize) {
+    debug_assert!(get(page).locked(), "page {page:#x} is not locked");
+    slot(page).store(Use::Free as u64 | LOCKED, Ordering::Release);
+}
+
+/// True if `e` is a free page of a free run (not one still on its way there, see
+/// [`claimed_free`]).
+#[inline]
+pub fn in_free_run(e: Entry) -> bool {
+    e.use_() == Use::Free && !e.locked()
 }
 
 /// Stores `e` for a page this thread locked, keeping it locked.

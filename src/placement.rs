@@ -225,6 +225,10 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     if migrate::reserve_or_evict(d, n, core::slice::from_ref(&(page..page + n))).is_err() {
         return fallback();
     }
+    // Registration takes a lock that fork holds while it waits for migrations: done before
+    // any page lock is taken (a migration may be waiting for one of these pages).
+    let registered = !matches!(backend, Backend::Uffd | Backend::UffdFast)
+        || fault::prepare_host(page, n).is_ok();
     // The pages are handed out now, so a migration that started before they were last freed
     // may lock them: take their locks like everyone else (no heap lock is held here). If such
     // a migration moved one meanwhile, the run stays on the host.
@@ -250,7 +254,7 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     }
     let (addr, len) = (arena::addr_of(page), n * sys::PAGE_SIZE);
     let armed = match backend {
-        Backend::Uffd | Backend::UffdFast => fault::prepare_host(page, n).is_ok(),
+        Backend::Uffd | Backend::UffdFast => registered,
         Backend::Signal => {
             fault::check_map_budget(1).is_ok() && sys::protect(addr, len, libc::PROT_NONE).is_ok()
         }

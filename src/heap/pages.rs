@@ -318,7 +318,7 @@ impl PageHeap {
         // A neighbour merges only if it is a free run (its tag says so): a free page can also
         // be one `carve_top` is handing out right now, whose entry is not set yet.
         if start > 0
-            && pagemap::get(start - 1).use_() == Use::Free
+            && pagemap::in_free_run(pagemap::get(start - 1))
             && self.tag(start - 1).flags & FREE != 0
         {
             let prev_len = self.tag(start - 1).len as usize;
@@ -330,7 +330,7 @@ impl PageHeap {
         }
         let next = start + len;
         if next < self.top
-            && pagemap::get(next).use_() == Use::Free
+            && pagemap::in_free_run(pagemap::get(next))
             && self.tag(next).flags & FREE != 0
         {
             let (l, d) = self.remove(next);
@@ -392,7 +392,10 @@ impl PageHeap {
         }
         let extra = new - old;
         let next = h + old;
-        if next < self.top && pagemap::get(next).use_() == Use::Free {
+        if next < self.top
+            && pagemap::in_free_run(pagemap::get(next))
+            && self.tag(next).flags & FREE != 0
+        {
             let t = *self.tag(next);
             let run = t.len as usize;
             if run >= extra {
