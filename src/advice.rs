@@ -77,8 +77,22 @@ pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     // that touched the page would wait for this thread).
     let quiet = sys::SignalsBlocked::new();
     for p in first..first + n {
-        // A page freed meanwhile (free pages are never locked) keeps no advice.
-        let Some(e) = pagemap::lock(p) else {
+        // Locked inside the fork gate (a fork child never inherits the lock), and never waiting
+        // there for a kernel's pin (the kernel may allocate, which a fork holds up): a pinned
+        // page is waited for outside it.
+        let locked = loop {
+            let gate = migrate::Gate::enter();
+            match pagemap::lock_unless_pinned(p) {
+                Ok(Some(e)) => break Some((e, gate)),
+                // A page freed meanwhile (free pages are never locked) keeps no advice.
+                Ok(None) => break None,
+                Err(()) => {
+                    drop(gate);
+                    pagemap::wait_unpinned(p);
+                }
+            }
+        };
+        let Some((e, _gate)) = locked else {
             continue;
         };
         let next = match advice {

@@ -103,6 +103,24 @@ pub(crate) fn gate_exit() {
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// Inside the fork gate while it lives: whoever holds page locks is inside it, so a fork child
+/// never inherits a page lock whose owner it does not have.
+pub(crate) struct Gate(());
+
+impl Gate {
+    /// Enters the gate (waiting while a fork is being prepared).
+    pub(crate) fn enter() -> Gate {
+        gate_enter();
+        Gate(())
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        gate_exit();
+    }
+}
+
 /// `fork` preparation: stop new migrations and faults and wait for those in flight.
 pub(crate) fn gate_close() {
     FORKING.store(true, Ordering::SeqCst);

@@ -232,8 +232,10 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     // The pages are handed out now, so a migration that started before they were last freed
     // may lock them: take their locks like everyone else (no heap lock is held here). If such
     // a migration moved one meanwhile, the run stays on the host.
-    // Page locks are held until the pages are published: no signal handler may run here.
+    // Page locks are held until the pages are published: no signal handler may run here, and
+    // no fork may copy them locked (the gate).
     let _quiet = sys::SignalsBlocked::new();
+    let _gate = migrate::Gate::enter();
     let unlock = |to: usize| {
         for q in page..to {
             pagemap::unlock(q, pagemap::get(q));
