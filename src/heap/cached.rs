@@ -31,9 +31,10 @@ pub fn init(pages: usize) -> bool {
 #[inline(always)]
 fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
     let g = (p as usize - arena::base()) >> 3;
-    // SAFETY: the table has a bit for every granule of the arena (init), is never unmapped, and
-    // `mark` checked that `p` lies in the arena before its object entered a cache (and `clear` takes only such objects); AtomicU64 has the
-    // layout of u64 and zero is a valid value.
+    // SAFETY: the table has a bit for every granule of the arena (init) and is never unmapped;
+    // `p` lies in the arena: `mark` checks it before an object enters a cache, and `clear` is
+    // called only for objects that were in a cache or that `span::flush` checked; AtomicU64
+    // has the layout of u64 and zero is a valid value.
     let w = unsafe { &*(TABLE.load(Ordering::Relaxed) as *const AtomicU64).add(g / 64) };
     (w, 1 << (g % 64))
 }
