@@ -1031,10 +1031,9 @@ fn dense_region(page: usize) -> bool {
 pub(crate) fn claim_freed(page: usize, n: usize) {
     let backend = fault::backend();
     let any_device = ANY_DEVICE.load(Ordering::Acquire);
-    // Page locks and the fork gate are held from here until the heap publishes the pages
-    // free: a signal handler that touched device memory meanwhile could wait for this very
-    // thread (a locked page, or a fork waiting for the gate).
-    let _quiet = sys::SignalsBlocked::new();
+    // Page locks are held from here until the heap publishes the pages free, and the fork gate
+    // until they read as free: the caller (`heap::give_back`, the only one) blocks signals for
+    // all of it, so no handler that touches device memory can wait for this thread.
     gate_enter();
     let end = page + n;
     let mut p = page;
