@@ -1,5 +1,5 @@
 //! Criterion benches: the same allocator workloads against glibc (`System`), mimalloc,
-//! jemalloc and tieralloc in one run. `cargo run --release --example alloc_report` prints the
+//! jemalloc and tieralloc in one run. `cargo run --release -p tieralloc-bench --example alloc_report` prints the
 //! ratio table from the same workloads.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

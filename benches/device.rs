@@ -1,6 +1,6 @@
 //! Criterion benches of device execution and hints: device-fault cost, prefetch throughput,
 //! CPU reads after a migration with and without a `ReadMostly` duplicate.
-//! `cargo run --release --example policy_report` prints them with ratios and the policy table.
+//! `cargo run --release -p tieralloc-bench --example policy_report` prints them with ratios and the policy table.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;

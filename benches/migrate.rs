@@ -1,6 +1,6 @@
 //! Criterion benches of migration and fault-back, in the backend `TIERALLOC_FAULT` selects
-//! (default `auto`): e.g. `TIERALLOC_FAULT=uffd-fast cargo bench --bench migrate`.
-//! `cargo run --release --example fault_report` prints all backends side by side, with ratios.
+//! (default `auto`): e.g. `TIERALLOC_FAULT=uffd-fast cargo bench -p tieralloc-bench --bench migrate`.
+//! `cargo run --release -p tieralloc-bench --example fault_report` prints all backends side by side, with ratios.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;

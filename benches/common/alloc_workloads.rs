@@ -1,4 +1,4 @@
-//! Allocator workloads shared by `benches/alloc.rs` (Criterion) and `examples/alloc_report.rs`
+//! Allocator workloads shared by `benches/alloc.rs` (Criterion) and `benches/examples/alloc_report.rs`
 //! (the ratio table). Every workload is generic over `GlobalAlloc` and calls the allocator it is
 //! given directly, so one process measures glibc, mimalloc, jemalloc and tieralloc side by side.
 

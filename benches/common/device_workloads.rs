@@ -1,4 +1,4 @@
-//! Device workloads shared by `benches/device.rs` (Criterion), `examples/policy_report.rs`
+//! Device workloads shared by `benches/device.rs` (Criterion), `benches/examples/policy_report.rs`
 //! (the table) and `examples/oversubscribe.rs`. The includer installs `TierAlloc` and
 //! configures the devices.
 

@@ -1,5 +1,5 @@
 //! Migration and fault workloads shared by `benches/migrate.rs` (Criterion) and
-//! `examples/fault_report.rs` (the ratio table). The fault backend is fixed per process
+//! `benches/examples/fault_report.rs` (the ratio table). The fault backend is fixed per process
 //! (`TIERALLOC_FAULT`); callers that compare backends run one process per backend.
 //! The includer installs `TierAlloc` as its global allocator and includes `raw_uffd.rs` as
 //! `raw_uffd` next to this file's module.

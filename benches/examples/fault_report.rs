@@ -5,7 +5,7 @@
 //! userfaultfd mechanisms bare (`raw_uffd.rs`), so tieralloc's own share of a fault-back can be
 //! told from what the kernel and the VM take.
 //!
-//! `cargo run --release --example fault_report` (about a minute). The backend is fixed per
+//! `cargo run --release -p tieralloc-bench --example fault_report` (about a minute). The backend is fixed per
 //! process, so the report runs itself once per backend (`fault_report child`).
 //! `-- --quick` (one round, 32 MiB buffers, 64k alternating pages) checks that every part runs;
 //! CI uses it. Its figures are not the ones to quote.
@@ -16,10 +16,10 @@ use tieralloc::{Tier, TierAlloc};
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
-#[path = "../benches/common/fault_workloads.rs"]
+#[path = "../common/fault_workloads.rs"]
 mod fault_workloads;
 use fault_workloads::*;
-#[path = "../benches/common/raw_uffd.rs"]
+#[path = "../common/raw_uffd.rs"]
 mod raw_uffd;
 
 const BACKENDS: [&str; 3] = ["uffd", "uffd-fast", "signal"];

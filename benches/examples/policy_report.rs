@@ -3,7 +3,7 @@
 //! after a migration with and without a `ReadMostly` duplicate (against memcpy), and each
 //! built-in policy on a ping-pong workload and an oversubscribed scan.
 //!
-//! `cargo run --release --example policy_report` (about 20 s).
+//! `cargo run --release -p tieralloc-bench --example policy_report` (about 20 s).
 
 use tieralloc::policy::{Adaptive, Evict, Strict};
 use tieralloc::{Tier, TierAlloc};
@@ -11,7 +11,7 @@ use tieralloc::{Tier, TierAlloc};
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
-#[path = "../benches/common/device_workloads.rs"]
+#[path = "../common/device_workloads.rs"]
 mod device_workloads;
 use device_workloads::*;
 

@@ -2,12 +2,12 @@
 //! mimalloc, jemalloc and tieralloc, measured in this run, and tieralloc's ratio to mimalloc
 //! and glibc. Also prints tieralloc's metadata overhead for 1M live 32-byte objects.
 //!
-//! `cargo run --release --example alloc_report` (about a minute; `ROUNDS=n` for more rounds).
+//! `cargo run --release -p tieralloc-bench --example alloc_report` (about a minute; `ROUNDS=n` for more rounds).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::Instant;
 
-#[path = "../benches/common/alloc_workloads.rs"]
+#[path = "../common/alloc_workloads.rs"]
 mod alloc_workloads;
 use alloc_workloads::*;
 
