@@ -7,16 +7,17 @@
 //! placement is a preference: a full or missing device leaves the block on the host (counted
 //! in [`Stats::placement_fallbacks`](crate::Stats::placement_fallbacks)), never an error.
 
-use crate::error::Error;
+use crate::base::error::Error;
+use crate::base::tier::Tier;
 use crate::heap;
-use crate::placement::{self, TierIndex};
-use crate::tier::Tier;
+use crate::init::HeapHooks;
+use crate::mem::scope::{self as placement, TierIndex};
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use core::ptr::NonNull;
 
 /// Allocates on tier index `t`; the block is exactly `layout.size()` long.
 fn allocate_on(t: TierIndex, layout: Layout, zero: bool) -> Result<NonNull<[u8]>, AllocError> {
-    let p = heap::alloc_in(t, layout.size(), layout.align(), zero);
+    let p = heap::alloc_in::<HeapHooks>(t, layout.size(), layout.align(), zero);
     let p = NonNull::new(p).ok_or(AllocError)?;
     Ok(NonNull::slice_from_raw_parts(p, layout.size()))
 }
@@ -27,7 +28,7 @@ fn allocate_on(t: TierIndex, layout: Layout, zero: bool) -> Result<NonNull<[u8]>
 /// `ptr` is live, from this heap, with `layout`.
 unsafe fn deallocate(ptr: NonNull<u8>, layout: Layout) {
     // SAFETY: forwarded contract; the heap finds the block's tier itself.
-    unsafe { heap::dealloc(ptr.as_ptr(), layout.size(), layout.align()) }
+    unsafe { heap::dealloc::<HeapHooks>(ptr.as_ptr(), layout.size(), layout.align()) }
 }
 
 /// Implements `Allocator` for a type whose `tier_index(&self)` says where its blocks go.
@@ -132,7 +133,7 @@ impl TierAllocator {
     /// ```
     pub fn new(tier: Tier) -> Result<TierAllocator, Error> {
         if let Some(d) = tier.device() {
-            crate::device::ensure_init()?;
+            crate::tiering::migrate::start_devices()?;
             crate::device::check(d)?;
         }
         Ok(TierAllocator {

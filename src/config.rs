@@ -17,14 +17,7 @@
 //! | `TIERALLOC_STATS` | `1` prints the stats table at exit | off |
 //! | `TIERALLOC_TRACE` | path of a CSV event trace | off |
 
-use crate::sys;
-
-/// Default size of the managed range: 64 GiB of address space, reserved with `MAP_NORESERVE`,
-/// so only pages that are touched cost memory. Covers all memory of a 24 GiB machine with room
-/// for fragmentation.
-pub const DEFAULT_ARENA: usize = 64 << 30;
-/// Smallest managed range accepted from `TIERALLOC_ARENA`.
-pub const MIN_ARENA: usize = 64 << 20;
+use crate::pal::sys;
 
 /// Reads an environment variable as bytes without allocating.
 pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
@@ -121,13 +114,14 @@ pub fn arena_size() -> usize {
     }
 }
 
-use crate::device::NAME_MAX;
+use crate::base::consts::NAME_MAX;
+pub use crate::base::consts::{DEFAULT_ARENA, MIN_ARENA};
 
 /// One device spec: name bytes, name length, capacity in bytes.
 pub type DeviceSpec = ([u8; NAME_MAX], usize, usize);
 
-fn default_devices(out: &mut [DeviceSpec; crate::device::MAX_DEVICES]) -> usize {
-    out[0] = (name_of(b"dev0"), 4, crate::device::DEFAULT_CAPACITY);
+fn default_devices(out: &mut [DeviceSpec; crate::base::consts::MAX_DEVICES]) -> usize {
+    out[0] = (name_of(b"dev0"), 4, crate::base::consts::DEFAULT_CAPACITY);
     1
 }
 
@@ -153,7 +147,7 @@ fn numbered(i: usize) -> ([u8; NAME_MAX], usize) {
 /// `1GiB,256MiB` (numbered). Returns how many specs were written, or `None` if malformed.
 pub fn parse_devices(
     s: &[u8],
-    out: &mut [DeviceSpec; crate::device::MAX_DEVICES],
+    out: &mut [DeviceSpec; crate::base::consts::MAX_DEVICES],
 ) -> Option<usize> {
     let s = trim(s);
     if s.is_empty() {
@@ -204,7 +198,7 @@ pub fn parse_devices(
 }
 
 /// The devices to create: `TIERALLOC_DEVICES`, else one device `dev0` of 1 GiB.
-pub fn devices(out: &mut [DeviceSpec; crate::device::MAX_DEVICES]) -> usize {
+pub fn devices(out: &mut [DeviceSpec; crate::base::consts::MAX_DEVICES]) -> usize {
     let Some(v) = getenv(c"TIERALLOC_DEVICES") else {
         return default_devices(out);
     };
@@ -427,7 +421,8 @@ mod tests {
     #[test]
     fn device_lists_parse() {
         use super::parse_devices;
-        let mut out = [([0u8; crate::device::NAME_MAX], 0, 0); crate::device::MAX_DEVICES];
+        let mut out =
+            [([0u8; crate::base::consts::NAME_MAX], 0, 0); crate::base::consts::MAX_DEVICES];
         assert_eq!(parse_devices(b"2x1GiB", &mut out), Some(2));
         assert_eq!((&out[1].0[..out[1].1], out[1].2), (&b"dev1"[..], 1 << 30));
         assert_eq!(

@@ -95,49 +95,75 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-mod advice;
+// The layers, bottom to top; a module imports only from its own layer and those below it
+// (`tests/layers.rs` checks this). See "Layout" in the README.
 mod allocator;
-mod arena;
-mod blocks;
+mod api;
+mod base;
 mod config;
 mod device;
-mod duplicate;
-mod error;
-mod evict;
 mod fault;
 mod heap;
-#[doc(hidden)]
-pub mod inject;
-mod kernel;
-mod link;
-mod migrate;
-mod pagemap;
-mod placement;
-pub mod policy;
-mod prefetch;
-#[cfg(test)]
-mod protocol_model;
-mod render;
-mod residency;
-mod stats;
-mod sys;
-mod tier;
-pub mod trace;
-mod worker;
+mod init;
+mod mem;
+mod pal;
+mod report;
+mod tiering;
 
-pub use advice::{advise, Advice};
 pub use allocator::{OnDevice, OnHost, TierAllocator};
+pub use api::advice::{advise, Advice};
+pub use api::kernel::{device, Device, KernelArgs, KernelReport, Launch, Stream};
+pub use api::prefetch::{prefetch, Pending};
+pub use api::residency::{BlockCounters, PageState, Residency};
+pub use base::error::Error;
+pub use base::tier::Tier;
+pub use device::link::{link, set_link, Link};
 pub use device::DeviceInfo;
-pub use error::Error;
-pub use kernel::{device, Device, KernelArgs, KernelReport, Launch, Stream};
-pub use link::{link, set_link, Link};
-pub use migrate::{Migrated, Tier};
-pub use placement::{current_tier, tier_scope, with_tier, TierGuard};
-pub use policy::{name as policy_name, set_policy};
-pub use prefetch::{prefetch, Pending};
-pub use render::{residency_map, MapCell, ResidencyMap};
-pub use residency::{BlockCounters, PageState, Residency};
-pub use stats::{stats, Bytes, Stats};
+pub use mem::scope::{current_tier, tier_scope, with_tier, TierGuard};
+pub use report::render::{residency_map, MapCell, ResidencyMap};
+pub use report::stats::{stats, Bytes, Stats};
+pub use tiering::migrate::Migrated;
+pub use tiering::policy;
+pub use tiering::policy::{name as policy_name, set_policy};
+
+/// Fault injection for tests (feature `fault-injection`): make a chosen system call or device
+/// operation fail. See `alloc-tests/faults.rs`.
+#[doc(hidden)]
+pub mod inject {
+    pub use crate::pal::inject::*;
+
+    /// Runs `f` with every heap lock held by this thread (as `fork` does), to show that the
+    /// fault path needs none of them. `f` must not allocate or free.
+    #[cfg(feature = "fault-injection")]
+    pub fn with_heap_locked<R>(f: impl FnOnce() -> R) -> R {
+        crate::heap::lock_all();
+        let r = f();
+        // SAFETY: lock_all above took the locks on this thread.
+        unsafe { crate::heap::unlock_all() };
+        r
+    }
+}
+
+/// The event trace: every residency change as one CSV line, for `tieralloc-view` to draw.
+///
+/// Set `TIERALLOC_TRACE=path` and run the program; the file gets a header and one line per
+/// event (times in µs since the devices came up; `none` is fresh or freed memory):
+///
+/// ```text
+/// time_us,addr,bytes,from,to,cause
+/// 791.586,0x7f3384194000,2097152,host,dev0,migrate
+/// 2230.104,0x7f3384194000,65536,dev0,host,fault
+/// ```
+///
+/// Causes: `migrate`, `prefetch`, `kernel` (a device fault), `evict`, `fault` (a CPU fault),
+/// `free`, `place` (a device-tier allocation created on its device), `advice` (preferred
+/// location or access-counter migration). Then draw it:
+/// `cargo run --release --example tieralloc-view -- trace.csv timeline.svg`, or call
+/// [`timeline_svg`](trace::timeline_svg).
+pub mod trace {
+    pub use crate::mem::trace::*;
+    pub use crate::report::render::timeline_svg;
+}
 /// `#[tieralloc::tier(device = N)]` / `#[tieralloc::tier(host)]` on a function: its body runs
 /// inside [`tier_scope`], so what it allocates prefers that tier (feature `macros`).
 ///
@@ -155,7 +181,11 @@ pub use stats::{stats, Bytes, Stats};
 #[cfg(feature = "macros")]
 pub use tieralloc_macros::tier;
 
+use api::residency;
 use core::alloc::{GlobalAlloc, Layout};
+use init::HeapHooks;
+use mem::arena;
+use tiering::migrate;
 
 /// The allocator. Install it as the global allocator; every instance shares one process-wide
 /// heap, so `TierAlloc::new()` values are interchangeable.
@@ -204,24 +234,24 @@ impl TierAlloc {
 unsafe impl GlobalAlloc for TierAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        heap::alloc(layout.size(), layout.align())
+        heap::alloc::<HeapHooks>(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: GlobalAlloc's contract: ptr came from this allocator with this layout.
-        unsafe { heap::dealloc(ptr, layout.size(), layout.align()) }
+        unsafe { heap::dealloc::<HeapHooks>(ptr, layout.size(), layout.align()) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        heap::alloc_zeroed(layout.size(), layout.align())
+        heap::alloc_zeroed::<HeapHooks>(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: GlobalAlloc's contract for realloc.
-        unsafe { heap::realloc(ptr, layout.size(), layout.align(), new_size) }
+        unsafe { heap::realloc::<HeapHooks>(ptr, layout.size(), layout.align(), new_size) }
     }
 }
 
@@ -343,5 +373,5 @@ pub fn set_devices(list: &[(&str, usize)]) -> Result<(), Error> {
 /// assert_eq!(tieralloc::stats().dirty_bytes, 0);
 /// ```
 pub fn trim() {
-    heap::trim();
+    heap::trim::<HeapHooks>();
 }

@@ -11,7 +11,11 @@
 //! other causes) goes to the handler that was installed before tieralloc's, or to the default
 //! action, so a genuine bug still dies with the same signal.
 
-use crate::{arena, migrate, sys};
+use crate::mem::arena;
+
+use super::Fault;
+
+use crate::pal::sys;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The handlers tieralloc replaced, per signal (SIGSEGV, SIGBUS). Written once, before
@@ -95,17 +99,17 @@ fn handle(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         };
     if ours {
         let page = arena::page_of(addr);
-        match migrate::cpu_fault(page) {
-            migrate::Fault::NotOurs => {}
+        match super::resolve(page) {
+            Fault::NotOurs => {}
             // Only memory a kernel holds for writing stays pinned against the CPU (what one
             // reads gets a read-only copy; pages an argument shares stay on the host): safe
             // code cannot reach it from another kernel or through another reference.
-            migrate::Fault::Pinned if crate::kernel::in_kernel() => sys::fatal(
+            Fault::Pinned if crate::mem::scope::in_kernel() => sys::fatal(
                 "a device kernel touched memory that a running kernel holds for writing \
                  through its CPU address (an aliasing bug)",
             ),
-            migrate::Fault::Pinned => return sys::sleep_us(50),
-            migrate::Fault::Host if sig == libc::SIGSEGV => {
+            Fault::Pinned => return sys::sleep_us(50),
+            Fault::Host if sig == libc::SIGSEGV => {
                 if !first_look(page) {
                     // Nothing of tieralloc's protects the page and nothing changed since
                     // this page faulted last: the program protected it itself.

@@ -1,7 +1,7 @@
-//! Fault backends: how a CPU touch of a device-resident page reaches [`crate::migrate`].
+//! Fault backends: how a CPU touch of a device-resident page reaches [`crate::tiering::migrate`].
 //!
 //! - `uffd` (transparent): the managed range is registered with a userfaultfd; handler threads
-//!   ([`uffd::spawn_handlers`]) resolve faults, so the kernel's own accesses (`read(2)` into a
+//!   ([`service::spawn_handlers`]) resolve faults, so the kernel's own accesses (`read(2)` into a
 //!   device-resident buffer) work too.
 //! - `uffd-fast`: the same registration with `UFFD_FEATURE_SIGBUS`: the faulting thread gets
 //!   SIGBUS and resolves its own fault in [`handler`]. System calls that touch device-resident
@@ -18,13 +18,16 @@
 //! device-resident pages ever raise a userfault.
 
 pub mod handler;
-pub mod uffd;
+pub mod service;
 
+use crate::base::error::Error;
 use crate::config::{self, FaultMode};
-use crate::error::Error;
-use crate::heap::lock::Lock;
-use crate::{arena, device, sys};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
+use crate::device;
+use crate::mem::arena;
+use crate::pal::lock::Lock;
+use crate::pal::sys;
+use crate::pal::uffd;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// A fault backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,47 @@ pub(crate) static PROTECTED_RUNS: AtomicUsize = AtomicUsize::new(0);
 /// Pages per registration chunk (2 MiB).
 const CHUNK_PAGES: usize = 512;
 
+/// What the resolver installed at start-up (`tiering::migrate::cpu_fault`) did with a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// No backend is running: the fault is not tieralloc's.
+    NotOurs,
+    /// The page (with fault-around neighbours) came back from a device, and threads waiting on
+    /// those pages were woken.
+    BroughtBack,
+    /// The page is on the host (another fault or a migration brought it back meanwhile, or it
+    /// was never touched, or its read-only duplicate was dropped): retrying the access is
+    /// enough.
+    Retry,
+    /// A running device kernel uses the page: the access must wait until the kernel is done
+    /// (the kernel's end wakes transparent-mode waiters).
+    Pinned,
+    /// The page is on the host with nothing of tieralloc's on it (unlocked, no duplicate):
+    /// with userfaultfd a missing page got the zero page and retrying is enough; with the
+    /// signal backend the fault is the program's own unless a protection tieralloc set was
+    /// lifted meanwhile (the handler tells the two apart).
+    Host,
+}
+
+/// Resolves a CPU fault on a managed page: brings it back, or says why not.
+pub type Resolver = fn(usize) -> Fault;
+
+/// The resolver the layer above installed when the backend started ([`ensure_init`]). Data,
+/// not a call by name: the fault layer sits below the migration code it runs.
+static RESOLVER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Resolves a fault on `page` with the installed resolver; [`Fault::NotOurs`] before one is.
+/// Async-signal-safe as the resolver is (one atomic load, one call).
+pub(crate) fn resolve(page: usize) -> Fault {
+    let f = RESOLVER.load(Ordering::Acquire);
+    if f.is_null() {
+        return Fault::NotOurs;
+    }
+    // SAFETY: the only non-null value ever stored is a `Resolver` (ensure_init).
+    let f: Resolver = unsafe { core::mem::transmute::<*mut (), Resolver>(f) };
+    f(page)
+}
+
 /// The backend in use, if one was started.
 #[inline]
 pub fn backend() -> Option<Backend> {
@@ -90,7 +134,7 @@ pub fn has_move() -> bool {
 /// Starts the backend `TIERALLOC_FAULT` asks for (once). `auto`: `uffd` when this process may
 /// handle kernel-mode faults (root, or `vm.unprivileged_userfaultfd=1`), else `uffd-fast` with
 /// user-mode-only faults, else `signal`.
-pub fn ensure_init() -> Result<Backend, Error> {
+pub fn ensure_init(resolve: Resolver) -> Result<Backend, Error> {
     if let Some(b) = backend() {
         return Ok(b);
     }
@@ -98,6 +142,7 @@ pub fn ensure_init() -> Result<Backend, Error> {
     if let Some(b) = backend() {
         return Ok(b);
     }
+    RESOLVER.store(resolve as *mut (), Ordering::Release);
     let b = match config::fault_mode() {
         FaultMode::Uffd => start_uffd(false, false)
             .map(|_| Backend::Uffd)
@@ -117,10 +162,6 @@ pub fn ensure_init() -> Result<Backend, Error> {
             }
         }
     };
-    // From now on these handlers take the heap locks too (before closing the gate).
-    crate::heap::fork_handled_by_caller();
-    // SAFETY: registers plain callbacks; they run around fork in every thread that forks.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     BACKEND.store(b as u8, Ordering::Release);
     Ok(b)
 }
@@ -159,7 +200,7 @@ fn start_uffd(fast: bool, user_mode_only: bool) -> Result<(), i32> {
     if fast {
         handler::install(libc::SIGBUS).map_err(fail)?;
     } else {
-        uffd::spawn_handlers().map_err(fail)?;
+        service::spawn_handlers().map_err(fail)?;
     }
     Ok(())
 }
@@ -413,11 +454,11 @@ pub fn fix_host(page: usize) {
     if rc == 0 && vec[0] & 1 != 0 {
         return;
     }
-    if let Some(e) = crate::pagemap::try_lock(page) {
+    if let Some(e) = crate::mem::pagemap::try_lock(page) {
         if e.device().is_none() {
             uffd::zeropage(addr, sys::PAGE_SIZE, true);
         }
-        crate::pagemap::unlock(page, e);
+        crate::mem::pagemap::unlock(page, e);
     }
 }
 
@@ -434,12 +475,11 @@ pub fn wake_pages(page: usize, n: usize) {
 /// its page are woken (a fault-back wakes its whole range itself; a running kernel's end
 /// wakes the pages it pinned).
 pub(crate) fn resolve_queued(addr: usize) {
-    use crate::migrate::Fault;
     // A pinned page's waiters are woken by the kernel's end (`wake_pages`), so a handler thread
     // never waits for a kernel.
     let woken = arena::contains(addr)
         && matches!(
-            crate::migrate::cpu_fault(arena::page_of(addr)),
+            resolve(arena::page_of(addr)),
             Fault::BroughtBack | Fault::Pinned
         );
     if !woken {
@@ -447,50 +487,29 @@ pub(crate) fn resolve_queued(addr: usize) {
     }
 }
 
-/// Before `fork`, once a backend runs (the heap's own handlers stand aside then): the locks
-/// of start-up, chunk registration and the worker table, every heap lock, and last the gate
-/// (no migration or fault in flight). The order matters:
-/// - none of these locks is ever waited for inside the gate, so waiting for them first cannot
-///   wait for the gate;
-/// - the heap locks come before the gate: a thread holding one may be interrupted by a signal
-///   handler that touches device memory, and its fault needs the gate open to finish.
-extern "C" fn fork_prepare() {
+/// Part of `init`'s fork handling: the locks of start-up and chunk registration.
+pub(crate) fn lock_for_fork() {
     INIT.lock_for_fork();
     REGISTER.lock_for_fork();
-    crate::worker::lock_for_fork();
-    crate::heap::lock_all();
-    crate::migrate::gate_close();
 }
 
-/// Releases the locks [`fork_prepare`] took (not the gate).
+/// Releases the locks [`lock_for_fork`] took.
 ///
 /// # Safety
-/// This thread (or, in a fork child, its copy) ran `fork_prepare`.
-unsafe fn release_fork_locks() {
+/// This thread (or, in a fork child, its copy) took them with [`lock_for_fork`].
+pub(crate) unsafe fn unlock_after_fork() {
     // SAFETY: forwarded contract.
     unsafe {
-        crate::heap::unlock_all();
-        crate::worker::unlock_after_fork();
         REGISTER.unlock_after_fork();
         INIT.unlock_after_fork();
     }
 }
 
-extern "C" fn fork_parent() {
-    crate::migrate::gate_open();
-    // SAFETY: fork_prepare ran in this thread.
-    unsafe { release_fork_locks() };
-}
-
-/// In the child: the kernel dropped the userfaultfd registrations (they belong to the parent's
-/// descriptor) and the handler threads do not exist. Register everything again on a new
-/// descriptor and restart the service; the device windows were copied with the address space.
-extern "C" fn fork_child() {
-    // The child has one thread: locks and gate go first (starting handler threads allocates).
-    // SAFETY: the child is a copy of the thread that ran fork_prepare.
-    unsafe { release_fork_locks() };
-    crate::pagemap::clear_pins(crate::heap::pages::TOP.load(Ordering::Relaxed));
-    crate::migrate::gate_open();
+/// In a fork child, once locks and gate are open again: the kernel dropped the userfaultfd
+/// registrations (they belong to the parent's descriptor) and the handler threads do not
+/// exist. Register everything again on a new descriptor and restart the service; the device
+/// windows were copied with the address space.
+pub(crate) fn restart_in_child() {
     match backend() {
         Some(b @ (Backend::Uffd | Backend::UffdFast)) => {
             let fast = b == Backend::UffdFast;
@@ -509,7 +528,7 @@ extern "C" fn fork_child() {
                             "could not re-register device memory with userfaultfd after fork",
                         );
                     }
-                    if !fast && uffd::spawn_handlers().is_err() {
+                    if !fast && service::spawn_handlers().is_err() {
                         sys::fatal("could not start the fault handler threads after fork");
                     }
                 }
@@ -534,12 +553,12 @@ fn reprotect_duplicates() -> Result<(), i32> {
         let end = ((c + 1) * CHUNK_PAGES).min(pages);
         let mut p = c * CHUNK_PAGES;
         while p < end {
-            if crate::pagemap::get(p).dup().is_none() {
+            if crate::mem::pagemap::get(p).dup().is_none() {
                 p += 1;
                 continue;
             }
             let s = p;
-            while p < end && crate::pagemap::get(p).dup().is_some() {
+            while p < end && crate::mem::pagemap::get(p).dup().is_some() {
                 p += 1;
             }
             uffd::write_protect(arena::addr_of(s), (p - s) * sys::PAGE_SIZE, true)?;

@@ -11,7 +11,9 @@
 //! objects), mapped `MAP_NORESERVE` so untouched parts cost nothing. The bits are atomics
 //! because a word covers 512 bytes: objects of different threads share it.
 
-use crate::{arena, sys};
+use crate::mem::arena;
+
+use crate::pal::sys;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 static TABLE: AtomicUsize = AtomicUsize::new(0);

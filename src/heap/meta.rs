@@ -4,8 +4,8 @@
 //! back. This is a bump allocator over 1 MiB anonymous mappings; callers recycle what they free
 //! through their own free lists (bitmaps of one size class are interchangeable).
 
-use super::lock::Lock;
-use crate::sys;
+use crate::pal::lock::Lock;
+use crate::pal::sys;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 const CHUNK: usize = 1 << 20;

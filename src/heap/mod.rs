@@ -4,7 +4,7 @@
 //!   per-thread caches ([`tcache`]) that trade batches with per-class bins ([`span`]).
 //! - Larger requests, and any alignment above 8 KiB, are page runs ([`pages`]), resized in place
 //!   when the following pages are free and purged back to the OS once enough are free.
-//! - Requests placed on a device tier (`crate::placement`) skip the thread caches: they are
+//! - Requests placed on a device tier (`crate::tiering::placement`) skip the thread caches: they are
 //!   served by that tier's bins, and their fresh spans and runs are created on the device.
 //!
 //! All metadata (span bitmaps and descriptors, run tags, thread caches) lives outside the managed
@@ -12,16 +12,19 @@
 //! `main`; `fork` is made safe by holding every heap lock across it.
 
 pub mod cached;
-pub mod lock;
+pub mod hooks;
 pub mod meta;
 pub mod pages;
 pub mod size_class;
 pub mod span;
 pub mod tcache;
 
-use crate::placement::{self, TierIndex};
-use crate::{arena, config, pagemap, sys};
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use crate::config;
+use crate::mem::scope::{self, TierIndex};
+use crate::mem::{arena, pagemap};
+use crate::pal::sys;
+use core::sync::atomic::{AtomicU8, Ordering};
+pub use hooks::Hooks;
 use pages::PAGES;
 
 const UNINIT: u8 = 0;
@@ -36,22 +39,25 @@ static mut THREAD_KEY: libc::pthread_key_t = 0;
 /// Initialises the heap once; true when it is usable. Safe to call from any thread, any time:
 /// concurrent callers wait for the first one.
 #[inline]
-pub fn ensure_init() -> bool {
+pub fn ensure_init<H: Hooks>() -> bool {
     match INIT.load(Ordering::Acquire) {
         READY => true,
         FAILED => false,
-        _ => init_slow(),
+        _ => init_slow::<H>(),
     }
 }
 
 #[cold]
-fn init_slow() -> bool {
+fn init_slow<H: Hooks>() -> bool {
     if INIT
         .compare_exchange(UNINIT, RUNNING, Ordering::Acquire, Ordering::Acquire)
         .is_ok()
     {
-        let ok = init_once();
+        let ok = init_once::<H>();
         INIT.store(if ok { READY } else { FAILED }, Ordering::Release);
+        if ok {
+            H::started();
+        }
         if !ok {
             let mut buf = [0u8; 20];
             sys::write_stderr(&[
@@ -74,32 +80,23 @@ fn init_slow() -> bool {
     }
 }
 
-fn init_once() -> bool {
-    if !arena::init(config::arena_size()) {
+fn init_once<H: Hooks>() -> bool {
+    if !crate::mem::ensure_init() {
         return false;
     }
     let pages = arena::pages();
-    if !pagemap::init(pages)
-        || !crate::blocks::init(pages)
-        || !span::init(pages)
-        || !cached::init(pages)
-        || !PAGES.lock().init(pages)
-    {
+    if !span::init(pages) || !cached::init(pages) || !PAGES.lock().init(pages) {
         return false;
     }
-    // SAFETY: called once, before any thread can use THREAD_KEY (INIT is RUNNING); both calls
-    // only register callbacks. glibc may use its own malloc here, never ours.
+    // SAFETY: called once, before any thread can use THREAD_KEY (INIT is RUNNING); the call
+    // only registers a callback. glibc may use its own malloc here, never ours.
     unsafe {
         let key = &raw mut THREAD_KEY;
-        if libc::pthread_key_create(key, Some(thread_exit)) != 0 {
+        if libc::pthread_key_create(key, Some(thread_exit::<H>)) != 0 {
             return false;
         }
-        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
     }
     config::check_unknown();
-    if config::stats_at_exit() {
-        crate::stats::print_at_exit();
-    }
     true
 }
 
@@ -113,24 +110,8 @@ pub(crate) fn register_thread_exit() {
     }
 }
 
-extern "C" fn thread_exit(_: *mut libc::c_void) {
-    tcache::flush_and_retire();
-}
-
-/// Set once the fault backend's fork handlers run the heap's part themselves (they must take
-/// the heap locks before closing the fork gate, see `fault::fork_prepare`); the heap's own
-/// handlers, registered first, then do nothing.
-static FORK_BY_FAULT: AtomicBool = AtomicBool::new(false);
-
-/// Hands the heap's part of `fork` handling to the caller's handlers (registered after this).
-pub(crate) fn fork_handled_by_caller() {
-    FORK_BY_FAULT.store(true, Ordering::Release);
-}
-
-extern "C" fn fork_prepare() {
-    if !FORK_BY_FAULT.load(Ordering::Acquire) {
-        lock_all();
-    }
+extern "C" fn thread_exit<H: Hooks>(_: *mut libc::c_void) {
+    tcache::flush_and_retire::<H>();
 }
 
 /// Takes every heap lock on this thread, in the one order all paths use.
@@ -138,25 +119,6 @@ pub(crate) fn lock_all() {
     span::lock_for_fork();
     PAGES.lock_for_fork();
     meta::lock_for_fork();
-}
-
-extern "C" fn fork_parent() {
-    if !FORK_BY_FAULT.load(Ordering::Acquire) {
-        // SAFETY: fork_prepare took these locks in this thread.
-        unsafe { release_fork_locks() }
-    }
-}
-
-extern "C" fn fork_child() {
-    if !FORK_BY_FAULT.load(Ordering::Acquire) {
-        // SAFETY: the child is a copy of the thread that ran fork_prepare; it holds the locks.
-        unsafe { release_fork_locks() }
-    }
-}
-
-unsafe fn release_fork_locks() {
-    // SAFETY: forwarded from the fork handlers.
-    unsafe { unlock_all() }
 }
 
 /// Releases the locks [`lock_all`] took.
@@ -181,35 +143,35 @@ fn pages_for(size: usize) -> Option<usize> {
 /// Allocates `size` bytes aligned to `align` on this thread's scope tier. Null when the
 /// managed range is exhausted.
 #[inline(always)]
-pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    let t = placement::current();
+pub fn alloc<H: Hooks>(size: usize, align: usize) -> *mut u8 {
+    let t = scope::current();
     if t != 0 {
-        return alloc_in(t, size, align, false);
+        return alloc_in::<H>(t, size, align, false);
     }
     match size_class::class_of(size, align) {
-        Some(c) => tcache::alloc(c),
-        None => alloc_large(size, align, false, 0),
+        Some(c) => tcache::alloc::<H>(c),
+        None => alloc_large::<H>(size, align, false, 0),
     }
 }
 
 /// Allocates zeroed memory on this thread's scope tier. Fresh pages are known to be zero and
 /// are not written.
 #[inline]
-pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    let t = placement::current();
+pub fn alloc_zeroed<H: Hooks>(size: usize, align: usize) -> *mut u8 {
+    let t = scope::current();
     if t != 0 {
-        return alloc_in(t, size, align, true);
+        return alloc_in::<H>(t, size, align, true);
     }
     match size_class::class_of(size, align) {
         Some(c) => {
-            let p = tcache::alloc(c);
+            let p = tcache::alloc::<H>(c);
             if !p.is_null() {
                 // SAFETY: p is a fresh object of at least `size` bytes.
                 unsafe { core::ptr::write_bytes(p, 0, size) };
             }
             p
         }
-        None => alloc_large(size, align, true, 0),
+        None => alloc_large::<H>(size, align, true, 0),
     }
 }
 
@@ -218,21 +180,21 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// skips bytes that are device-resident and never touched (they read as zero already), so
 /// allocating them does not fault their pages back.
 #[inline(never)]
-pub fn alloc_in(t: TierIndex, size: usize, align: usize, zero: bool) -> *mut u8 {
-    let t = placement::prepare(t);
+pub fn alloc_in<H: Hooks>(t: TierIndex, size: usize, align: usize, zero: bool) -> *mut u8 {
+    let t = H::prepare(t);
     let Some(c) = size_class::class_of(size, align) else {
-        return alloc_large(size, align, zero, t);
+        return alloc_large::<H>(size, align, zero, t);
     };
     let p = if t == 0 {
-        tcache::alloc(c)
+        tcache::alloc::<H>(c)
     } else {
         let mut one = [core::ptr::null_mut(); 1];
-        if !ensure_init() || span::refill(t, c, &mut one) == 0 {
+        if !ensure_init::<H>() || span::refill::<H>(t, c, &mut one) == 0 {
             return core::ptr::null_mut();
         }
         one[0]
     };
-    if zero && !p.is_null() && !(t != 0 && placement::reads_as_zero(p as usize, size)) {
+    if zero && !p.is_null() && !(t != 0 && H::reads_as_zero(p as usize, size)) {
         // SAFETY: p is a fresh object of at least `size` bytes.
         unsafe { core::ptr::write_bytes(p, 0, size) };
     }
@@ -240,8 +202,8 @@ pub fn alloc_in(t: TierIndex, size: usize, align: usize, zero: bool) -> *mut u8 
 }
 
 #[cold]
-fn alloc_large(size: usize, align: usize, zero: bool, t: TierIndex) -> *mut u8 {
-    if !ensure_init() {
+fn alloc_large<H: Hooks>(size: usize, align: usize, zero: bool, t: TierIndex) -> *mut u8 {
+    if !ensure_init::<H>() {
         return core::ptr::null_mut();
     }
     let Some(n) = pages_for(size) else {
@@ -253,8 +215,7 @@ fn alloc_large(size: usize, align: usize, zero: bool, t: TierIndex) -> *mut u8 {
     };
     let p = arena::addr_of(page) as *mut u8;
     // Created on the device: the pages read as zero until touched.
-    let on_device =
-        t != 0 && t != placement::INTERNAL && placement::place_fresh(page, n, t as u16 - 1);
+    let on_device = t != 0 && t != scope::INTERNAL && H::place_fresh(page, n, t as u16 - 1);
     if zero && !is_zero && !on_device {
         // SAFETY: the run is ours and `n` pages long.
         unsafe { core::ptr::write_bytes(p, 0, size) };
@@ -267,18 +228,18 @@ fn alloc_large(size: usize, align: usize, zero: bool, t: TierIndex) -> *mut u8 {
 /// # Safety
 /// `p` was returned by this heap for the same size and alignment and is not used afterwards.
 #[inline(always)]
-pub unsafe fn dealloc(p: *mut u8, size: usize, align: usize) {
+pub unsafe fn dealloc<H: Hooks>(p: *mut u8, size: usize, align: usize) {
     match size_class::class_of(size, align) {
         Some(c) => match span::tier_of(p) {
-            0 => tcache::free(c, p),
-            t => span::flush(t, c, &[p]),
+            0 => tcache::free::<H>(c, p),
+            t => span::flush::<H>(t, c, &[p]),
         },
-        None => free_large(p),
+        None => free_large::<H>(p),
     }
 }
 
 #[cold]
-fn free_large(p: *mut u8) {
+fn free_large<H: Hooks>(p: *mut u8) {
     let addr = p as usize;
     if !arena::contains(addr) || addr & (sys::PAGE_SIZE - 1) != 0 {
         sys::fatal("free of a pointer that tieralloc did not allocate");
@@ -287,28 +248,28 @@ fn free_large(p: *mut u8) {
     let Some(len) = PAGES.lock().take_large(h) else {
         sys::fatal("free of a large pointer that is not live (double free or wrong layout)");
     };
-    give_back(h, len, |heap| heap.release_large(h, len));
+    give_back::<H>(h, len, |heap| heap.release_large(h, len));
 }
 
 /// Returns pages `[h, h+n)`, which the caller took out of use, to the page runs: `put` runs
 /// under the page-run lock and publishes them free.
 ///
-/// Once page entries can be locked by others ([`pages::claims_enabled`]), every page is locked
+/// Once page entries can be locked by others ([`pagemap::claims_enabled`]), every page is locked
 /// first, and its device frame or duplicate released (`migrate::claim_freed`), with no heap
 /// lock held: a migration, prefetch or eviction that started before the free may hold some of
 /// them, and a page lock is never waited for under a heap lock (it could wait for a kernel that
 /// is waiting for that heap lock). The flag is read again under the lock: it is set under it.
-pub(crate) fn give_back(h: usize, n: usize, put: impl FnOnce(&mut pages::PageHeap)) {
-    if !pages::claims_enabled() {
+pub(crate) fn give_back<H: Hooks>(h: usize, n: usize, put: impl FnOnce(&mut pages::PageHeap)) {
+    if !pagemap::claims_enabled() {
         let mut heap = PAGES.lock();
-        if !pages::claims_enabled() {
+        if !pagemap::claims_enabled() {
             return put(&mut heap);
         }
     }
     // The claimed pages stay locked until `put` publishes them free: no signal handler may
     // run on this thread meanwhile (it could touch device memory and wait for us).
     let _quiet = sys::SignalsBlocked::new();
-    crate::migrate::claim_freed(h, n);
+    H::claim_freed(h, n);
     put(&mut PAGES.lock());
 }
 
@@ -317,7 +278,12 @@ pub(crate) fn give_back(h: usize, n: usize, put: impl FnOnce(&mut pages::PageHea
 /// # Safety
 /// As `GlobalAlloc::realloc`: `p` is live with `old_size`/`align`, `new_size` is non-zero and
 /// does not overflow when rounded up to `align`.
-pub unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+pub unsafe fn realloc<H: Hooks>(
+    p: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
     match (
         size_class::class_of(old_size, align),
         size_class::class_of(new_size, align),
@@ -330,7 +296,7 @@ pub unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize
                 match heap.large_len(page) {
                     Some(old) if n < old => {
                         drop(heap);
-                        give_back(page + n, old - n, |heap| heap.shrink_large(page, old, n));
+                        give_back::<H>(page + n, old - n, |heap| heap.shrink_large(page, old, n));
                         return p;
                     }
                     Some(old) if heap.grow_large(page, old, n) => return p,
@@ -342,27 +308,27 @@ pub unsafe fn realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize
     }
     // A small object's new block keeps its tier (a device-tier `Vec` that grows stays there)
     // unless this thread's scope names one; large runs carry no tier and follow the scope.
-    let t = match placement::current() {
+    let t = match scope::current() {
         0 if size_class::class_of(old_size, align).is_some() => span::tier_of(p),
         t => t,
     };
-    let q = alloc_in(t, new_size, align, false);
+    let q = alloc_in::<H>(t, new_size, align, false);
     if !q.is_null() {
         // SAFETY: both blocks are live, distinct, and at least min(old, new) bytes long.
         unsafe {
             core::ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
-            dealloc(p, old_size, align);
+            dealloc::<H>(p, old_size, align);
         }
     }
     q
 }
 
 /// Returns this thread's cached free objects and all purgeable free pages to the OS.
-pub fn trim() {
+pub fn trim<H: Hooks>() {
     if INIT.load(Ordering::Acquire) != READY {
         return;
     }
-    tcache::flush_current_thread();
+    tcache::flush_current_thread::<H>();
     PAGES.lock().purge_all();
 }
 

@@ -19,31 +19,11 @@
 /// were never handed out (eviction scans stop there).
 pub static TOP: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-use super::lock::Lock;
-use crate::pagemap::{self, Entry, Use};
-use crate::{arena, sys};
-use core::sync::atomic::{AtomicBool, Ordering};
-
-/// Set once some page may be locked by a migration, a fault, advice or a kernel (the devices
-/// started): from then on pages are locked before the heap takes them back (see
-/// [`super::give_back`]). Written under the [`PAGES`] lock and read under it, so a take-back
-/// that saw it clear finished before the first page could be locked.
-static CLAIMS: AtomicBool = AtomicBool::new(false);
-
-/// Called before anything may lock page entries (device start-up). Takes the page-run lock:
-/// the caller holds no heap lock.
-pub fn enable_claims() {
-    if !CLAIMS.load(Ordering::Acquire) {
-        let _g = PAGES.lock();
-        CLAIMS.store(true, Ordering::Release);
-    }
-}
-
-/// True once pages must be locked before they are taken back ([`enable_claims`]).
-#[inline]
-pub fn claims_enabled() -> bool {
-    CLAIMS.load(Ordering::Acquire)
-}
+use crate::mem::arena;
+use crate::mem::pagemap::{self, Entry, Use};
+use crate::pal::lock::Lock;
+use crate::pal::sys;
+use core::sync::atomic::Ordering;
 
 const NIL: u32 = u32::MAX;
 /// The tag is the head (and, for one-page runs, the tail) of a free run.
@@ -99,6 +79,15 @@ pub struct PageHeap {
 
 // SAFETY: `tags` points into a process-wide mapping that is only accessed under the PAGES lock.
 unsafe impl Send for PageHeap {}
+
+/// Called before anything may lock page entries (device start-up, by the tiering layer).
+/// Takes the page-run lock: the caller holds no heap lock.
+pub fn enable_claims() {
+    if !pagemap::claims_enabled() {
+        let _g = PAGES.lock();
+        pagemap::set_claims_enabled();
+    }
+}
 
 /// The one page-run allocator.
 pub static PAGES: Lock<PageHeap> = Lock::new(PageHeap {
@@ -244,7 +233,7 @@ impl PageHeap {
         // Zero pages first, while the pages are still free: nothing can lock (and migrate) a
         // free page, so the zero page cannot land beside a device copy.
         crate::fault::pages_handed_out(start, n);
-        crate::blocks::reset(start, n);
+        crate::mem::blocks::reset(start, n);
         pagemap::set_range(start, n, Entry::host(use_));
         match use_ {
             Use::Large => {
@@ -311,7 +300,7 @@ impl PageHeap {
 
     /// Returns pages `[h, h+len)` to the free runs, coalescing with free neighbours. The pages
     /// are free already (never handed out), or locked by the caller ([`super::give_back`]), or
-    /// no page can be locked yet ([`claims_enabled`] is false).
+    /// no page can be locked yet ([`pagemap::claims_enabled`] is false).
     fn release_run(&mut self, h: usize, len: usize, dirty: bool) {
         pagemap::set_range(h, len, Entry::host(Use::Free));
         let (mut start, mut len, mut dirty) = (h, len, dirty);

@@ -6,7 +6,7 @@
 //! on a device while the heap carries on. Span descriptors live in a side table indexed by
 //! `(addr - arena base) >> 16`; spans are 64 KiB-aligned, so the index is exact.
 //!
-//! Spans are segregated by tier (`crate::placement`): each tier has its own bins, a span's
+//! Spans are segregated by tier (`crate::tiering::placement`): each tier has its own bins, a span's
 //! pages hold objects of one tier only, and the spans of a device tier are created on that
 //! device. The tier of each span slot is also kept in a lock-free side table ([`tier_of`]) so
 //! `free` can find the right bin without touching the object.
@@ -17,13 +17,15 @@
 //! a cross-thread free costs a push into the freeing thread's cache, and a share of one locked
 //! batch. A span whose objects are all free is returned to the page heap.
 
-use super::lock::Lock;
 use super::meta;
 use super::pages::PAGES;
 use super::size_class::{self, NCLASSES, SPAN_SHIFT, SPAN_SIZE};
-use crate::pagemap::Use;
-use crate::placement::{self, TierIndex, NTIERS};
-use crate::{arena, sys};
+use super::Hooks;
+use crate::mem::arena;
+use crate::mem::pagemap::Use;
+use crate::mem::scope::{self, TierIndex, NTIERS};
+use crate::pal::lock::Lock;
+use crate::pal::sys;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 const NIL: u32 = u32::MAX;
@@ -172,7 +174,7 @@ fn span_addr(si: u32) -> usize {
 
 /// Fills `out` with free objects of class `c` on tier `t`; returns how many (fewer only when out
 /// of memory).
-pub fn refill(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
+pub fn refill<H: Hooks>(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
     let mut bin = BINS[t as usize][c].lock();
     let size = size_class::size_of(c);
     let mut got = 0;
@@ -186,12 +188,14 @@ pub fn refill(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
                 // A fresh span's pages are handed out and placed with the bin unlocked:
                 // placing them on a full device may evict, which waits for page locks.
                 drop(bin);
-                let page = fresh_pages(t);
+                let page = fresh_pages::<H>(t);
                 bin = BINS[t as usize][c].lock();
                 let Some(page) = page else { break };
                 let Some(si) = install(&mut bin, page, t, c) else {
                     drop(bin);
-                    super::give_back(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+                    super::give_back::<H>(page, PAGES_PER_SPAN, |h| {
+                        h.free_span(page, PAGES_PER_SPAN)
+                    });
                     return got;
                 };
                 if bin.current != NIL {
@@ -237,7 +241,7 @@ pub fn refill(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
 /// Returns objects of class `c` to their spans. Aborts with a message on a pointer that is not
 /// a live object of class `c` (double free, wrong layout, foreign pointer): carrying on would
 /// hand the same memory out twice.
-pub fn flush(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
+pub fn flush<H: Hooks>(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
     // Spans that became free; their pages go back after the bin lock is released (taking
     // pages back may wait for page locks, never under a heap lock).
     let mut released = [0usize; 16];
@@ -253,7 +257,7 @@ pub fn flush(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
             }
         }
         for &page in &released[..nreleased] {
-            super::give_back(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+            super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
         }
         nreleased = 0;
     }
@@ -347,13 +351,13 @@ fn unlink(bin: &mut Bin, si: u32) {
 
 /// Hands out a fresh span's pages for tier `t` and, for a device tier, creates them on the
 /// device (on failure they serve from host pages, still tier `t`'s). No bin lock is held.
-fn fresh_pages(t: TierIndex) -> Option<usize> {
+fn fresh_pages<H: Hooks>(t: TierIndex) -> Option<usize> {
     let (page, _) = PAGES.lock().alloc(PAGES_PER_SPAN, SPAN_SIZE, Use::Span)?;
     if t != 0 {
         ANY_TIERED.store(true, Ordering::Relaxed);
     }
-    if t != 0 && t != placement::INTERNAL {
-        placement::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
+    if t != 0 && t != scope::INTERNAL {
+        H::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
     }
     Some(page)
 }

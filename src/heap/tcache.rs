@@ -12,7 +12,7 @@
 //! allocations go straight to the bins.
 
 use super::size_class::{self, NCLASSES};
-use super::{cached, span};
+use super::{cached, span, Hooks};
 use core::cell::UnsafeCell;
 
 /// Largest number of cached objects per class.
@@ -58,7 +58,7 @@ thread_local! {
 
 /// Allocates an object of class `c`, or returns null when memory is exhausted.
 #[inline(always)]
-pub fn alloc(c: usize) -> *mut u8 {
+pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
     CACHE.with(|cache| {
         // SAFETY: the cache is this thread's own; no reference to it outlives this call, and the
         // allocator is never re-entered from inside (nothing here allocates).
@@ -70,13 +70,13 @@ pub fn alloc(c: usize) -> *mut u8 {
             cached::clear(p);
             return p;
         }
-        alloc_slow(cache, c)
+        alloc_slow::<H>(cache, c)
     })
 }
 
 /// Frees an object of class `c`.
 #[inline(always)]
-pub fn free(c: usize, p: *mut u8) {
+pub fn free<H: Hooks>(c: usize, p: *mut u8) {
     CACHE.with(|cache| {
         // SAFETY: as in `alloc`.
         let cache = unsafe { &mut *cache.get() };
@@ -89,26 +89,26 @@ pub fn free(c: usize, p: *mut u8) {
             s.n += 1;
             return;
         }
-        free_slow(cache, c, p)
+        free_slow::<H>(cache, c, p)
     })
 }
 
 #[cold]
 fn double_free() -> ! {
-    crate::sys::fatal("double free detected (the object is already in a thread cache)")
+    crate::pal::sys::fatal("double free detected (the object is already in a thread cache)")
 }
 
 #[cold]
-fn alloc_slow(cache: &mut Cache, c: usize) -> *mut u8 {
+fn alloc_slow<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
     match cache.state {
         State::Fresh => {
-            if !start(cache) {
+            if !start::<H>(cache) {
                 return core::ptr::null_mut();
             }
         }
         State::Dead => {
             let mut one = [core::ptr::null_mut(); 1];
-            return if span::refill(0, c, &mut one) == 1 {
+            return if span::refill::<H>(0, c, &mut one) == 1 {
                 one[0]
             } else {
                 core::ptr::null_mut()
@@ -118,7 +118,7 @@ fn alloc_slow(cache: &mut Cache, c: usize) -> *mut u8 {
     }
     let s = &mut cache.stacks[c];
     let want = (s.cap as usize / 2).max(1);
-    let got = span::refill(0, c, &mut s.items[..want]);
+    let got = span::refill::<H>(0, c, &mut s.items[..want]);
     if got == 0 {
         return core::ptr::null_mut();
     }
@@ -127,15 +127,15 @@ fn alloc_slow(cache: &mut Cache, c: usize) -> *mut u8 {
 }
 
 #[cold]
-fn free_slow(cache: &mut Cache, c: usize, p: *mut u8) {
+fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     match cache.state {
         State::Fresh => {
-            if !start(cache) {
-                span::flush(0, c, &[p]);
+            if !start::<H>(cache) {
+                span::flush::<H>(0, c, &[p]);
                 return;
             }
         }
-        State::Dead => return span::flush(0, c, &[p]),
+        State::Dead => return span::flush::<H>(0, c, &[p]),
         State::Active => {}
     }
     if !cached::mark(p) {
@@ -145,7 +145,7 @@ fn free_slow(cache: &mut Cache, c: usize, p: *mut u8) {
     if s.n == s.cap {
         // Give back the older half; keep the most recently freed (cache-hot) objects.
         let half = (s.cap / 2) as usize;
-        span::flush(0, c, &s.items[..half]);
+        span::flush::<H>(0, c, &s.items[..half]);
         s.items.copy_within(half..s.n as usize, 0);
         s.n -= half as u32;
     }
@@ -154,8 +154,8 @@ fn free_slow(cache: &mut Cache, c: usize, p: *mut u8) {
 }
 
 /// Makes this thread's cache usable: the heap is initialised and the exit hook registered.
-fn start(cache: &mut Cache) -> bool {
-    if !super::ensure_init() {
+fn start<H: Hooks>(cache: &mut Cache) -> bool {
+    if !super::ensure_init::<H>() {
         return false;
     }
     for (c, s) in cache.stacks.iter_mut().enumerate() {
@@ -168,11 +168,11 @@ fn start(cache: &mut Cache) -> bool {
 
 /// Flushes this thread's cache into the bins and marks it dead. Called by the thread-exit hook;
 /// later calls on this thread are served by the bins directly.
-pub fn flush_and_retire() {
+pub fn flush_and_retire<H: Hooks>() {
     CACHE.with(|cache| {
         // SAFETY: this thread's own cache; see `alloc`.
         let cache = unsafe { &mut *cache.get() };
-        flush_all(cache);
+        flush_all::<H>(cache);
         for s in &mut cache.stacks {
             s.cap = 0;
         }
@@ -181,17 +181,17 @@ pub fn flush_and_retire() {
 }
 
 /// Returns every cached object of this thread to the bins (the cache stays usable).
-pub fn flush_current_thread() {
+pub fn flush_current_thread<H: Hooks>() {
     CACHE.with(|cache| {
         // SAFETY: this thread's own cache; see `alloc`.
-        flush_all(unsafe { &mut *cache.get() })
+        flush_all::<H>(unsafe { &mut *cache.get() })
     })
 }
 
-fn flush_all(cache: &mut Cache) {
+fn flush_all<H: Hooks>(cache: &mut Cache) {
     for (c, s) in cache.stacks.iter_mut().enumerate() {
         if s.n > 0 {
-            span::flush(0, c, &s.items[..s.n as usize]);
+            span::flush::<H>(0, c, &s.items[..s.n as usize]);
             s.n = 0;
         }
     }

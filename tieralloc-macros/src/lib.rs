@@ -1,8 +1,10 @@
 //! `#[tier(...)]`: runs a function's body inside a tieralloc tier scope, so every allocation
 //! the body makes (directly or in the functions it calls, on this thread) prefers that tier.
-//! Use it through tieralloc's `macros` feature as `#[tieralloc::tier(device = 0)]`.
+//! Use it through tieralloc's `macros` feature as `#[tieralloc::tier(device = 0)]` (this crate
+//! cannot run the example itself: it does not depend on tieralloc; `alloc-tests/macros.rs` and
+//! tieralloc's own docs run it):
 //!
-//! ```ignore
+//! ```text
 //! #[tieralloc::tier(device = 0)]
 //! fn build_table() -> Vec<u64> {
 //!     vec![0; 1 << 20] // created on device 0

@@ -1,0 +1,89 @@
+//! The managed range: one contiguous reservation from which every user byte is handed out.
+//!
+//! Invariant: `base()` and `size()` never change after [`init`] succeeded, so "is this pointer
+//! ours?" is a lock-free range check, and page numbers (`(addr - base) >> 12`) index the flat
+//! [`crate::mem::pagemap`] and the heap's side tables.
+//!
+//! The range is mapped read/write with `MAP_NORESERVE`: a page costs memory only once touched,
+//! and [`decommit`] gives it back. The reservation is aligned to [`ARENA_ALIGN`] so that every
+//! alignment up to 2 MiB is a property of offsets within the range.
+
+use crate::pal::sys::{self, PAGE_SHIFT, PAGE_SIZE};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Alignment of the managed range's start.
+pub const ARENA_ALIGN: usize = 2 << 20;
+
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static SIZE: AtomicUsize = AtomicUsize::new(0);
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Reserves the managed range, trying `want` bytes first and halving on refusal down to
+/// [`crate::config::MIN_ARENA`]. Returns false if nothing could be reserved.
+/// Called once, before any other function here, by [`crate::mem::ensure_init`].
+pub fn init(want: usize) -> bool {
+    REQUESTED.store(want, Ordering::Relaxed);
+    let mut size = want & !(ARENA_ALIGN - 1);
+    while size >= crate::config::MIN_ARENA {
+        let p = sys::map_noreserve_aligned(size, ARENA_ALIGN);
+        if !p.is_null() {
+            SIZE.store(size, Ordering::Relaxed);
+            BASE.store(p as usize, Ordering::Release);
+            return true;
+        }
+        size /= 2;
+    }
+    false
+}
+
+/// Start address of the managed range (0 before [`init`]).
+#[inline]
+pub fn base() -> usize {
+    BASE.load(Ordering::Acquire)
+}
+
+/// Size of the managed range in bytes (0 before [`init`]).
+#[inline]
+pub fn size() -> usize {
+    SIZE.load(Ordering::Relaxed)
+}
+
+/// The size that was asked for (from `TIERALLOC_ARENA` or the default).
+pub fn requested() -> usize {
+    REQUESTED.load(Ordering::Relaxed)
+}
+
+/// Number of pages in the managed range.
+#[inline]
+pub fn pages() -> usize {
+    size() >> PAGE_SHIFT
+}
+
+/// True if `addr` lies inside the managed range.
+#[inline]
+pub fn contains(addr: usize) -> bool {
+    addr.wrapping_sub(base()) < size()
+}
+
+/// Page number of `addr`, which must be inside the managed range.
+#[inline]
+pub fn page_of(addr: usize) -> usize {
+    (addr - base()) >> PAGE_SHIFT
+}
+
+/// Address of page number `page`.
+#[inline]
+pub fn addr_of(page: usize) -> usize {
+    base() + (page << PAGE_SHIFT)
+}
+
+/// Releases the memory behind pages `[page, page+n)`; they read back as zeros.
+pub fn decommit(page: usize, n: usize) -> bool {
+    sys::discard(addr_of(page), n * PAGE_SIZE)
+}
+
+/// Bytes of the managed range that are resident in host memory right now (`mincore`).
+/// Only the first `upto` bytes are scanned (the heap passes its high-water mark).
+pub fn resident_bytes(upto: usize) -> usize {
+    sys::resident_bytes(base(), upto.min(size()))
+}

@@ -1,0 +1,1057 @@
+//! Migration: pages move between host memory and device pools under the same address, and a CPU
+//! touch of a device-resident page brings it back.
+//!
+//! The protocol (the seed's, DESIGN §3), for each batch of at most [`BATCH`] pages:
+//! 1. **Lock** the pages' entries (`LOCKED` in the page map). A CPU fault on a locked page waits
+//!    in the fault handler until the entry is unlocked, then looks again.
+//! 2. **Move the data.** With userfaultfd and a kernel that has `UFFDIO_MOVE`, the kernel moves
+//!    each page's mapping into the device window: copy, switch and release in one atomic step
+//!    per page, so there is never a second copy a write could land in, and readers of pages not
+//!    yet moved carry on. Otherwise the host pages are **write-protected** (readers go on,
+//!    writers wait in the fault handler), **copied** to the window, then **released**
+//!    (`MADV_DONTNEED`; the signal backend first makes them `PROT_NONE`).
+//! 3. **Switch**: publish the new entries (device id, whether the frame holds data) with the lock
+//!    bit cleared, in one store per page.
+//!
+//! Back to host is the mirror image: the data is placed into the host page atomically
+//! (`UFFDIO_MOVE`/`UFFDIO_COPY`, or a write through `/proc/self/mem` while the page is still
+//! `PROT_NONE`), so no thread can see a half-filled page; then the device frame is dropped.
+//!
+//! Never-touched pages (never populated) are not copied: they change tier as zero pages with no
+//! frame behind them ("they are zero wherever they land").
+//!
+//! The back-path ([`cpu_fault`]) is async-signal-safe: atomics and system calls only, no
+//! allocation, and the only lock it waits for is a page entry's, whose holders never wait for a
+//! heap lock.
+
+use crate::base::error::Error;
+pub use crate::base::tier::Tier;
+use crate::device::link;
+use crate::fault::{self, Backend};
+use crate::mem::counters::COUNTERS;
+use crate::mem::pagemap::{self, Entry, Use};
+use crate::mem::{arena, blocks, trace};
+use crate::pal::sys;
+use crate::pal::uffd;
+use crate::tiering::{duplicate, evict, policy};
+use crate::{device, heap};
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+const PAGE: usize = sys::PAGE_SIZE;
+/// Pages locked and moved together by [`migrate`] (2 MiB): a reader that touches a page of a
+/// batch in flight waits at most one batch.
+pub const BATCH: usize = 512;
+/// Fault-around: a CPU fault brings back at least this many pages when their neighbours are on
+/// the same device (64 KiB) ...
+pub const FAULT_AROUND_MIN: usize = 16;
+/// ... doubling while faults follow each other sequentially, up to the policy's `max_pages`
+/// (16 MiB by default). The density prefetcher works on regions of this many pages (2 MiB).
+pub const FAULT_AROUND_MAX: usize = 512;
+/// ... which may be at most this many (32 MiB). Beyond one batch, the fault brings its first
+/// batch back, wakes the faulting thread and brings the following batches after it (read-ahead).
+pub const FAULT_AROUND_LIMIT: usize = 8192;
+
+/// What a [`crate::tiering::migrate`] call did. Counts are in pages of 4 KiB.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![1u8; 3 * 4096];
+/// let m = tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0))?;
+/// assert_eq!(m.moved + m.never_touched, 3);
+/// let again = tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0))?;
+/// assert_eq!(again.already_there, 3);
+/// # Ok::<(), tieralloc::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Migrated {
+    /// The pages the call covered: the range rounded out to whole pages.
+    pub range: Range<usize>,
+    /// Pages whose data moved to the target tier.
+    pub moved: usize,
+    /// Pages that were already on the target tier (left alone).
+    pub already_there: usize,
+    /// Pages that were never touched: they changed tier without a copy and read as zero.
+    pub never_touched: usize,
+}
+
+use crate::fault::Fault;
+use crate::mem::gate::{gate_enter, gate_exit};
+
+/// Set once a page has been on a device: until then freeing memory skips the device scan.
+static ANY_DEVICE: AtomicBool = AtomicBool::new(false);
+
+/// Notes that some page is device-resident (freeing memory scans for device pages from now on).
+pub(crate) fn device_in_use() {
+    ANY_DEVICE.store(true, Ordering::Release);
+}
+
+/// Checks a user range and returns its first page and page count.
+pub(crate) fn pages_of(ptr: *const u8, len: usize) -> Result<(usize, usize), Error> {
+    let start = ptr as usize;
+    if len == 0 {
+        return Err(Error::ZeroLength);
+    }
+    let end = start
+        .checked_add(len)
+        .ok_or(Error::RangeOverflow { addr: start, len })?;
+    if !heap::is_ready() || !arena::contains(start) {
+        return Err(Error::NotManaged { addr: start });
+    }
+    if !arena::contains(end - 1) {
+        return Err(Error::NotManaged {
+            addr: arena::base() + arena::size(),
+        });
+    }
+    let first = arena::page_of(start);
+    Ok((first, arena::page_of(end - 1) + 1 - first))
+}
+
+/// Moves the pages of `[ptr, ptr+len)` to tier `to`. See [`crate::tiering::migrate`].
+pub fn migrate(ptr: *const u8, len: usize, to: Tier) -> Result<Migrated, Error> {
+    migrate_keeping(ptr, len, to, &[])
+}
+
+/// [`migrate`], where eviction (if the target device is full) spares the pages of `keep` as
+/// well as the range itself: a kernel's other arguments.
+pub(crate) fn migrate_keeping(
+    ptr: *const u8,
+    len: usize,
+    to: Tier,
+    keep: &[Range<usize>],
+) -> Result<Migrated, Error> {
+    let (first, n) = pages_of(ptr, len)?;
+    start_devices()?;
+    if let Some(d) = to.device() {
+        device::check(d)?;
+    }
+    let backend = start_backend()?;
+    if let Some(p) = (first..first + n).find(|&p| pagemap::get(p).use_() == Use::Free) {
+        return Err(Error::NotAllocated {
+            addr: arena::addr_of(p),
+        });
+    }
+    let mut reserved = 0;
+    if let Some(d) = to.device() {
+        let need = (first..first + n)
+            .filter(|&p| pagemap::get(p).device() != Some(d) && pagemap::get(p).dup() != Some(d))
+            .count();
+        let mut spare = [first..first + n, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0];
+        let spare: &[Range<usize>] = if keep.len() < spare.len() {
+            spare[1..=keep.len()].clone_from_slice(keep);
+            &spare[..=keep.len()]
+        } else {
+            keep
+        };
+        reserve_or_evict(d, need, spare)?;
+        reserved = need;
+        ANY_DEVICE.store(true, Ordering::Release);
+    }
+    let mut out = Migrated {
+        range: arena::addr_of(first)..arena::addr_of(first + n),
+        moved: 0,
+        already_there: 0,
+        never_touched: 0,
+    };
+    let result = (|| {
+        if to != Tier::Host {
+            fault::prepare_host(first, n)?;
+            if backend == Backend::Signal {
+                fault::check_map_budget(host_runs(first, n))?;
+            }
+        }
+        COUNTERS.migrations.fetch_add(1, Ordering::Relaxed);
+        let mut p = first;
+        while p < first + n {
+            let m = BATCH.min(first + n - p);
+            let r = {
+                // The batch's pages are locked until it ends: no signal handler may run here.
+                let _quiet = sys::SignalsBlocked::new();
+                gate_enter();
+                let r = migrate_batch(backend, p, m, to, &mut reserved, &mut out);
+                gate_exit();
+                r
+            };
+            match r? {
+                Batch::Done => p += m,
+                // A running kernel pins a page of the batch: wait for it holding nothing, not
+                // even the fork gate (the kernel may allocate, and a fork holds the heap locks
+                // while it waits for the gate), then do the batch again.
+                Batch::Pinned(q) => pagemap::wait_unpinned(q),
+            }
+        }
+        Ok(())
+    })();
+    if let Some(d) = to.device() {
+        device::release(d, reserved);
+    }
+    result.map(|()| out)
+}
+
+/// Takes `need` pages of device `d`'s capacity, evicting cold blocks (other than `keep`) to
+/// the host if the policy allows; `Error::DeviceFull` (nothing taken) otherwise.
+pub(crate) fn reserve_or_evict(d: u16, need: usize, keep: &[Range<usize>]) -> Result<(), Error> {
+    let full = || Error::DeviceFull {
+        device: d,
+        needed: need * PAGE,
+        free: device::free_pages(d) * PAGE,
+    };
+    while !device::reserve(d, need) {
+        if need > device::capacity_pages(d) || !policy::current().evict_when_full(d) {
+            return Err(full());
+        }
+        if evict::make_room(d, need, keep) == 0 {
+            return Err(full());
+        }
+    }
+    Ok(())
+}
+
+/// Maximal runs of host pages in `[first, first+n)` (each may become one protected run).
+fn host_runs(first: usize, n: usize) -> usize {
+    let mut runs = 0;
+    let mut prev_host = false;
+    for p in first..first + n {
+        let host = pagemap::get(p).device().is_none();
+        runs += usize::from(host && !prev_host);
+        prev_host = host;
+    }
+    runs
+}
+
+/// Locks `[p, p+m)`, moves what is not on `to` yet, and unlocks with the new entries.
+/// How a batch ended.
+enum Batch {
+    /// Moved (or already there).
+    Done,
+    /// Nothing done: this page is pinned by a running kernel.
+    Pinned(usize),
+}
+
+fn migrate_batch(
+    backend: Backend,
+    p: usize,
+    m: usize,
+    to: Tier,
+    reserved: &mut usize,
+    out: &mut Migrated,
+) -> Result<Batch, Error> {
+    let mut entries = [Entry::host(Use::Free); BATCH];
+    let unlock_rest = |from: usize, to: usize, entries: &[Entry]| {
+        for (i, e) in entries.iter().enumerate().take(to).skip(from) {
+            pagemap::unlock(p + i, *e);
+        }
+    };
+    for i in 0..m {
+        match pagemap::lock_unless_pinned(p + i) {
+            Ok(Some(e)) => entries[i] = e,
+            // Freed meanwhile: a free page is never locked (the heap may hand it out again).
+            Ok(None) => {
+                unlock_rest(0, i, &entries);
+                return Err(Error::NotAllocated {
+                    addr: arena::addr_of(p + i),
+                });
+            }
+            // A running kernel pins it. The kernel may touch (and wait for) a page this batch
+            // holds (data it captured): let go of the batch; the caller waits and retries.
+            Err(()) => {
+                unlock_rest(0, i, &entries);
+                return Ok(Batch::Pinned(p + i));
+            }
+        }
+    }
+    let unlock_rest = |from: usize, entries: &[Entry]| unlock_rest(from, m, entries);
+    let target = to.device();
+    // Read-only duplicates stay when the target is their device and the page still has
+    // `ReadMostly` advice; otherwise they go (the host copy holds the data).
+    for (i, e) in entries.iter_mut().enumerate().take(m) {
+        if let Some(dd) = e.dup() {
+            if !(target == Some(dd) && e.read_mostly()) {
+                duplicate::drop_locked(backend, p + i, 1, dd, true);
+                *e = e.on_host();
+            }
+        }
+    }
+    // Host pages with `ReadMostly` advice get a duplicate on the target device instead of
+    // moving there.
+    let duplicates = |e: Entry| e.device().is_none() && target.is_some() && e.read_mostly();
+    let mut i = 0;
+    while i < m {
+        let src = entries[i].device();
+        if src == target || (target.is_some() && entries[i].dup() == target) {
+            out.already_there += 1;
+            pagemap::unlock(p + i, entries[i]);
+            i += 1;
+            continue;
+        }
+        let dup = duplicates(entries[i]);
+        let mut j = i + 1;
+        while j < m
+            && entries[j].device() == src
+            && duplicates(entries[j]) == dup
+            && !(target.is_some() && entries[j].dup() == target)
+        {
+            j += 1;
+        }
+        let (s, len) = (p + i, j - i);
+        if let Some(d) = target {
+            let take = len.min(*reserved);
+            *reserved -= take;
+            if take < len && !device::reserve(d, len - take) {
+                device::release(d, take);
+                unlock_rest(i, &entries);
+                return Err(Error::DeviceFull {
+                    device: d,
+                    needed: len * PAGE,
+                    free: device::free_pages(d) * PAGE,
+                });
+            }
+        }
+        let done = match (src, target) {
+            (None, Some(d)) if dup => duplicate::create(backend, d, s, len, &entries[i..j], out),
+            (None, Some(d)) => to_device(backend, d, s, len, &entries[i..j], out),
+            (Some(a), None) => to_host(backend, a, s, len, &entries[i..j], out),
+            (Some(a), Some(b)) => device_to_device(backend, a, b, s, len, &entries[i..j], out),
+            (None, None) => unreachable!("src == target is skipped above"),
+        };
+        // The mover unlocked the group's pages itself (published or restored).
+        if let Err(e) = done {
+            unlock_rest(j, &entries);
+            return Err(e);
+        }
+        if let Some(d) = src.or(target) {
+            link::transfer(d, len * PAGE);
+        }
+        let tier = |t: Option<u16>| Some(t.map_or(Tier::Host, Tier::Device));
+        trace::record(s, len, tier(src), tier(target), trace::current_cause());
+        i = j;
+    }
+    Ok(Batch::Done)
+}
+
+/// Host pages `[s, s+n)` (locked, entries `e`) to device `d`, whose capacity is reserved.
+/// Publishes the pages that moved; on error the rest stay on the host with their data and
+/// their reservation is given back (the caller unlocks them).
+fn to_device(
+    backend: Backend,
+    d: u16,
+    s: usize,
+    n: usize,
+    e: &[Entry],
+    out: &mut Migrated,
+) -> Result<(), Error> {
+    let mut filled = [false; BATCH];
+    let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
+    let published = |k: usize, filled: &[bool; BATCH], out: &mut Migrated| {
+        // Invariant (checked in debug builds): the pages are still ours and on the host.
+        #[cfg(debug_assertions)]
+        for (p, was) in (s..s + k).zip(e) {
+            let cur = pagemap::get(p);
+            assert!(
+                cur.locked() && cur.device().is_none(),
+                "to_device: page {p:#x} is {cur:?}, was {was:?}"
+            );
+        }
+        for i in 0..k {
+            pagemap::unlock(s + i, e[i].on_device(d, filled[i]));
+            out.moved += usize::from(filled[i]);
+            out.never_touched += usize::from(!filled[i]);
+        }
+        COUNTERS
+            .pages_to_device
+            .fetch_add(k as u64, Ordering::Relaxed);
+    };
+    let result = match backend {
+        Backend::Uffd | Backend::UffdFast => {
+            let mut left = [false; BATCH];
+            if move_pages(frame, addr, n, &mut left) {
+                Ok(())
+            } else {
+                // Copy what did not move, under write protection.
+                copy_to_window(addr, frame, &left[..n]).inspect_err(|_| {
+                    // Put back what the kernel did move, so that nothing moved at all.
+                    for i in (0..n).filter(|&i| !left[i]) {
+                        let (h, f) = (addr + i * PAGE, frame + i * PAGE);
+                        if uffd::mv(h, f, PAGE).is_err() && uffd::copy(h, f, PAGE).is_err() {
+                            sys::fatal("could not return pages to the host after a failed move");
+                        }
+                    }
+                    sys::discard(frame, len);
+                })
+            }
+        }
+        Backend::Signal => protect_and_copy(addr, frame, n),
+    };
+    match result {
+        Ok(()) => {
+            if backend == Backend::Signal {
+                runs_changed(s, n, true);
+            }
+            // The data is in the window now and the host pages are gone; what holds data is
+            // read there, after the move (a first write that raced the move is in the window
+            // too). If the read fails every page counts as filled: a frame that is missing
+            // reads as zero at fault-back all the same.
+            if sys::populated(frame, n, &mut filled).is_err() {
+                filled[..n].fill(true);
+            }
+            published(n, &filled, out);
+            Ok(())
+        }
+        Err(errno) => {
+            for (i, entry) in e.iter().enumerate() {
+                pagemap::unlock(s + i, *entry);
+            }
+            device::release(d, n);
+            Err(if errno == libc::ENOMEM && backend == Backend::Signal {
+                Error::MapCountLimit {
+                    limit: fault::map_limit(),
+                }
+            } else {
+                Error::Sys {
+                    what: "moving pages to a device",
+                    errno,
+                }
+            })
+        }
+    }
+}
+
+/// Moves the `n` pages at `src` to `dst` with `UFFDIO_MOVE` as far as the kernel can. Returns
+/// true if every page moved; otherwise `left[i]` says whether page `i` still has a page at
+/// `src` (not moved: the caller copies it if it holds data). Async-signal-safe.
+///
+/// After an error the kernel's count of moved bytes is not trusted: under contention Linux
+/// 6.18 was seen to move pages and then fail the call with `EEXIST` and a count of 0 (the
+/// stress test caught it, as data read back as zeros). So the source is looked at instead:
+/// the caller holds the pages' locks, nothing else moves them meanwhile.
+fn move_pages(dst: usize, src: usize, n: usize, left: &mut [bool; BATCH]) -> bool {
+    let len = n * PAGE;
+    if fault::has_move() && uffd::mv(dst, src, len).is_ok() {
+        left[..n].fill(false);
+        return true;
+    }
+    // Present or swapped out: `mincore` would call a swapped-out page gone, and it would be
+    // dropped without a copy. If pagemap cannot be read, every page counts as still there.
+    if sys::present(src, n, &mut left[..n]).is_err() {
+        left[..n].fill(true);
+    }
+    false
+}
+
+/// uffd copy path (no `UFFDIO_MOVE`, pages shared with a `fork` child, or what a move left):
+/// write-protect the host pages, then copy those of the pages marked in `left` that hold data
+/// (read after the protection, so a first write cannot slip in between), then release the host
+/// pages. On failure the host pages are as they were (protection lifted); the caller drops the
+/// window copies.
+fn copy_to_window(addr: usize, frame: usize, left: &[bool]) -> Result<(), i32> {
+    let n = left.len();
+    let len = n * PAGE;
+    uffd::write_protect(addr, len, true)?;
+    let mut filled = [false; BATCH];
+    if let Err(e) = sys::populated(addr, n, &mut filled[..n]) {
+        let _ = uffd::write_protect(addr, len, false);
+        return Err(e);
+    }
+    for i in (0..n).filter(|&i| left[i] && filled[i]) {
+        let (dst, src) = (frame + i * PAGE, addr + i * PAGE);
+        let done = match uffd::copy(dst, src, PAGE) {
+            // A window page is there although the page lives on the host: it is stale.
+            Err(libc::EEXIST) => {
+                sys::discard(dst, PAGE);
+                uffd::copy(dst, src, PAGE)
+            }
+            r => r,
+        };
+        if let Err(e) = done {
+            let _ = uffd::write_protect(addr, len, false);
+            return Err(e);
+        }
+    }
+    sys::discard(addr, len);
+    Ok(())
+}
+
+/// Signal path: read-only while copying (readers go on, writers fault and wait), then
+/// `PROT_NONE` and release the host pages. Which pages hold data is read once they are
+/// read-only. On failure access is restored and nothing changed.
+fn protect_and_copy(addr: usize, frame: usize, n: usize) -> Result<(), i32> {
+    let len = n * PAGE;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    sys::protect(addr, len, libc::PROT_READ)?;
+    let mut filled = [false; BATCH];
+    if let Err(e) = sys::populated(addr, n, &mut filled[..n]) {
+        let _ = sys::protect(addr, len, rw);
+        return Err(e);
+    }
+    for i in (0..n).filter(|&i| filled[i]) {
+        // SAFETY: both pages are ours and mapped (the host page readable, the window page
+        // writable and not registered with userfaultfd in this backend); they do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (addr + i * PAGE) as *const u8,
+                (frame + i * PAGE) as *mut u8,
+                PAGE,
+            )
+        };
+    }
+    if let Err(e) = sys::protect(addr, len, libc::PROT_NONE) {
+        sys::discard(frame, len);
+        let _ = sys::protect(addr, len, rw);
+        return Err(e);
+    }
+    sys::discard(addr, len);
+    Ok(())
+}
+
+/// Device `a` pages `[s, s+n)` (locked) back to the host, published as host pages.
+fn to_host(
+    backend: Backend,
+    a: u16,
+    s: usize,
+    n: usize,
+    e: &[Entry],
+    out: &mut Migrated,
+) -> Result<(), Error> {
+    // Placing a page into a missing host page fails only when the kernel is out of memory, and
+    // a half-done move back cannot be represented: stop rather than lose data.
+    // Invariant (checked in debug builds): the group's pages are ours and on `a`.
+    #[cfg(debug_assertions)]
+    for p in s..s + n {
+        let e = pagemap::get(p);
+        assert!(
+            e.locked() && e.device() == Some(a),
+            "to_host: page {p:#x} is {e:?}"
+        );
+    }
+    if device_to_host(backend, a, s, n).is_err() {
+        sys::fatal("could not move device-resident pages back to host memory");
+    }
+    device::release(a, n);
+    for (i, entry) in e.iter().enumerate().take(n) {
+        out.moved += usize::from(entry.filled());
+        out.never_touched += usize::from(!entry.filled());
+        pagemap::unlock(s + i, entry.on_host());
+    }
+    COUNTERS
+        .pages_to_host
+        .fetch_add(n as u64, Ordering::Relaxed);
+    fault::wake_pages(s, n);
+    Ok(())
+}
+
+/// Places the data of device `d`'s pages `[s, s+n)` (locked) into host memory, atomically per
+/// page, and drops the device frames. Reads `FILLED` from the (locked, stable) entries.
+/// Async-signal-safe: this is the fault path's work.
+fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i32> {
+    let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
+    match backend {
+        Backend::Uffd | Backend::UffdFast => {
+            let mut left = [false; BATCH];
+            if !move_pages(addr, frame, n, &mut left) {
+                for k in (0..n).filter(|&k| left[k] && pagemap::get(s + k).filled()) {
+                    let (dst, src) = (addr + k * PAGE, frame + k * PAGE);
+                    match uffd::copy(dst, src, PAGE) {
+                        Ok(()) => {}
+                        // A host page is there although the entry says "device": the device
+                        // copy is the authoritative one. Drop the stray page and copy again.
+                        Err(libc::EEXIST) => {
+                            sys::discard(dst, PAGE);
+                            uffd::copy(dst, src, PAGE)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                sys::discard(frame, len);
+            }
+            // Never-touched pages had no frame: give them the zero page. Waiting threads are
+            // woken by the caller once the entries say "host" (`fault::wake_pages`).
+            for k in 0..n {
+                if !pagemap::get(s + k).filled() {
+                    uffd::zeropage(addr + k * PAGE, PAGE, false);
+                }
+            }
+            Ok(())
+        }
+        Backend::Signal => {
+            for k in 0..n {
+                if pagemap::get(s + k).filled() {
+                    fault::write_protected(addr + k * PAGE, frame + k * PAGE, PAGE)?;
+                }
+            }
+            sys::protect(addr, len, libc::PROT_READ | libc::PROT_WRITE)?;
+            runs_changed(s, n, false);
+            sys::discard(frame, len);
+            Ok(())
+        }
+    }
+}
+
+/// Device `a` pages `[s, s+n)` (locked) to device `b`, whose capacity is reserved.
+fn device_to_device(
+    backend: Backend,
+    a: u16,
+    b: u16,
+    s: usize,
+    n: usize,
+    e: &[Entry],
+    out: &mut Migrated,
+) -> Result<(), Error> {
+    let (from, to, len) = (device::frame(a, s), device::frame(b, s), n * PAGE);
+    // Invariant (checked in debug builds): the pages are ours and on `a`.
+    #[cfg(debug_assertions)]
+    for q in s..s + n {
+        let cur = pagemap::get(q);
+        assert!(
+            cur.locked() && cur.device() == Some(a),
+            "d2d: page {q:#x} is {cur:?}"
+        );
+    }
+    // `left[k]`: page k is still on `a` (not moved by the kernel).
+    let mut left = [true; BATCH];
+    let all_moved = match backend {
+        Backend::Uffd | Backend::UffdFast => move_pages(to, from, n, &mut left),
+        Backend::Signal => false,
+    };
+    for k in (0..n).filter(|&k| !all_moved && left[k] && e[k].filled()) {
+        let (dst, src) = (to + k * PAGE, from + k * PAGE);
+        if backend == Backend::Signal {
+            // SAFETY: two distinct, mapped window pages of ours (not registered in this backend).
+            unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, PAGE) };
+        } else if let Err(errno) = uffd::copy(dst, src, PAGE) {
+            // The pages the kernel moved are on `b`; the rest stay on `a` (drop their partial
+            // copies on `b`).
+            let on_b = |i: usize| e[i].filled() && !left[i];
+            let moved_n = (0..n).filter(|&i| on_b(i)).count();
+            for i in (0..n).filter(|&i| !on_b(i)) {
+                sys::discard(to + i * PAGE, PAGE);
+            }
+            device::release(a, moved_n);
+            device::release(b, n - moved_n);
+            for (i, entry) in e.iter().enumerate() {
+                let now = if on_b(i) {
+                    entry.on_device(b, true)
+                } else {
+                    *entry
+                };
+                pagemap::unlock(s + i, now);
+            }
+            return Err(Error::Sys {
+                what: "moving pages between devices",
+                errno,
+            });
+        }
+    }
+    if !all_moved {
+        sys::discard(from, len);
+    }
+    device::release(a, n);
+    for (i, entry) in e.iter().enumerate().take(n) {
+        out.moved += usize::from(entry.filled());
+        out.never_touched += usize::from(!entry.filled());
+        pagemap::unlock(s + i, entry.on_device(b, entry.filled()));
+    }
+    COUNTERS
+        .pages_device_to_device
+        .fetch_add(n as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Signal backend: keeps [`fault::PROTECTED_RUNS`] (maximal runs of protected pages, each a
+/// kernel mapping of its own) up to date when `[s, s+n)` becomes protected or accessible.
+pub(crate) fn runs_changed(s: usize, n: usize, protected: bool) {
+    let left = s > 0 && pagemap::get(s - 1).device().is_some();
+    let right = s + n < arena::pages() && pagemap::get(s + n).device().is_some();
+    let neighbours = usize::from(left) + usize::from(right);
+    let runs = &fault::PROTECTED_RUNS;
+    // Protecting joins the neighbouring runs (1 - neighbours runs more); unprotecting splits
+    // them (neighbours - 1 more). Saturating: the count is an estimate kept for a budget.
+    let (add, sub) = if protected {
+        (usize::from(neighbours == 0), neighbours.saturating_sub(1))
+    } else {
+        (neighbours.saturating_sub(1), usize::from(neighbours == 0))
+    };
+    runs.fetch_add(add, Ordering::Relaxed);
+    let _ = runs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+        Some(r.saturating_sub(sub))
+    });
+}
+
+/// Where the last fault-back ended, and the current fault-around size (pages).
+static NEXT_FAULT: AtomicUsize = AtomicUsize::new(usize::MAX);
+static AROUND: AtomicUsize = AtomicUsize::new(FAULT_AROUND_MIN);
+/// The pages a read-ahead is bringing back now, `[start, end)` (empty when none). A reader that
+/// overtakes it (in the transparent backend the handler doing it shares the reader's CPU)
+/// faults inside it; that fault continues the stream at its current size (and reads ahead
+/// itself) instead of bringing the 64 KiB of an isolated fault.
+static AHEAD_START: AtomicUsize = AtomicUsize::new(0);
+static AHEAD_END: AtomicUsize = AtomicUsize::new(0);
+
+/// Resolves a CPU fault on managed page `page`: brings it (and its fault-around neighbours)
+/// back from a device, or repairs a host page that faulted because of a migration that has
+/// since finished. Async-signal-safe.
+pub fn cpu_fault(page: usize) -> Fault {
+    let Some(backend) = fault::backend() else {
+        return Fault::NotOurs;
+    };
+    gate_enter();
+    let mut spins = 0;
+    let done = loop {
+        let e = pagemap::get(page);
+        if e.pinned() {
+            if e.pinned_read_only() && !e.copying() {
+                match (e.device(), e.dup()) {
+                    // A kernel only reads this device page: give the CPU a read-only copy
+                    // instead of waiting for the kernel (which may be the one reading).
+                    (Some(d), _) => {
+                        if pagemap::begin_copy(page, e) {
+                            if copy_pinned_to_host(backend, page, d) {
+                                pagemap::end_copy(page, e.with_dup(d));
+                                COUNTERS.dup_pages.fetch_add(1, Ordering::Relaxed);
+                                break Fault::Retry;
+                            }
+                            pagemap::end_copy(page, e);
+                            break Fault::Pinned;
+                        }
+                        continue;
+                    }
+                    // Copied already: a read goes through now (a write, which no safe code
+                    // can make to memory a kernel reads, faults again until the kernel ends).
+                    (None, Some(_)) => break Fault::Retry,
+                    (None, None) => {}
+                }
+            }
+            if e.copying() {
+                pagemap::backoff(&mut spins);
+                continue;
+            }
+            break Fault::Pinned;
+        }
+        if e.use_() == Use::Free {
+            // Freed memory (touched after free), perhaps still on its way to the heap's free
+            // runs: nothing of tieralloc's is on it, and waiting for its lock could wait for a
+            // fork that waits for this fault.
+            break Fault::Host;
+        }
+        if e.locked() {
+            pagemap::backoff(&mut spins);
+            continue;
+        }
+        let Some(d) = e.device() else {
+            if let Some(d) = e.dup() {
+                // A write to a read-only host copy: the device's duplicate goes.
+                if let Some(locked) = pagemap::try_lock(page) {
+                    if locked.dup() == Some(d) {
+                        duplicate::drop_locked(backend, page, 1, d, false);
+                        pagemap::unlock(page, locked.on_host());
+                        COUNTERS.dup_invalidations.fetch_add(1, Ordering::Relaxed);
+                        break Fault::Retry;
+                    }
+                    pagemap::unlock(page, locked);
+                }
+                continue;
+            }
+            fault::fix_host(page);
+            break Fault::Host;
+        };
+        match pagemap::try_lock(page) {
+            Some(locked) if locked.device() == Some(d) => {
+                bring_back(backend, page, d);
+                break Fault::BroughtBack;
+            }
+            Some(locked) => pagemap::unlock(page, locked),
+            None => {}
+        }
+    };
+    gate_exit();
+    done
+}
+
+/// Puts a read-only copy of device `d`'s page `page` (pinned read-only by a kernel; the caller
+/// set `COPYING`) at its host address. False if the kernel refused. Async-signal-safe.
+fn copy_pinned_to_host(backend: Backend, page: usize, d: u16) -> bool {
+    let (addr, frame) = (arena::addr_of(page), device::frame(d, page));
+    match backend {
+        Backend::Uffd | Backend::UffdFast => match uffd::copy_write_protected(addr, frame, PAGE) {
+            Ok(()) => true,
+            Err(libc::EEXIST) => {
+                // A stray host page beside the device copy (the device's is authoritative).
+                sys::discard(addr, PAGE);
+                uffd::copy_write_protected(addr, frame, PAGE).is_ok()
+            }
+            Err(_) => false,
+        },
+        Backend::Signal => {
+            fault::write_protected(addr, frame, PAGE).is_ok()
+                && sys::protect(addr, PAGE, libc::PROT_READ).is_ok()
+        }
+    }
+}
+
+/// Locks `p` if it lives on device `d`; leaves it alone otherwise.
+fn try_lock_on(p: usize, d: u16) -> bool {
+    // A plain load first: most neighbours of an isolated fault are host pages, and a CAS per
+    // neighbour would cost more than the fault-back itself.
+    if pagemap::get(p).device() != Some(d) {
+        return false;
+    }
+    match pagemap::try_lock(p) {
+        Some(e) if e.device() == Some(d) => true,
+        Some(e) => {
+            pagemap::unlock(p, e);
+            false
+        }
+        None => false,
+    }
+}
+
+/// Fault-back of `page` (locked, on device `d`) with fault-around.
+fn bring_back(backend: Backend, page: usize, d: u16) {
+    let min = policy::AROUND_MIN.load(Ordering::Relaxed);
+    let max = policy::AROUND_MAX.load(Ordering::Relaxed);
+    let in_read_ahead =
+        (AHEAD_START.load(Ordering::Relaxed)..AHEAD_END.load(Ordering::Relaxed)).contains(&page);
+    let around = if NEXT_FAULT.load(Ordering::Relaxed) == page {
+        (AROUND.load(Ordering::Relaxed) * 2).min(max)
+    } else if in_read_ahead {
+        AROUND.load(Ordering::Relaxed).clamp(min, max)
+    } else {
+        min
+    };
+    AROUND.store(around, Ordering::Relaxed);
+    // Half of this 2 MiB region has faulted recently: bring the rest of it back at once (its
+    // other runs on this device, between pages already home). The run around the faulting
+    // page then spans the region, so it comes back in one move and one wake-up: a thread
+    // reading on does not fault again on the rest while it is still on its way.
+    let dense = policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page);
+    let region = page - page % FAULT_AROUND_MAX;
+    let (floor, reach) = if dense {
+        (region, (region + FAULT_AROUND_MAX).max(page + around))
+    } else {
+        (page - page % min, page + around)
+    };
+    let mut lo = page;
+    while lo > floor && try_lock_on(lo - 1, d) {
+        lo -= 1;
+    }
+    // At most one batch per run (the moves work in batches of BATCH pages).
+    let limit = reach.min(lo + BATCH).min(arena::pages());
+    let mut hi = page + 1;
+    while hi < limit && try_lock_on(hi, d) {
+        hi += 1;
+    }
+    // A sequential stream longer than one batch goes on after this run (read-ahead below):
+    // expect the next fault where the stream will end, so that it doubles the fault-around
+    // again. A reader's fault inside the read-ahead meanwhile continues the stream.
+    let ahead = around > BATCH && hi == limit && reach > limit;
+    // The read-ahead covers the run on `d` that follows (it stops where the run does).
+    let end = if ahead { run_end(hi, reach, d) } else { hi };
+    if end > hi {
+        AHEAD_START.store(hi, Ordering::Relaxed);
+        AHEAD_END.store(end, Ordering::Relaxed);
+    }
+    NEXT_FAULT.store(end, Ordering::Relaxed);
+    // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
+    COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
+    return_run(backend, d, lo, hi);
+    if end > hi {
+        read_ahead(backend, d, hi, end);
+        let _ = AHEAD_END.compare_exchange(end, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    if dense {
+        let region_end = (region + FAULT_AROUND_MAX).min(arena::pages());
+        let mut p = region;
+        while p < region_end {
+            if !try_lock_on(p, d) {
+                p += 1;
+                continue;
+            }
+            let s = p;
+            p += 1;
+            while p < region_end && try_lock_on(p, d) {
+                p += 1;
+            }
+            return_run(backend, d, s, p);
+        }
+    }
+}
+
+/// The first page in `[from, to)` (capped at the arena) that is not on device `d`.
+fn run_end(from: usize, to: usize, d: u16) -> usize {
+    let to = to.min(arena::pages());
+    (from..to)
+        .find(|&p| pagemap::get(p).device() != Some(d))
+        .unwrap_or(to)
+}
+
+/// The rest of a sequential fault-around after its first batch: device `d`'s pages in
+/// `[from, to)`, a batch at a time. Pages another fault has taken meanwhile (a reader that
+/// overtook the read-ahead) are skipped. Async-signal-safe.
+fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
+    let mut s = from;
+    while s < to {
+        if !try_lock_on(s, d) {
+            s += 1;
+            continue;
+        }
+        let limit = to.min(s + BATCH);
+        let mut e = s + 1;
+        while e < limit && try_lock_on(e, d) {
+            e += 1;
+        }
+        return_run(backend, d, s, e);
+        s = e;
+    }
+}
+
+/// Brings device `d`'s pages `[lo, hi)` (locked by this fault) home, publishes and wakes.
+/// Async-signal-safe.
+fn return_run(backend: Backend, d: u16, lo: usize, hi: usize) {
+    // Invariant (checked in debug builds): the run's pages are ours and on `d`.
+    #[cfg(debug_assertions)]
+    for p in lo..hi {
+        let e = pagemap::get(p);
+        assert!(
+            e.locked() && e.device() == Some(d),
+            "return_run: page {p:#x} is {e:?}"
+        );
+    }
+    if device_to_host(backend, d, lo, hi - lo).is_err() {
+        sys::fatal("could not bring device-resident pages back to host memory");
+    }
+    device::release(d, hi - lo);
+    blocks::cpu_fault(lo, hi - lo);
+    link::transfer(d, (hi - lo) * PAGE);
+    COUNTERS
+        .pages_to_host
+        .fetch_add((hi - lo) as u64, Ordering::Relaxed);
+    COUNTERS
+        .fault_pages
+        .fetch_add((hi - lo) as u64, Ordering::Relaxed);
+    for p in lo..hi {
+        pagemap::unlock(p, pagemap::get(p).on_host());
+    }
+    trace::record(
+        lo,
+        hi - lo,
+        Some(Tier::Device(d)),
+        Some(Tier::Host),
+        trace::Cause::Fault,
+    );
+    fault::wake_pages(lo, hi - lo);
+}
+
+/// True if at least half of the blocks of page's 2 MiB region faulted in the thrash window.
+fn dense_region(page: usize) -> bool {
+    let start = page - page % FAULT_AROUND_MAX;
+    let end = (start + FAULT_AROUND_MAX).min(arena::pages());
+    let total = (end - start).div_ceil(blocks::BLOCK_PAGES);
+    let hot = blocks::blocks_of(start, end - start)
+        .filter(|b| blocks::recent_bounces(b) > 0)
+        .count();
+    2 * hot >= total && total > 1
+}
+
+/// Called by the heap (`heap::give_back`), with no heap lock held, before pages
+/// `[page, page+n)` of an allocation being freed return to the free runs: locks every page
+/// (waiting for the migrations, faults and advice that hold one), gives device-resident pages'
+/// frames and capacity back without bringing them home, drops read-only duplicates, and leaves
+/// every page locked and free ([`pagemap::claimed_free`]). The heap then publishes them free,
+/// which unlocks them.
+pub(crate) fn claim_freed(page: usize, n: usize) {
+    let backend = fault::backend();
+    let any_device = ANY_DEVICE.load(Ordering::Acquire);
+    // Page locks are held from here until the heap publishes the pages free, and the fork gate
+    // until they read as free: the caller (`heap::give_back`, the only one) blocks signals for
+    // all of it, so no handler that touches device memory can wait for this thread.
+    gate_enter();
+    let end = page + n;
+    let mut p = page;
+    while p < end {
+        let Some(e) = pagemap::lock(p) else {
+            sys::fatal("freeing pages that are not handed out (heap corrupted)");
+        };
+        let (Some(b), true) = (backend, any_device) else {
+            p += 1;
+            continue;
+        };
+        let Some(d) = e.device() else {
+            if let Some(d) = e.dup() {
+                duplicate::drop_locked(b, p, 1, d, true);
+            }
+            pagemap::keep_locked(p, e.on_host());
+            p += 1;
+            continue;
+        };
+        // A run of pages on device `d`: one discard and one protection change for all.
+        let s = p;
+        p += 1;
+        while p < end {
+            let Some(e2) = pagemap::lock(p) else {
+                sys::fatal("freeing pages that are not handed out (heap corrupted)");
+            };
+            if e2.device() != Some(d) {
+                // Looked at again by the outer loop (it is locked already: keep it so).
+                pagemap::unlock(p, e2);
+                break;
+            }
+            p += 1;
+        }
+        let k = p - s;
+        // Invariant (checked in debug builds): the run's pages are ours and on `d`.
+        #[cfg(debug_assertions)]
+        for q in s..p {
+            let e = pagemap::get(q);
+            assert!(
+                e.locked() && e.device() == Some(d),
+                "claim: page {q:#x} is {e:?}"
+            );
+        }
+        sys::discard(device::frame(d, s), k * PAGE);
+        if b == Backend::Signal {
+            // The host pages were released when they moved; make them accessible again (they
+            // read as zero, as fresh pages do).
+            if sys::protect(
+                arena::addr_of(s),
+                k * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+            .is_err()
+            {
+                sys::fatal("could not unprotect freed device-resident pages (vm.max_map_count?)");
+            }
+            runs_changed(s, k, false);
+        }
+        device::release(d, k);
+        for q in s..p {
+            pagemap::keep_locked(q, pagemap::get(q).on_host());
+        }
+        COUNTERS
+            .freed_device_pages
+            .fetch_add(k as u64, Ordering::Relaxed);
+        trace::record(s, k, Some(Tier::Device(d)), None, trace::Cause::Free);
+    }
+    // From here on nobody waits for these pages (they read as free), though they stay locked
+    // until the heap takes them: the caller may wait for the heap's lock, which a fork holds
+    // while it waits for the migrations that would otherwise wait for these pages.
+    for q in page..end {
+        pagemap::claimed_free(q);
+    }
+    gate_exit();
+}
+
+/// Starts the fault backend (once), handing it [`cpu_fault`] as the function that resolves
+/// its faults: the fault layer, below this one, never calls up by name.
+pub(crate) fn start_backend() -> Result<Backend, Error> {
+    fault::ensure_init(cpu_fault)
+}
+
+/// Starts the devices (once) and, before anything can lock a page entry, has the heap lock
+/// pages before it takes them back (`heap::pages::enable_claims`). Every path that migrates,
+/// prefetches, advises or runs a kernel starts here.
+pub(crate) fn start_devices() -> Result<(), Error> {
+    device::ensure_init()?;
+    crate::heap::pages::enable_claims();
+    Ok(())
+}
