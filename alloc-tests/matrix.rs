@@ -4,6 +4,8 @@
 use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, Layout};
 use tieralloc::TierAlloc;
 
+mod common;
+
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
@@ -78,26 +80,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn pattern(seed: usize, i: usize) -> u8 {
-    (seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) ^ (i >> 8)) as u8
-}
-
 fn fill(p: *mut u8, len: usize, seed: usize) {
-    for i in 0..len {
-        // SAFETY: p is a live block of at least len bytes.
-        unsafe { p.add(i).write(pattern(seed, i)) };
-    }
+    // SAFETY: p is a live block of at least len bytes, ours alone.
+    common::fill(
+        unsafe { std::slice::from_raw_parts_mut(p, len) },
+        seed as u64,
+    );
 }
 
 fn check(p: *const u8, len: usize, seed: usize) {
-    for i in 0..len {
-        // SAFETY: as in fill.
-        let v = unsafe { p.add(i).read() };
-        assert_eq!(
-            v,
-            pattern(seed, i),
-            "byte {i} of a {len}-byte block changed"
-        );
+    // SAFETY: as in fill.
+    let buf = unsafe { std::slice::from_raw_parts(p, len) };
+    if let Some(i) = common::first_bad(buf, seed as u64) {
+        panic!("byte {i} of a {len}-byte block changed");
     }
 }
 

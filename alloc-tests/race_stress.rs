@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tieralloc::{Advice, Tier, TierAlloc};
 
 mod common;
-use common::{byte, fill, Rng};
+use common::{byte, fill, first_bad, Rng};
 
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
@@ -49,7 +49,7 @@ fn size(rng: &mut Rng) -> usize {
 }
 
 fn check(buf: &[u8], seed: u64, what: &str) {
-    if let Some(i) = (0..buf.len()).find(|&i| buf[i] != byte(seed, i)) {
+    if let Some(i) = first_bad(buf, seed) {
         panic!(
             "{what}: byte {i} of {} at {:#x} is {:#04x}, expected {:#04x} (STRESS_SEED={})",
             buf.len(),

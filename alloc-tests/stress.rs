@@ -18,19 +18,12 @@ use std::time::{Duration, Instant};
 use tieralloc::{Advice, OnDevice, Tier, TierAlloc};
 
 mod common;
-use common::{byte, fill, Rng};
+use common::{byte, fill, first_bad, Rng};
 
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
 const DEVICES: u16 = 2;
-
-/// The first byte of `buf` that differs from the model, if any.
-fn first_bad(buf: &[u8], seed: u64) -> Option<usize> {
-    buf.iter()
-        .enumerate()
-        .position(|(i, &b)| b != byte(seed, i))
-}
 
 /// Sizes from 1 B to 2 MiB, most of them small.
 fn size(rng: &mut Rng) -> usize {

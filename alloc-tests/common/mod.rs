@@ -170,6 +170,13 @@ pub fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
+/// The first byte of `buf` that differs from the pattern of `seed`, if any.
+pub fn first_bad(buf: &[u8], seed: u64) -> Option<usize> {
+    buf.iter()
+        .enumerate()
+        .position(|(i, &b)| b != byte(seed, i))
+}
+
 /// The seed of a random test: the variable `var` if set (to replay a run), else the clock.
 /// Printed as `var=seed`, so a failing run says how to repeat it.
 pub fn seed_from(var: &str) -> u64 {
