@@ -18,7 +18,7 @@ use crate::heap::{self, Hooks};
 use crate::mem::gate::{gate_close, gate_open};
 use crate::mem::pagemap;
 use crate::mem::scope::TierIndex;
-use crate::tiering::{migrate, placement};
+use crate::tiering::{freed, placement};
 use crate::{config, fault};
 use core::sync::atomic::Ordering;
 
@@ -43,7 +43,7 @@ impl Hooks for HeapHooks {
 
     #[inline]
     fn claim_freed(page: usize, n: usize) {
-        migrate::claim_freed(page, n)
+        freed::claim_freed(page, n)
     }
 
     fn started() {

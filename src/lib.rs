@@ -96,7 +96,7 @@
 #![warn(missing_docs)]
 
 // The layers, bottom to top; a module imports only from its own layer and those below it
-// (`tests/layers.rs` checks this). See "Layout" in the README.
+// (`alloc-tests/layers.rs` checks this). src/README.md says what each owns.
 mod allocator;
 mod api;
 mod base;

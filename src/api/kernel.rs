@@ -648,7 +648,7 @@ fn count_faults(d: u16, run: &Run) -> usize {
 /// writes, zero pages under remote views) and pins them. If a page moved meanwhile, unlocks
 /// everything and returns false. A run's pages are only locked while this runs, and pinned
 /// in one store each once ready: a CPU fault may change a pinned page (a read-only copy,
-/// `migrate::cpu_fault`), never a page that is only locked.
+/// `fault_back::cpu_fault`), never a page that is only locked.
 fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
     for (i, run) in runs.iter().enumerate() {
         let mut ok = true;

@@ -73,7 +73,7 @@ pub(crate) static PROTECTED_RUNS: AtomicUsize = AtomicUsize::new(0);
 /// Pages per registration chunk (2 MiB).
 const CHUNK_PAGES: usize = 512;
 
-/// What the resolver installed at start-up (`tiering::migrate::cpu_fault`) did with a fault.
+/// What the resolver installed at start-up (`tiering::fault_back::cpu_fault`) did with a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// No backend is running: the fault is not tieralloc's.

@@ -255,7 +255,7 @@ fn free_large<H: Hooks>(p: *mut u8) {
 /// under the page-run lock and publishes them free.
 ///
 /// Once page entries can be locked by others ([`pagemap::claims_enabled`]), every page is locked
-/// first, and its device frame or duplicate released (`migrate::claim_freed`), with no heap
+/// first, and its device frame or duplicate released ([`Hooks::claim_freed`]), with no heap
 /// lock held: a migration, prefetch or eviction that started before the free may hold some of
 /// them, and a page lock is never waited for under a heap lock (it could wait for a kernel that
 /// is waiting for that heap lock). The flag is read again under the lock: it is set under it.

@@ -100,7 +100,7 @@ pub struct ResidencyMap {
 }
 
 /// Takes a [`ResidencyMap`] of `[ptr, ptr + len)`: one cell per page (or per group of pages,
-/// so that a map has at most 4096 cells). Same errors as [`crate::api::residency`].
+/// so that a map has at most 4096 cells). Same errors as [`crate::residency`].
 ///
 /// ```
 /// use tieralloc::{Tier, TierAlloc};

@@ -20,9 +20,7 @@
 //! Never-touched pages (never populated) are not copied: they change tier as zero pages with no
 //! frame behind them ("they are zero wherever they land").
 //!
-//! The back-path ([`cpu_fault`]) is async-signal-safe: atomics and system calls only, no
-//! allocation, and the only lock it waits for is a page entry's, whose holders never wait for a
-//! heap lock.
+//! The back-path on a CPU touch is in [`super::fault_back`].
 
 use crate::base::error::Error;
 pub use crate::base::tier::Tier;
@@ -30,13 +28,13 @@ use crate::device::link;
 use crate::fault::{self, Backend};
 use crate::mem::counters::COUNTERS;
 use crate::mem::pagemap::{self, Entry, Use};
-use crate::mem::{arena, blocks, trace};
+use crate::mem::{arena, trace};
 use crate::pal::sys;
 use crate::pal::uffd;
 use crate::tiering::{duplicate, evict, policy};
 use crate::{device, heap};
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 const PAGE: usize = sys::PAGE_SIZE;
 /// Pages locked and moved together by [`migrate`] (2 MiB): a reader that touches a page of a
@@ -52,7 +50,7 @@ pub const FAULT_AROUND_MAX: usize = 512;
 /// batch back, wakes the faulting thread and brings the following batches after it (read-ahead).
 pub const FAULT_AROUND_LIMIT: usize = 8192;
 
-/// What a [`crate::tiering::migrate`] call did. Counts are in pages of 4 KiB.
+/// What a [`crate::migrate`] call did. Counts are in pages of 4 KiB.
 ///
 /// ```
 /// # #[global_allocator]
@@ -77,11 +75,10 @@ pub struct Migrated {
     pub never_touched: usize,
 }
 
-use crate::fault::Fault;
 use crate::mem::gate::{gate_enter, gate_exit};
 
 /// Set once a page has been on a device: until then freeing memory skips the device scan.
-static ANY_DEVICE: AtomicBool = AtomicBool::new(false);
+pub(crate) static ANY_DEVICE: AtomicBool = AtomicBool::new(false);
 
 /// Notes that some page is device-resident (freeing memory scans for device pages from now on).
 pub(crate) fn device_in_use() {
@@ -544,7 +541,7 @@ fn to_host(
 /// Places the data of device `d`'s pages `[s, s+n)` (locked) into host memory, atomically per
 /// page, and drops the device frames. Reads `FILLED` from the (locked, stable) entries.
 /// Async-signal-safe: this is the fault path's work.
-fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i32> {
+pub(crate) fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Result<(), i32> {
     let (addr, frame, len) = (arena::addr_of(s), device::frame(d, s), n * PAGE);
     match backend {
         Backend::Uffd | Backend::UffdFast => {
@@ -678,373 +675,10 @@ pub(crate) fn runs_changed(s: usize, n: usize, protected: bool) {
     });
 }
 
-/// Where the last fault-back ended, and the current fault-around size (pages).
-static NEXT_FAULT: AtomicUsize = AtomicUsize::new(usize::MAX);
-static AROUND: AtomicUsize = AtomicUsize::new(FAULT_AROUND_MIN);
-/// The pages a read-ahead is bringing back now, `[start, end)` (empty when none). A reader that
-/// overtakes it (in the transparent backend the handler doing it shares the reader's CPU)
-/// faults inside it; that fault continues the stream at its current size (and reads ahead
-/// itself) instead of bringing the 64 KiB of an isolated fault.
-static AHEAD_START: AtomicUsize = AtomicUsize::new(0);
-static AHEAD_END: AtomicUsize = AtomicUsize::new(0);
-
-/// Resolves a CPU fault on managed page `page`: brings it (and its fault-around neighbours)
-/// back from a device, or repairs a host page that faulted because of a migration that has
-/// since finished. Async-signal-safe.
-pub fn cpu_fault(page: usize) -> Fault {
-    let Some(backend) = fault::backend() else {
-        return Fault::NotOurs;
-    };
-    gate_enter();
-    let mut spins = 0;
-    let done = loop {
-        let e = pagemap::get(page);
-        if e.pinned() {
-            if e.pinned_read_only() && !e.copying() {
-                match (e.device(), e.dup()) {
-                    // A kernel only reads this device page: give the CPU a read-only copy
-                    // instead of waiting for the kernel (which may be the one reading).
-                    (Some(d), _) => {
-                        if pagemap::begin_copy(page, e) {
-                            if copy_pinned_to_host(backend, page, d) {
-                                pagemap::end_copy(page, e.with_dup(d));
-                                COUNTERS.dup_pages.fetch_add(1, Ordering::Relaxed);
-                                break Fault::Retry;
-                            }
-                            pagemap::end_copy(page, e);
-                            break Fault::Pinned;
-                        }
-                        continue;
-                    }
-                    // Copied already: a read goes through now (a write, which no safe code
-                    // can make to memory a kernel reads, faults again until the kernel ends).
-                    (None, Some(_)) => break Fault::Retry,
-                    (None, None) => {}
-                }
-            }
-            if e.copying() {
-                pagemap::backoff(&mut spins);
-                continue;
-            }
-            break Fault::Pinned;
-        }
-        if e.use_() == Use::Free {
-            // Freed memory (touched after free), perhaps still on its way to the heap's free
-            // runs: nothing of tieralloc's is on it, and waiting for its lock could wait for a
-            // fork that waits for this fault.
-            break Fault::Host;
-        }
-        if e.locked() {
-            pagemap::backoff(&mut spins);
-            continue;
-        }
-        let Some(d) = e.device() else {
-            if let Some(d) = e.dup() {
-                // A write to a read-only host copy: the device's duplicate goes.
-                if let Some(locked) = pagemap::try_lock(page) {
-                    if locked.dup() == Some(d) {
-                        duplicate::drop_locked(backend, page, 1, d, false);
-                        pagemap::unlock(page, locked.on_host());
-                        COUNTERS.dup_invalidations.fetch_add(1, Ordering::Relaxed);
-                        break Fault::Retry;
-                    }
-                    pagemap::unlock(page, locked);
-                }
-                continue;
-            }
-            fault::fix_host(page);
-            break Fault::Host;
-        };
-        match pagemap::try_lock(page) {
-            Some(locked) if locked.device() == Some(d) => {
-                bring_back(backend, page, d);
-                break Fault::BroughtBack;
-            }
-            Some(locked) => pagemap::unlock(page, locked),
-            None => {}
-        }
-    };
-    gate_exit();
-    done
-}
-
-/// Puts a read-only copy of device `d`'s page `page` (pinned read-only by a kernel; the caller
-/// set `COPYING`) at its host address. False if the kernel refused. Async-signal-safe.
-fn copy_pinned_to_host(backend: Backend, page: usize, d: u16) -> bool {
-    let (addr, frame) = (arena::addr_of(page), device::frame(d, page));
-    match backend {
-        Backend::Uffd | Backend::UffdFast => match uffd::copy_write_protected(addr, frame, PAGE) {
-            Ok(()) => true,
-            Err(libc::EEXIST) => {
-                // A stray host page beside the device copy (the device's is authoritative).
-                sys::discard(addr, PAGE);
-                uffd::copy_write_protected(addr, frame, PAGE).is_ok()
-            }
-            Err(_) => false,
-        },
-        Backend::Signal => {
-            fault::write_protected(addr, frame, PAGE).is_ok()
-                && sys::protect(addr, PAGE, libc::PROT_READ).is_ok()
-        }
-    }
-}
-
-/// Locks `p` if it lives on device `d`; leaves it alone otherwise.
-fn try_lock_on(p: usize, d: u16) -> bool {
-    // A plain load first: most neighbours of an isolated fault are host pages, and a CAS per
-    // neighbour would cost more than the fault-back itself.
-    if pagemap::get(p).device() != Some(d) {
-        return false;
-    }
-    match pagemap::try_lock(p) {
-        Some(e) if e.device() == Some(d) => true,
-        Some(e) => {
-            pagemap::unlock(p, e);
-            false
-        }
-        None => false,
-    }
-}
-
-/// Fault-back of `page` (locked, on device `d`) with fault-around.
-fn bring_back(backend: Backend, page: usize, d: u16) {
-    let min = policy::AROUND_MIN.load(Ordering::Relaxed);
-    let max = policy::AROUND_MAX.load(Ordering::Relaxed);
-    let in_read_ahead =
-        (AHEAD_START.load(Ordering::Relaxed)..AHEAD_END.load(Ordering::Relaxed)).contains(&page);
-    let around = if NEXT_FAULT.load(Ordering::Relaxed) == page {
-        (AROUND.load(Ordering::Relaxed) * 2).min(max)
-    } else if in_read_ahead {
-        AROUND.load(Ordering::Relaxed).clamp(min, max)
-    } else {
-        min
-    };
-    AROUND.store(around, Ordering::Relaxed);
-    // Half of this 2 MiB region has faulted recently: bring the rest of it back at once (its
-    // other runs on this device, between pages already home). The run around the faulting
-    // page then spans the region, so it comes back in one move and one wake-up: a thread
-    // reading on does not fault again on the rest while it is still on its way.
-    let dense = policy::AROUND_DENSITY.load(Ordering::Relaxed) && dense_region(page);
-    let region = page - page % FAULT_AROUND_MAX;
-    let (floor, reach) = if dense {
-        (region, (region + FAULT_AROUND_MAX).max(page + around))
-    } else {
-        (page - page % min, page + around)
-    };
-    let mut lo = page;
-    while lo > floor && try_lock_on(lo - 1, d) {
-        lo -= 1;
-    }
-    // At most one batch per run (the moves work in batches of BATCH pages).
-    let limit = reach.min(lo + BATCH).min(arena::pages());
-    let mut hi = page + 1;
-    while hi < limit && try_lock_on(hi, d) {
-        hi += 1;
-    }
-    // A sequential stream longer than one batch goes on after this run (read-ahead below):
-    // expect the next fault where the stream will end, so that it doubles the fault-around
-    // again. A reader's fault inside the read-ahead meanwhile continues the stream.
-    let ahead = around > BATCH && hi == limit && reach > limit;
-    // The read-ahead covers the run on `d` that follows (it stops where the run does).
-    let end = if ahead { run_end(hi, reach, d) } else { hi };
-    if end > hi {
-        AHEAD_START.store(hi, Ordering::Relaxed);
-        AHEAD_END.store(end, Ordering::Relaxed);
-    }
-    NEXT_FAULT.store(end, Ordering::Relaxed);
-    // Count before waking anyone: a thread that reads `stats()` after its access sees its fault.
-    COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
-    return_run(backend, d, lo, hi);
-    if end > hi {
-        read_ahead(backend, d, hi, end);
-        let _ = AHEAD_END.compare_exchange(end, 0, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    if dense {
-        let region_end = (region + FAULT_AROUND_MAX).min(arena::pages());
-        let mut p = region;
-        while p < region_end {
-            if !try_lock_on(p, d) {
-                p += 1;
-                continue;
-            }
-            let s = p;
-            p += 1;
-            while p < region_end && try_lock_on(p, d) {
-                p += 1;
-            }
-            return_run(backend, d, s, p);
-        }
-    }
-}
-
-/// The first page in `[from, to)` (capped at the arena) that is not on device `d`.
-fn run_end(from: usize, to: usize, d: u16) -> usize {
-    let to = to.min(arena::pages());
-    (from..to)
-        .find(|&p| pagemap::get(p).device() != Some(d))
-        .unwrap_or(to)
-}
-
-/// The rest of a sequential fault-around after its first batch: device `d`'s pages in
-/// `[from, to)`, a batch at a time. Pages another fault has taken meanwhile (a reader that
-/// overtook the read-ahead) are skipped. Async-signal-safe.
-fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
-    let mut s = from;
-    while s < to {
-        if !try_lock_on(s, d) {
-            s += 1;
-            continue;
-        }
-        let limit = to.min(s + BATCH);
-        let mut e = s + 1;
-        while e < limit && try_lock_on(e, d) {
-            e += 1;
-        }
-        return_run(backend, d, s, e);
-        s = e;
-    }
-}
-
-/// Brings device `d`'s pages `[lo, hi)` (locked by this fault) home, publishes and wakes.
-/// Async-signal-safe.
-fn return_run(backend: Backend, d: u16, lo: usize, hi: usize) {
-    // Invariant (checked in debug builds): the run's pages are ours and on `d`.
-    #[cfg(debug_assertions)]
-    for p in lo..hi {
-        let e = pagemap::get(p);
-        assert!(
-            e.locked() && e.device() == Some(d),
-            "return_run: page {p:#x} is {e:?}"
-        );
-    }
-    if device_to_host(backend, d, lo, hi - lo).is_err() {
-        sys::fatal("could not bring device-resident pages back to host memory");
-    }
-    device::release(d, hi - lo);
-    blocks::cpu_fault(lo, hi - lo);
-    link::transfer(d, (hi - lo) * PAGE);
-    COUNTERS
-        .pages_to_host
-        .fetch_add((hi - lo) as u64, Ordering::Relaxed);
-    COUNTERS
-        .fault_pages
-        .fetch_add((hi - lo) as u64, Ordering::Relaxed);
-    for p in lo..hi {
-        pagemap::unlock(p, pagemap::get(p).on_host());
-    }
-    trace::record(
-        lo,
-        hi - lo,
-        Some(Tier::Device(d)),
-        Some(Tier::Host),
-        trace::Cause::Fault,
-    );
-    fault::wake_pages(lo, hi - lo);
-}
-
-/// True if at least half of the blocks of page's 2 MiB region faulted in the thrash window.
-fn dense_region(page: usize) -> bool {
-    let start = page - page % FAULT_AROUND_MAX;
-    let end = (start + FAULT_AROUND_MAX).min(arena::pages());
-    let total = (end - start).div_ceil(blocks::BLOCK_PAGES);
-    let hot = blocks::blocks_of(start, end - start)
-        .filter(|b| blocks::recent_bounces(b) > 0)
-        .count();
-    2 * hot >= total && total > 1
-}
-
-/// Called by the heap (`heap::give_back`), with no heap lock held, before pages
-/// `[page, page+n)` of an allocation being freed return to the free runs: locks every page
-/// (waiting for the migrations, faults and advice that hold one), gives device-resident pages'
-/// frames and capacity back without bringing them home, drops read-only duplicates, and leaves
-/// every page locked and free ([`pagemap::claimed_free`]). The heap then publishes them free,
-/// which unlocks them.
-pub(crate) fn claim_freed(page: usize, n: usize) {
-    let backend = fault::backend();
-    let any_device = ANY_DEVICE.load(Ordering::Acquire);
-    // Page locks are held from here until the heap publishes the pages free, and the fork gate
-    // until they read as free: the caller (`heap::give_back`, the only one) blocks signals for
-    // all of it, so no handler that touches device memory can wait for this thread.
-    gate_enter();
-    let end = page + n;
-    let mut p = page;
-    while p < end {
-        let Some(e) = pagemap::lock(p) else {
-            sys::fatal("freeing pages that are not handed out (heap corrupted)");
-        };
-        let (Some(b), true) = (backend, any_device) else {
-            p += 1;
-            continue;
-        };
-        let Some(d) = e.device() else {
-            if let Some(d) = e.dup() {
-                duplicate::drop_locked(b, p, 1, d, true);
-            }
-            pagemap::keep_locked(p, e.on_host());
-            p += 1;
-            continue;
-        };
-        // A run of pages on device `d`: one discard and one protection change for all.
-        let s = p;
-        p += 1;
-        while p < end {
-            let Some(e2) = pagemap::lock(p) else {
-                sys::fatal("freeing pages that are not handed out (heap corrupted)");
-            };
-            if e2.device() != Some(d) {
-                // Looked at again by the outer loop (it is locked already: keep it so).
-                pagemap::unlock(p, e2);
-                break;
-            }
-            p += 1;
-        }
-        let k = p - s;
-        // Invariant (checked in debug builds): the run's pages are ours and on `d`.
-        #[cfg(debug_assertions)]
-        for q in s..p {
-            let e = pagemap::get(q);
-            assert!(
-                e.locked() && e.device() == Some(d),
-                "claim: page {q:#x} is {e:?}"
-            );
-        }
-        sys::discard(device::frame(d, s), k * PAGE);
-        if b == Backend::Signal {
-            // The host pages were released when they moved; make them accessible again (they
-            // read as zero, as fresh pages do).
-            if sys::protect(
-                arena::addr_of(s),
-                k * PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-            )
-            .is_err()
-            {
-                sys::fatal("could not unprotect freed device-resident pages (vm.max_map_count?)");
-            }
-            runs_changed(s, k, false);
-        }
-        device::release(d, k);
-        for q in s..p {
-            pagemap::keep_locked(q, pagemap::get(q).on_host());
-        }
-        COUNTERS
-            .freed_device_pages
-            .fetch_add(k as u64, Ordering::Relaxed);
-        trace::record(s, k, Some(Tier::Device(d)), None, trace::Cause::Free);
-    }
-    // From here on nobody waits for these pages (they read as free), though they stay locked
-    // until the heap takes them: the caller may wait for the heap's lock, which a fork holds
-    // while it waits for the migrations that would otherwise wait for these pages.
-    for q in page..end {
-        pagemap::claimed_free(q);
-    }
-    gate_exit();
-}
-
-/// Starts the fault backend (once), handing it [`cpu_fault`] as the function that resolves
+/// Starts the fault backend (once), handing it [`super::fault_back::cpu_fault`] as the function that resolves
 /// its faults: the fault layer, below this one, never calls up by name.
 pub(crate) fn start_backend() -> Result<Backend, Error> {
-    fault::ensure_init(cpu_fault)
+    fault::ensure_init(super::fault_back::cpu_fault)
 }
 
 /// Starts the devices (once) and, before anything can lock a page entry, has the heap lock

@@ -18,7 +18,7 @@
 //! duplicate is write-protected and equal to the host copy, and a reader never sees a value
 //! older than the last completed write. At the end the page holds the last value written.
 //!
-//! [`cpu_fault`]: crate::tiering::migrate::cpu_fault
+//! [`cpu_fault`]: crate::tiering::fault_back::cpu_fault
 
 use crate::mem::pagemap::{Entry, Use};
 
