@@ -19,17 +19,7 @@
 
 use crate::pal::sys;
 
-/// Reads an environment variable as bytes without allocating.
-pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
-    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string that lives
-    // as long as the environment is not modified (the same contract std relies on).
-    let p = unsafe { libc::getenv(name.as_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: p is a valid C string as above.
-    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
-}
+pub use crate::pal::process::getenv;
 
 /// Parses a byte size: a decimal number with an optional unit `K`, `M`, `G`, `T` (powers of
 /// 1024), optionally followed by `iB` or `B`, case-insensitive, e.g. `64GiB`, `512m`, `4096`.

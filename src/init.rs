@@ -18,6 +18,7 @@ use crate::heap::{self, Hooks};
 use crate::mem::gate::{gate_close, gate_open};
 use crate::mem::pagemap;
 use crate::mem::scope::TierIndex;
+use crate::pal::process;
 use crate::tiering::{freed, placement};
 use crate::{config, fault};
 use core::sync::atomic::Ordering;
@@ -47,9 +48,7 @@ impl Hooks for HeapHooks {
     }
 
     fn started() {
-        // SAFETY: registers plain callbacks; they run around fork in every thread that forks.
-        // glibc may use its own malloc here, never ours.
-        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+        process::at_fork(fork_prepare, fork_parent, fork_child);
         if config::stats_at_exit() {
             crate::report::stats::print_at_exit();
         }

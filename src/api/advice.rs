@@ -8,7 +8,6 @@ use crate::fault;
 use crate::mem::arena;
 use crate::mem::counters::COUNTERS;
 use crate::mem::pagemap::{self, Use};
-use crate::pal::sys;
 use crate::tiering::duplicate;
 use crate::tiering::migrate;
 use core::sync::atomic::Ordering;
@@ -78,7 +77,7 @@ pub fn advise(ptr: *const u8, len: usize, advice: Advice) -> Result<(), Error> {
     }
     // Each page is locked while its advice changes: no signal handler may run meanwhile (one
     // that touched the page would wait for this thread).
-    let quiet = sys::SignalsBlocked::new();
+    let quiet = crate::pal::signal::SignalsBlocked::new();
     for p in first..first + n {
         // Locked inside the fork gate (a fork child never inherits the lock), and never waiting
         // there for a kernel's pin (the kernel may allocate, which a fork holds up): a pinned
@@ -138,7 +137,7 @@ fn start_returner() {
     let _ = std::thread::Builder::new()
         .name("tieralloc-return".into())
         .spawn(|| {
-            crate::pal::sys::SignalsBlocked::forever();
+            crate::pal::signal::SignalsBlocked::forever();
             loop {
                 std::thread::sleep(QUIET);
                 return_preferred();

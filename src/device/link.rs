@@ -221,13 +221,8 @@ pub(crate) fn transfer(d: u16, bytes: usize) {
         .simulated_transfer_ns
         .fetch_add(ns, Ordering::Relaxed);
     if s.enforced.load(Ordering::Relaxed) && ns > 0 {
-        let ts = libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: nanosleep reads the timespec we pass; it is async-signal-safe. An early
-        // return (a signal) only shortens the simulated delay.
-        unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+        // An early return (a signal) only shortens the simulated delay.
+        crate::pal::thread::sleep_ns(ns);
     }
 }
 

@@ -94,7 +94,7 @@ fn serve(q: &Queue) -> ! {
     // and the kernels' own scratch memory) stays off pages that hold user objects.
     crate::mem::scope::enter_internal();
     // A worker holds page locks and pins; signals are for the application's threads.
-    crate::pal::sys::SignalsBlocked::forever();
+    crate::pal::signal::SignalsBlocked::forever();
     loop {
         let job = {
             let mut jobs = q.jobs.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,18 +15,13 @@ use crate::mem::arena;
 
 use super::Fault;
 
-use crate::pal::sys;
+use crate::pal::{signal, sys};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The handlers tieralloc replaced, per signal (SIGSEGV, SIGBUS). Written once, before
 /// [`INSTALLED`] is set; read only after it is seen set.
-static mut PREVIOUS: [libc::sigaction; 2] = [unsafe_zeroed_sigaction(); 2];
+static mut PREVIOUS: [signal::Action; 2] = [signal::default_action(); 2];
 static INSTALLED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
-
-const fn unsafe_zeroed_sigaction() -> libc::sigaction {
-    // SAFETY: sigaction is plain data; all-zero is SIG_DFL with no flags and an empty mask.
-    unsafe { core::mem::zeroed() }
-}
 
 /// `si_code` of a SIGSEGV on a mapped page without the needed access (`<asm/siginfo.h>`).
 const SEGV_ACCERR: i32 = 2;
@@ -43,13 +38,10 @@ pub fn install(sig: i32) -> Result<(), i32> {
     if INSTALLED[i].load(Ordering::Acquire) {
         return Ok(());
     }
-    let act = our_action();
-    // SAFETY: PREVIOUS[i] is written here once, before INSTALLED[i] is published; `act` is a
-    // valid handler for this signal.
-    let rc = unsafe { libc::sigaction(sig, &act, &raw mut PREVIOUS[i]) };
-    if rc != 0 {
-        return Err(sys::errno());
-    }
+    let prev = signal::swap_action(sig, &our_action())?;
+    // SAFETY: PREVIOUS[i] is written here once, before INSTALLED[i] is published (install
+    // runs under the fault backend's start-up lock).
+    unsafe { (&raw mut PREVIOUS[i]).write(prev) };
     INSTALLED[i].store(true, Ordering::Release);
     Ok(())
 }
@@ -66,14 +58,8 @@ std::thread_local! {
 /// tieralloc's action: [`on_fault`] with every other signal blocked while it runs (it may hold
 /// a page lock, and an application handler that interrupted it and touched that page would
 /// wait for its own thread).
-fn our_action() -> libc::sigaction {
-    // SAFETY: a zeroed sigaction is valid; we fill the handler, flags and a full mask.
-    let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
-    act.sa_sigaction = on_fault as *const () as usize;
-    act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-    // SAFETY: fills a local sigset.
-    unsafe { libc::sigfillset(&mut act.sa_mask) };
-    act
+fn our_action() -> signal::Action {
+    signal::handler_action(on_fault)
 }
 
 /// The fault handler. See the module docs for what it may do. `errno` is saved on entry and
@@ -108,7 +94,7 @@ fn handle(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                 "a device kernel touched memory that a running kernel holds for writing \
                  through its CPU address (an aliasing bug)",
             ),
-            Fault::Pinned => return sys::sleep_us(50),
+            Fault::Pinned => return crate::pal::thread::sleep_us(50),
             Fault::Host if sig == libc::SIGSEGV => {
                 if !first_look(page) {
                     // Nothing of tieralloc's protects the page and nothing changed since
@@ -160,31 +146,21 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         return;
     }
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
-        set_default(sig);
+        signal::set_default(sig);
         if sent {
-            // SAFETY: re-sends the signal to this thread; it is blocked until we return.
-            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig) };
+            // Pending until we return (it is blocked while this handler runs).
+            signal::resend_to_self(sig);
         }
         return;
     }
     if prev.sa_flags & libc::SA_RESETHAND != 0 {
-        set_default(sig);
+        signal::set_default(sig);
     }
     // The mask the kernel would have set for the previous handler: the interrupted code's,
     // plus its sa_mask, plus the signal itself unless SA_NODEFER.
-    // SAFETY: ctx is the ucontext_t the kernel passed; sigset operations on local copies.
-    unsafe {
-        let mut mask = (*ctx.cast::<libc::ucontext_t>()).uc_sigmask;
-        for s in 1..libc::SIGRTMAX() {
-            if libc::sigismember(&prev.sa_mask, s) == 1 {
-                libc::sigaddset(&mut mask, s);
-            }
-        }
-        if prev.sa_flags & libc::SA_NODEFER == 0 {
-            libc::sigaddset(&mut mask, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &mask, core::ptr::null_mut());
-    }
+    // SAFETY: ctx is the ucontext_t the kernel passed.
+    let interrupted = unsafe { &(*ctx.cast::<libc::ucontext_t>()).uc_sigmask };
+    signal::mask_for_handler(interrupted, &prev, sig);
     if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
         let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
@@ -200,24 +176,9 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     }
 }
 
-/// Restores the default action for `sig`. Async-signal-safe.
-fn set_default(sig: i32) {
-    // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask.
-    unsafe {
-        let dfl: libc::sigaction = core::mem::zeroed();
-        libc::sigaction(sig, &dfl, core::ptr::null_mut());
-    }
-}
-
 /// Puts tieralloc's handler back for `sig` if something replaced it (keeping `PREVIOUS`).
 fn reinstall(sig: i32) {
-    // SAFETY: reads the current action into a zeroed sigaction.
-    let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
-    // SAFETY: as above; a null new action only queries.
-    unsafe { libc::sigaction(sig, core::ptr::null(), &mut cur) };
-    if cur.sa_sigaction != on_fault as *const () as usize {
-        let act = our_action();
-        // SAFETY: `act` is tieralloc's valid SA_SIGINFO action.
-        unsafe { libc::sigaction(sig, &act, core::ptr::null_mut()) };
+    if signal::current_action(sig).sa_sigaction != on_fault as *const () as usize {
+        let _ = signal::swap_action(sig, &our_action());
     }
 }

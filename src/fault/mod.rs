@@ -26,7 +26,7 @@ use crate::device;
 use crate::mem::arena;
 use crate::pal::lock::Lock;
 use crate::pal::sys;
-use crate::pal::uffd;
+use crate::pal::{file, uffd};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// A fault backend.
@@ -182,8 +182,7 @@ fn start_uffd(fast: bool, user_mode_only: bool) -> Result<(), i32> {
     let (fd, features) = uffd::open(fast, user_mode_only)?;
     uffd::set_fd(fd);
     let fail = |e: i32| {
-        // SAFETY: fd is ours and nothing else uses it yet.
-        unsafe { libc::close(fd) };
+        file::close(fd);
         uffd::set_fd(-1);
         e
     };
@@ -231,15 +230,10 @@ fn start_signal() -> Result<(), Error> {
 }
 
 fn open_mem_fd() -> Result<(), i32> {
-    // SAFETY: NUL-terminated literal path.
-    let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(sys::errno());
-    }
+    let fd = file::open_rw_raw(c"/proc/self/mem")?;
     let old = MEM_FD.swap(fd, Ordering::AcqRel);
     if old >= 0 {
-        // SAFETY: the old descriptor was ours.
-        unsafe { libc::close(old) };
+        file::close(old);
     }
     Ok(())
 }
@@ -249,64 +243,18 @@ fn open_mem_fd() -> Result<(), i32> {
 /// Async-signal-safe.
 pub fn write_protected(dst: usize, src: usize, len: usize) -> Result<(), i32> {
     // SAFETY: src is a readable range of ours of `len` bytes; the offset is an address.
-    let n = unsafe {
-        libc::pwrite(
-            MEM_FD.load(Ordering::Acquire),
-            src as *const libc::c_void,
-            len,
-            dst as libc::off_t,
-        )
-    };
-    if n == len as isize {
-        Ok(())
-    } else {
-        Err(if n < 0 { sys::errno() } else { libc::EIO })
-    }
+    unsafe { file::pwrite_all(MEM_FD.load(Ordering::Acquire), src, len, dst as u64) }
 }
 
 fn read_number(path: &core::ffi::CStr) -> Option<usize> {
     let mut buf = [0u8; 32];
-    // SAFETY: NUL-terminated path; `buf` has room for what we read.
-    let n = unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return None;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    if n <= 0 {
-        return None;
-    }
-    config::parse_size(&buf[..n as usize])
+    let n = file::read_start(path, &mut buf)?;
+    config::parse_size(&buf[..n])
 }
 
 /// Lines of `/proc/self/maps`: the mappings this process has now.
 fn count_maps() -> usize {
-    // SAFETY: NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/maps".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return 0;
-    }
-    let mut buf = [0u8; 4096];
-    let mut lines = 0;
-    loop {
-        // SAFETY: `buf` is writable for its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        lines += buf[..n as usize].iter().filter(|&&b| b == b'\n').count();
-    }
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    lines
+    file::count_byte(c"/proc/self/maps", b'\n')
 }
 
 /// `vm.max_map_count` as the signal backend read it at start.
@@ -409,15 +357,7 @@ pub fn pages_handed_out(page: usize, n: usize) {
 fn zero_missing(page: usize, n: usize) {
     let mut vec = [0u8; CHUNK_PAGES];
     let addr = arena::addr_of(page);
-    // SAFETY: `vec` has room for `n` ≤ CHUNK_PAGES entries; mincore only reads page tables.
-    if unsafe {
-        libc::mincore(
-            addr as *mut libc::c_void,
-            n * sys::PAGE_SIZE,
-            vec.as_mut_ptr(),
-        )
-    } != 0
-    {
+    if sys::mincore(addr, n, &mut vec).is_err() {
         return uffd::zeropage(addr, n * sys::PAGE_SIZE, true);
     }
     let mut i = 0;
@@ -449,9 +389,7 @@ pub fn fix_host(page: usize) {
     }
     let addr = arena::addr_of(page);
     let mut vec = [0u8; 1];
-    // SAFETY: one page of the managed range; `vec` has one entry.
-    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, sys::PAGE_SIZE, vec.as_mut_ptr()) };
-    if rc == 0 && vec[0] & 1 != 0 {
+    if sys::mincore(addr, 1, &mut vec).is_ok() && vec[0] & 1 != 0 {
         return;
     }
     if let Some(e) = crate::mem::pagemap::try_lock(page) {
@@ -518,8 +456,8 @@ pub(crate) fn restart_in_child() {
             match opened {
                 Ok((fd, _)) => {
                     uffd::set_fd(fd);
-                    // SAFETY: the parent's descriptor is of no use in the child.
-                    unsafe { libc::close(old) };
+                    // The parent's descriptor is of no use in the child.
+                    file::close(old);
                     if register_windows().is_err()
                         || reregister_chunks().is_err()
                         || reprotect_duplicates().is_err()

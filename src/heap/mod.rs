@@ -23,61 +23,45 @@ use crate::config;
 use crate::mem::scope::{self, TierIndex};
 use crate::mem::{arena, pagemap};
 use crate::pal::sys;
-use core::sync::atomic::{AtomicU8, Ordering};
+use crate::pal::thread;
+use core::sync::atomic::{AtomicU32, Ordering};
 pub use hooks::Hooks;
 use pages::PAGES;
 
-const UNINIT: u8 = 0;
-const RUNNING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
-static INIT: AtomicU8 = AtomicU8::new(UNINIT);
+/// Whether the heap started (run once; racing callers yield until it is done).
+static INIT: spin::once::Once<bool, spin::relax::Yield> = spin::once::Once::new();
 
-/// `pthread` key whose destructor flushes an exiting thread's cache.
-static mut THREAD_KEY: libc::pthread_key_t = 0;
+/// `pthread` key whose destructor flushes an exiting thread's cache (set during start-up).
+static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
 
 /// Initialises the heap once; true when it is usable. Safe to call from any thread, any time:
 /// concurrent callers wait for the first one.
 #[inline]
 pub fn ensure_init<H: Hooks>() -> bool {
-    match INIT.load(Ordering::Acquire) {
-        READY => true,
-        FAILED => false,
-        _ => init_slow::<H>(),
+    match INIT.get() {
+        Some(&ok) => ok,
+        None => init_slow::<H>(),
     }
 }
 
 #[cold]
 fn init_slow<H: Hooks>() -> bool {
-    if INIT
-        .compare_exchange(UNINIT, RUNNING, Ordering::Acquire, Ordering::Acquire)
-        .is_ok()
-    {
-        let ok = init_once::<H>();
-        INIT.store(if ok { READY } else { FAILED }, Ordering::Release);
-        if ok {
-            H::started();
-        }
-        if !ok {
-            let mut buf = [0u8; 20];
-            sys::write_stderr(&[
-                b"tieralloc: could not reserve the managed range (",
-                sys::fmt_u64((config::arena_size() >> 20) as u64, &mut buf),
-                b" MiB asked); allocations will fail. Set TIERALLOC_ARENA to a smaller size.\n",
-            ]);
-        }
-        return ok;
+    let mut first = false;
+    let ok = *INIT.call_once(|| {
+        first = true;
+        init_once::<H>()
+    });
+    if first && ok {
+        H::started();
+    } else if first {
+        let mut buf = [0u8; 20];
+        sys::write_stderr(&[
+            b"tieralloc: could not reserve the managed range (",
+            sys::fmt_u64((config::arena_size() >> 20) as u64, &mut buf),
+            b" MiB asked); allocations will fail. Set TIERALLOC_ARENA to a smaller size.\n",
+        ]);
     }
-    loop {
-        match INIT.load(Ordering::Acquire) {
-            READY => return true,
-            FAILED => return false,
-            // SAFETY: sched_yield has no preconditions.
-            _ => unsafe {
-                libc::sched_yield();
-            },
-        }
-    }
+    ok
 }
 
 fn init_once<H: Hooks>() -> bool {
@@ -88,29 +72,20 @@ fn init_once<H: Hooks>() -> bool {
     if !span::init(pages) || !cached::init(pages) || !PAGES.lock().init(pages) {
         return false;
     }
-    // SAFETY: called once, before any thread can use THREAD_KEY (INIT is RUNNING); the call
-    // only registers a callback. glibc may use its own malloc here, never ours.
-    unsafe {
-        let key = &raw mut THREAD_KEY;
-        if libc::pthread_key_create(key, Some(thread_exit::<H>)) != 0 {
-            return false;
-        }
-    }
+    let Some(key) = thread::exit_key(thread_exit::<H>) else {
+        return false;
+    };
+    THREAD_KEY.store(key, Ordering::Release);
     config::check_unknown();
     true
 }
 
 /// Arranges for [`thread_exit`] to run when the calling thread exits.
 pub(crate) fn register_thread_exit() {
-    // SAFETY: THREAD_KEY was created during init (ensure_init returned true before this call);
-    // a non-null value makes the destructor run. pthread_setspecific does not allocate for
-    // keys created early (glibc's static block of 32 keys).
-    unsafe {
-        libc::pthread_setspecific(THREAD_KEY, 1 as *const libc::c_void);
-    }
+    thread::arm_exit_key(THREAD_KEY.load(Ordering::Acquire));
 }
 
-extern "C" fn thread_exit<H: Hooks>(_: *mut libc::c_void) {
+unsafe extern "C" fn thread_exit<H: Hooks>(_: *mut libc::c_void) {
     tcache::flush_and_retire::<H>();
 }
 
@@ -268,7 +243,7 @@ pub(crate) fn give_back<H: Hooks>(h: usize, n: usize, put: impl FnOnce(&mut page
     }
     // The claimed pages stay locked until `put` publishes them free: no signal handler may
     // run on this thread meanwhile (it could touch device memory and wait for us).
-    let _quiet = sys::SignalsBlocked::new();
+    let _quiet = crate::pal::signal::SignalsBlocked::new();
     H::claim_freed(h, n);
     put(&mut PAGES.lock());
 }
@@ -325,7 +300,7 @@ pub unsafe fn realloc<H: Hooks>(
 
 /// Returns this thread's cached free objects and all purgeable free pages to the OS.
 pub fn trim<H: Hooks>() {
-    if INIT.load(Ordering::Acquire) != READY {
+    if !is_ready() {
         return;
     }
     tcache::flush_current_thread::<H>();
@@ -334,5 +309,5 @@ pub fn trim<H: Hooks>() {
 
 /// True once the heap has been initialised.
 pub fn is_ready() -> bool {
-    INIT.load(Ordering::Acquire) == READY
+    INIT.get() == Some(&true)
 }

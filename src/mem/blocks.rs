@@ -58,13 +58,7 @@ pub fn of_page(page: usize) -> &'static Block {
 
 /// Milliseconds since an arbitrary start, never 0 (0 means "never"). Async-signal-safe.
 pub fn now_ms() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct we pass; it is async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ((ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32).max(1)
+    ((crate::pal::thread::now_ns() / 1_000_000) as u32).max(1)
 }
 
 /// Distinct blocks of pages `[page, page+n)`.

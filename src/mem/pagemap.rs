@@ -308,7 +308,7 @@ pub fn lock(page: usize) -> Option<Entry> {
         }
         if e.pinned() {
             // A device kernel holds it: that can take a while.
-            sys::sleep_us(50);
+            crate::pal::thread::sleep_us(50);
         } else {
             backoff(&mut spins);
         }
@@ -339,7 +339,7 @@ pub fn lock_unless_pinned(page: usize) -> Result<Option<Entry>, ()> {
 /// Waits (sleeping) until page `page` is not pinned by a running kernel.
 pub fn wait_unpinned(page: usize) {
     while get(page).pinned() {
-        sys::sleep_us(50);
+        crate::pal::thread::sleep_us(50);
     }
 }
 
@@ -458,8 +458,7 @@ pub fn backoff(spins: &mut u32) {
         *spins += 1;
         core::hint::spin_loop();
     } else {
-        // SAFETY: sched_yield has no preconditions and is async-signal-safe.
-        unsafe { libc::sched_yield() };
+        crate::pal::thread::yield_now();
     }
 }
 

@@ -84,15 +84,8 @@ thread_local! {
     static CAUSE: Cell<Cause> = const { Cell::new(Cause::Migrate) };
 }
 
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass; it is async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use crate::pal::process;
+use crate::pal::thread::now_ns;
 
 /// Runs `f` with migrations made by this thread attributed to `cause`.
 pub(crate) fn with_cause<R>(cause: Cause, f: impl FnOnce() -> R) -> R {
@@ -133,19 +126,17 @@ pub(crate) fn start_from_env() {
     let _ = writeln!(w, "time_us,addr,bytes,from,to,cause");
     *FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
     START_NS.store(now_ns(), Ordering::Relaxed);
-    // SAFETY: getpid has no preconditions.
-    OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    OWNER.store(process::pid(), Ordering::Relaxed);
     RING.store(ring as usize, Ordering::Release);
     ENABLED.store(true, Ordering::Release);
     extern "C" fn at_exit() {
         flush();
     }
-    // SAFETY: registers a plain function.
-    unsafe { libc::atexit(at_exit) };
+    process::at_exit(at_exit);
     let _ = std::thread::Builder::new()
         .name("tieralloc-trace".into())
         .spawn(|| {
-            sys::SignalsBlocked::forever();
+            crate::pal::signal::SignalsBlocked::forever();
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 flush();
@@ -214,10 +205,7 @@ fn tier_name(c: u8, out: &mut String) {
 /// tieralloc::trace::flush(); // nothing to do unless TIERALLOC_TRACE is set
 /// ```
 pub fn flush() {
-    // SAFETY: getpid has no preconditions.
-    if !ENABLED.load(Ordering::Acquire)
-        || OWNER.load(Ordering::Relaxed) != unsafe { libc::getpid() }
-    {
+    if !ENABLED.load(Ordering::Acquire) || OWNER.load(Ordering::Relaxed) != process::pid() {
         return;
     }
     let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());

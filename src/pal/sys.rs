@@ -1,11 +1,15 @@
-//! Thin wrappers over the few system calls the allocator needs.
+//! Memory: mappings, protections and what the page tables say, plus `errno` and the messages
+//! tieralloc prints. On `nix` (`mincore` is libc's: `nix` has none).
 //!
 //! Nothing here allocates: these functions are called from inside `GlobalAlloc`, before `main`,
-//! and (later) from fault handlers. Messages are written with `write(2)` from stack buffers.
+//! and from fault handlers. Messages are written with `write(2)` from stack buffers.
 
 pub use crate::base::consts::{PAGE_SHIFT, PAGE_SIZE};
 use crate::pal::inject::{self, Point};
-use core::ptr;
+use core::num::NonZeroUsize;
+use core::ptr::{self, NonNull};
+use nix::errno::Errno;
+use nix::sys::mman::{self, MapFlags, MmapAdvise, ProtFlags};
 
 /// Maps `len` bytes of private anonymous memory that is never charged to commit until touched.
 /// Returns null on failure. `len` must be a multiple of the page size.
@@ -14,22 +18,19 @@ pub fn map_noreserve(len: usize) -> *mut u8 {
         set_errno(e);
         return ptr::null_mut();
     }
+    let Some(len) = NonZeroUsize::new(len) else {
+        return ptr::null_mut();
+    };
     // SAFETY: an anonymous mapping at a kernel-chosen address cannot alias anything we own.
     let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
+        mman::mmap_anonymous(
+            None,
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
         )
     };
-    if p == libc::MAP_FAILED {
-        ptr::null_mut()
-    } else {
-        p.cast()
-    }
+    p.map_or(ptr::null_mut(), |p| p.as_ptr().cast())
 }
 
 /// Maps `len` bytes aligned to `align` (a power of two, multiple of the page size) by
@@ -54,13 +55,11 @@ pub fn map_noreserve_congruent(len: usize, align: usize, like: usize) -> *mut u8
     let at = start + (want.wrapping_sub(start) & (align - 1));
     let head = at - start;
     let tail = total - head - len;
-    // SAFETY: both trimmed pieces lie inside the mapping we just created and own exclusively.
-    unsafe {
-        if head > 0 {
-            libc::munmap(raw.cast(), head);
-        }
-        if tail > 0 {
-            libc::munmap((at + len) as *mut libc::c_void, tail);
+    for (from, n) in [(start, head), (at + len, tail)] {
+        if let Some(from) = NonNull::new(from as *mut libc::c_void).filter(|_| n > 0) {
+            // SAFETY: both trimmed pieces lie inside the mapping we just created and own
+            // exclusively.
+            let _ = unsafe { mman::munmap(from, n) };
         }
     }
     at as *mut u8
@@ -69,12 +68,12 @@ pub fn map_noreserve_congruent(len: usize, align: usize, like: usize) -> *mut u8
 /// Tells the kernel it may drop the pages of `[addr, addr+len)`; they read back as zeros.
 /// Returns false if the kernel refused (the memory stays valid either way).
 pub fn discard(addr: usize, len: usize) -> bool {
-    if len == 0 {
+    let Some(at) = NonNull::new(addr as *mut libc::c_void).filter(|_| len > 0) else {
         return true;
-    }
+    };
     // SAFETY: callers pass page-aligned ranges inside mappings tieralloc owns and that no live
     // allocation uses; MADV_DONTNEED on private anonymous memory only zero-fills them.
-    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
+    unsafe { mman::madvise(at, len, MmapAdvise::MADV_DONTNEED) }.is_ok()
 }
 
 /// Number of pages of `[addr, addr+len)` that are resident, via `mincore(2)`.
@@ -88,9 +87,7 @@ pub fn resident_bytes(addr: usize, len: usize) -> usize {
     let mut pages = 0;
     while at < end {
         let n = ((end - at) / PAGE_SIZE).min(CHUNK_PAGES);
-        // SAFETY: `vec` has room for `n` entries; mincore only reads the page tables.
-        let rc = unsafe { libc::mincore(at as *mut libc::c_void, n * PAGE_SIZE, vec.as_mut_ptr()) };
-        if rc == 0 {
+        if mincore(at, n, &mut vec).is_ok() {
             pages += vec[..n].iter().filter(|&&b| b & 1 != 0).count();
         }
         at += n * PAGE_SIZE;
@@ -98,60 +95,15 @@ pub fn resident_bytes(addr: usize, len: usize) -> usize {
     pages * PAGE_SIZE
 }
 
-/// Sleeps for `us` microseconds. Async-signal-safe.
-pub fn sleep_us(us: u64) {
-    let ts = libc::timespec {
-        tv_sec: (us / 1_000_000) as libc::time_t,
-        tv_nsec: (us % 1_000_000 * 1000) as libc::c_long,
-    };
-    // SAFETY: nanosleep only reads the timespec we pass; it is async-signal-safe.
-    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
-}
-
-/// Asynchronous signals blocked on this thread until the guard is dropped (then the previous
-/// mask comes back). A thread that holds page locks blocks them: a signal handler that
-/// touched one of those pages would otherwise wait for a lock its own thread holds. The
-/// synchronous signals (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`) stay open, so a
-/// real fault still kills as usual. Async-signal-safe.
-pub struct SignalsBlocked {
-    /// The mask to restore.
-    old: libc::sigset_t,
-}
-
-impl SignalsBlocked {
-    /// Blocks the asynchronous signals on the calling thread.
-    pub fn new() -> SignalsBlocked {
-        // SAFETY: sigset_t is plain data initialised by sigfillset/sigdelset; pthread_sigmask
-        // only changes this thread's mask and writes the old one into `old`.
-        unsafe {
-            let mut set: libc::sigset_t = core::mem::zeroed();
-            let mut old: libc::sigset_t = core::mem::zeroed();
-            libc::sigfillset(&mut set);
-            for sig in [
-                libc::SIGSEGV,
-                libc::SIGBUS,
-                libc::SIGILL,
-                libc::SIGFPE,
-                libc::SIGTRAP,
-            ] {
-                libc::sigdelset(&mut set, sig);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            SignalsBlocked { old }
-        }
-    }
-
-    /// Blocks the asynchronous signals on the calling thread for the rest of its life (for
-    /// tieralloc's own threads, which have no use for them).
-    pub fn forever() {
-        core::mem::forget(SignalsBlocked::new());
-    }
-}
-
-impl Drop for SignalsBlocked {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `new` on this same thread (the guard is not Send).
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, core::ptr::null_mut()) };
+/// `mincore(2)` of the `n` pages at `addr` into `out[..n]` (bit 0: resident). `nix` has no
+/// `mincore`. Async-signal-safe.
+pub fn mincore(addr: usize, n: usize, out: &mut [u8]) -> Result<(), i32> {
+    assert!(n <= out.len());
+    // SAFETY: `out` has room for `n` entries; mincore only reads the page tables.
+    if unsafe { libc::mincore(addr as *mut libc::c_void, n * PAGE_SIZE, out.as_mut_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
     }
 }
 
@@ -160,12 +112,12 @@ pub fn write_stderr(parts: &[&[u8]]) {
     for part in parts {
         let mut rest = *part;
         while !rest.is_empty() {
-            // SAFETY: `rest` is a valid byte slice for the duration of the call.
-            let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
-            if n <= 0 {
-                return;
+            // SAFETY: descriptor 2 is the process's stderr, open for its whole life.
+            let stderr = unsafe { std::os::fd::BorrowedFd::borrow_raw(2) };
+            match nix::unistd::write(stderr, rest) {
+                Ok(n @ 1..) => rest = &rest[n..],
+                _ => return,
             }
-            rest = &rest[n as usize..];
         }
     }
 }
@@ -190,28 +142,18 @@ pub fn fmt_u64(v: u64, buf: &mut [u8; 20]) -> &[u8] {
 #[cold]
 pub fn fatal(msg: &str) -> ! {
     write_stderr(&[b"tieralloc: fatal: ", msg.as_bytes(), b"\n"]);
-    // SAFETY: abort never returns and is async-signal-safe.
-    unsafe { libc::abort() }
-}
-
-/// The calling thread's kernel thread id (cheap, allocation-free).
-#[allow(dead_code)]
-pub fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
+    std::process::abort()
 }
 
 /// The calling thread's `errno`. Async-signal-safe.
 pub fn errno() -> i32 {
-    // SAFETY: __errno_location always returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    Errno::last_raw()
 }
 
 /// Sets the calling thread's `errno` (injected failures; the fault handler restoring it).
 /// Async-signal-safe.
 pub fn set_errno(v: i32) {
-    // SAFETY: __errno_location always returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = v };
+    Errno::set_raw(v);
 }
 
 /// Counts the protection changes tieralloc made (see [`protect`]): a fault handler that finds
@@ -224,13 +166,17 @@ pub fn protect(addr: usize, len: usize, prot: i32) -> Result<(), i32> {
     if let Some(e) = inject::fail(Point::Mprotect) {
         return Err(e);
     }
+    let Some(at) = NonNull::new(addr as *mut libc::c_void) else {
+        return Err(libc::EINVAL);
+    };
     // SAFETY: callers pass page-aligned ranges of mappings tieralloc owns; changing their
     // protection is the point (the fault handlers restore access before anyone relies on it).
-    if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } == 0 {
-        PROTECT_EPOCH.fetch_add(1, core::sync::atomic::Ordering::Release);
-        Ok(())
-    } else {
-        Err(errno())
+    match unsafe { mman::mprotect(at, len, ProtFlags::from_bits_retain(prot)) } {
+        Ok(()) => {
+            PROTECT_EPOCH.fetch_add(1, core::sync::atomic::Ordering::Release);
+            Ok(())
+        }
+        Err(e) => Err(e as i32),
     }
 }
 
@@ -245,26 +191,10 @@ fn pagemap_entries(addr: usize, out: &mut [u64]) -> Result<(), i32> {
     if let Some(e) = inject::fail(Point::Pagemap) {
         return Err(e);
     }
-    // SAFETY: the path is a NUL-terminated literal.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/pagemap".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
-    }
-    let want = out.len() * 8;
-    let off = (addr / PAGE_SIZE * 8) as libc::off_t;
-    // SAFETY: `out` has room for `want` bytes; fd is open for reading.
-    let got = unsafe { libc::pread(fd, out.as_mut_ptr().cast(), want, off) };
-    let err = errno();
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    if got != want as isize {
-        return Err(if got < 0 { err } else { libc::EIO });
-    }
+    // SAFETY: `out` is plain u64 data; viewed as its bytes for the read.
+    let bytes =
+        unsafe { core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len() * 8) };
+    super::file::pread_exact(c"/proc/self/pagemap", bytes, (addr / PAGE_SIZE * 8) as u64)?;
     Ok(())
 }
 
@@ -302,7 +232,7 @@ fn zero_pfn() -> u64 {
             pfn = e[0] & PFN_MASK;
         }
         // SAFETY: unmapping the page we mapped.
-        unsafe { libc::munmap(p.cast(), PAGE_SIZE) };
+        let _ = unsafe { mman::munmap(NonNull::new_unchecked(p.cast()), PAGE_SIZE) };
     }
     ZERO_PFN.store(pfn, core::sync::atomic::Ordering::Relaxed);
     pfn

@@ -167,8 +167,7 @@ pub(crate) fn print_at_exit() {
         // Exit handlers run after `main`: the heap still works, so formatting may allocate.
         let _ = writeln!(std::io::stderr(), "{}", stats());
     }
-    // SAFETY: registers a plain function; atexit has no other preconditions.
-    unsafe { libc::atexit(print) };
+    crate::pal::process::at_exit(print);
 }
 
 fn pages_to_bytes(c: &AtomicU64) -> u64 {

@@ -165,7 +165,7 @@ pub(crate) fn migrate_keeping(
             let m = BATCH.min(first + n - p);
             let r = {
                 // The batch's pages are locked until it ends: no signal handler may run here.
-                let _quiet = sys::SignalsBlocked::new();
+                let _quiet = crate::pal::signal::SignalsBlocked::new();
                 gate_enter();
                 let r = migrate_batch(backend, p, m, to, &mut reserved, &mut out);
                 gate_exit();

@@ -91,7 +91,7 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     // a migration moved one meanwhile, the run stays on the host.
     // Page locks are held until the pages are published: no signal handler may run here, and
     // no fork may copy them locked (the gate).
-    let _quiet = sys::SignalsBlocked::new();
+    let _quiet = crate::pal::signal::SignalsBlocked::new();
     let _gate = crate::mem::gate::Gate::enter();
     let unlock = |to: usize| {
         for q in page..to {

@@ -1,0 +1,79 @@
+//! File descriptors: the `/proc` files tieralloc reads and the `/proc/self/mem` descriptor the
+//! signal backend writes through. On `nix`; nothing here allocates (paths are `CStr`s, buffers
+//! are the caller's), and [`pwrite_all`] is async-signal-safe.
+
+use core::ffi::CStr;
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
+
+fn open_with(path: &CStr, flags: OFlag) -> Result<OwnedFd, i32> {
+    open(path, flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| e as i32)
+}
+
+/// Opens `path` for reading and writing and hands over the raw descriptor (kept in an atomic
+/// by the caller, closed with [`close`]).
+pub fn open_rw_raw(path: &CStr) -> Result<i32, i32> {
+    open_with(path, OFlag::O_RDWR).map(IntoRawFd::into_raw_fd)
+}
+
+/// Closes a descriptor handed over by [`open_rw_raw`] or `uffd::open`.
+pub fn close(fd: i32) {
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the caller owns `fd` and nothing uses it afterwards.
+    let _ = nix::unistd::close(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+}
+
+/// Reads the start of `path` into `buf` (one `read`); the number of bytes read.
+pub fn read_start(path: &CStr, buf: &mut [u8]) -> Option<usize> {
+    let fd = open_with(path, OFlag::O_RDONLY).ok()?;
+    nix::unistd::read(&fd, buf).ok().filter(|&n| n > 0)
+}
+
+/// How many times `byte` occurs in `path` (read in 4 KiB pieces on the stack).
+pub fn count_byte(path: &CStr, byte: u8) -> usize {
+    let Ok(fd) = open_with(path, OFlag::O_RDONLY) else {
+        return 0;
+    };
+    let mut buf = [0u8; 4096];
+    let mut count = 0;
+    while let Ok(n @ 1..) = nix::unistd::read(&fd, &mut buf) {
+        count += buf[..n].iter().filter(|&&b| b == byte).count();
+    }
+    count
+}
+
+/// Reads `buf.len()` bytes of `path` at `offset` (one `pread`), e.g. page-map entries.
+pub fn pread_exact(path: &CStr, buf: &mut [u8], offset: u64) -> Result<(), i32> {
+    let fd = open_with(path, OFlag::O_RDONLY)?;
+    match nix::sys::uio::pread(&fd, buf, offset as libc::off_t) {
+        Ok(n) if n == buf.len() => Ok(()),
+        Ok(_) => Err(libc::EIO),
+        Err(e) => Err(e as i32),
+    }
+}
+
+/// Writes `len` bytes from `src` at offset `off` of descriptor `fd` (one `pwrite`).
+/// Async-signal-safe.
+///
+/// # Safety
+/// `[src, src + len)` is readable.
+pub unsafe fn pwrite_all(fd: i32, src: usize, len: usize, off: u64) -> Result<(), i32> {
+    if fd < 0 {
+        return Err(libc::EBADF);
+    }
+    // SAFETY: the caller's contract; `fd` stays open while the caller uses it.
+    let (buf, fd) = unsafe {
+        (
+            core::slice::from_raw_parts(src as *const u8, len),
+            BorrowedFd::borrow_raw(fd),
+        )
+    };
+    match nix::sys::uio::pwrite(fd, buf, off as libc::off_t) {
+        Ok(n) if n == len => Ok(()),
+        Ok(_) => Err(libc::EIO),
+        Err(e) => Err(e as i32),
+    }
+}
