@@ -304,6 +304,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 }
             }
         }
+        // Between steps every internal invariant holds (heap, page map, devices).
+        prop_assert_eq!(settled_invariants(), Ok(()), "after {:?}", op);
     }
     tieralloc::set_policy(Adaptive::default());
     for o in slots.iter().flatten() {

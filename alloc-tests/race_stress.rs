@@ -401,6 +401,7 @@ fn check_accounting(what: &str) {
                 run_seed()
             );
         }
+        common::assert_invariants(&format!("{what} (STRESS_SEED={})", run_seed()));
         return;
     }
 }

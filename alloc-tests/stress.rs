@@ -315,6 +315,7 @@ fn run() {
         s.evictions,
         s.placement_fallbacks,
     );
+    common::assert_invariants("after the stress");
     // Everything is freed: the devices hold at most the empty current spans that each device
     // tier keeps per size class (34 classes of 64 KiB).
     for d in tieralloc::devices().unwrap() {

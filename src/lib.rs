@@ -115,7 +115,7 @@ pub use api::advice::{advise, Advice};
 pub use api::kernel::{device, Device, KernelArgs, KernelReport, Launch, Stream};
 pub use api::prefetch::{prefetch, Pending};
 pub use api::residency::{BlockCounters, PageState, Residency};
-pub use base::error::Error;
+pub use base::error::{Error, Invalid};
 pub use base::tier::Tier;
 pub use device::link::{link, set_link, Link};
 pub use device::DeviceInfo;
@@ -374,4 +374,26 @@ pub fn set_devices(list: &[(&str, usize)]) -> Result<(), Error> {
 /// ```
 pub fn trim() {
     heap::trim::<HeapHooks>();
+}
+
+/// Checks tieralloc's internal invariants and returns the first one broken: the page runs
+/// (tags, free lists, counters) and the spans (bitmaps, free counts, bin lists) against the page
+/// map, and the page map against each device's accounting. Meant for tests and for policy
+/// experiments: call it when no migration, prefetch or kernel is running (a page locked by one
+/// in flight reads as broken). Holds every heap lock while it walks the heap (other threads'
+/// allocations wait), and takes time proportional to the memory handed out.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// let v = vec![1u8; 1 << 20];
+/// tieralloc::migrate(v.as_ptr(), v.len(), tieralloc::Tier::Device(0)).unwrap();
+/// assert_eq!(tieralloc::check_invariants(), Ok(()));
+/// ```
+pub fn check_invariants() -> Result<(), Invalid> {
+    heap::check::check()?;
+    if device::count() > 0 {
+        tiering::check::check_devices()?;
+    }
+    Ok(())
 }

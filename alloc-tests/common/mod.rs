@@ -193,3 +193,26 @@ pub fn seed_from(var: &str) -> u64 {
     println!("{var}={s}");
     s
 }
+
+/// tieralloc's internal invariants once nothing runs. Work can outlive the call that started
+/// it (a userfaultfd handler thread finishing a read-ahead after the faulting thread went on, a
+/// device worker finishing a prefetch) and hold page locks for a moment: the check is retried
+/// for up to half a second; a broken invariant stays broken.
+pub fn settled_invariants() -> Result<(), tieralloc::Invalid> {
+    let mut last = Ok(());
+    for _ in 0..50 {
+        last = tieralloc::check_invariants();
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    last
+}
+
+/// Asserts [`settled_invariants`].
+pub fn assert_invariants(what: &str) {
+    if let Err(e) = settled_invariants() {
+        panic!("{what}: {e}");
+    }
+}

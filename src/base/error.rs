@@ -176,3 +176,27 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// A broken internal invariant, as [`crate::check_invariants`] reports it: which one (a
+/// formula or a sentence) and where (a page number; a span slot for span invariants).
+///
+/// ```
+/// let bad = tieralloc::Invalid { what: "nfree == the bits set in the bitmap", at: 7 };
+/// assert_eq!(bad.to_string(), "invariant broken at 7: nfree == the bits set in the bitmap");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid {
+    /// The invariant.
+    pub what: &'static str,
+    /// Where it failed: a page number (a span slot for span invariants, `tier * 256 + class`
+    /// for a bin).
+    pub at: usize,
+}
+
+impl core::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "invariant broken at {}: {}", self.at, self.what)
+    }
+}
+
+impl std::error::Error for Invalid {}

@@ -209,6 +209,11 @@ pub fn release(d: u16, pages: usize) {
     pools()[d as usize].used.fetch_sub(pages, Ordering::AcqRel);
 }
 
+/// Pages of device `d`'s capacity in use.
+pub fn used_pages(d: u16) -> usize {
+    pools()[d as usize].used.load(Ordering::Acquire)
+}
+
 /// Capacity of device `d` in pages.
 pub fn capacity_pages(d: u16) -> usize {
     pools()[d as usize].capacity.load(Ordering::Relaxed)

@@ -12,6 +12,7 @@
 //! `main`; `fork` is made safe by holding every heap lock across it.
 
 pub mod cached;
+pub mod check;
 pub mod hooks;
 pub mod meta;
 pub mod pages;

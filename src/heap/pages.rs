@@ -27,11 +27,11 @@ use core::sync::atomic::Ordering;
 
 const NIL: u32 = u32::MAX;
 /// The tag is the head (and, for one-page runs, the tail) of a free run.
-const FREE: u32 = 1;
+pub(super) const FREE: u32 = 1;
 /// The free run's pages may be resident and non-zero.
-const DIRTY: u32 = 2;
+pub(super) const DIRTY: u32 = 2;
 /// The tag is the head of a live large allocation.
-const LARGE: u32 = 4;
+pub(super) const LARGE: u32 = 4;
 
 /// Free-run pages that may stay resident before purging starts (32 MiB).
 pub const DIRTY_LIMIT: usize = 8192;
@@ -450,6 +450,53 @@ impl PageHeap {
         }
     }
 
+    /// The first page never handed out.
+    pub fn top(&self) -> usize {
+        self.top
+    }
+
+    /// Length and flags of the tag of page `p` (for the validity walker).
+    pub(super) fn tag_at(&mut self, p: usize) -> (u32, u32) {
+        let t = *self.tag(p);
+        (t.len, t.flags)
+    }
+
+    /// Walks every bin's list of free runs: each head says `FREE`, belongs to the bin of its
+    /// length, links back to its predecessor, and a bin's bit in `nonempty` says whether its
+    /// list is. Returns how many runs the lists hold.
+    pub(super) fn listed_runs(&mut self) -> Result<usize, super::check::Invalid> {
+        use super::check::ensure;
+        let mut n = 0;
+        for b in 0..NBINS {
+            let mut h = self.heads[b];
+            ensure(
+                (h != NIL) == (self.nonempty[b / 64] >> (b % 64) & 1 != 0),
+                "a bin's nonempty bit says whether its list is",
+                b,
+            )?;
+            let mut prev = NIL;
+            while h != NIL {
+                let t = *self.tag(h as usize);
+                ensure(t.flags & FREE != 0, "a listed run is free", h as usize)?;
+                ensure(
+                    bin_of(t.len as usize) == b,
+                    "a run is listed in its size's bin",
+                    h as usize,
+                )?;
+                ensure(
+                    t.prev == prev,
+                    "a listed run links back to its predecessor",
+                    h as usize,
+                )?;
+                n += 1;
+                ensure(n <= self.end, "the free lists have no cycle", h as usize)?;
+                prev = h;
+                h = t.next;
+            }
+        }
+        Ok(n)
+    }
+
     /// Resident bytes of the tag table.
     pub fn tags_resident_bytes(&self) -> usize {
         sys::resident_bytes(self.tags as usize, self.end * core::mem::size_of::<Tag>())
@@ -459,6 +506,25 @@ impl PageHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_walker_finds_a_page_count_that_is_off() {
+        use crate::heap::check::{check, testing::*};
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let p = crate::heap::alloc::<HostOnly>(1 << 20, 8);
+        assert!(!p.is_null());
+        assert_eq!(check(), Ok(()));
+        PAGES.lock().large += 1;
+        let broken = check();
+        PAGES.lock().large -= 1;
+        assert_eq!(
+            broken.map_err(|e| e.what),
+            Err("large == the pages of all large runs")
+        );
+        // SAFETY: p came from alloc with this size and alignment.
+        unsafe { crate::heap::dealloc::<HostOnly>(p, 1 << 20, 8) };
+        assert_eq!(check(), Ok(()));
+    }
 
     #[test]
     fn bins_are_monotonic_and_in_range() {

@@ -453,3 +453,165 @@ pub unsafe fn unlock_after_fork() {
         unsafe { b.unlock_after_fork() };
     }
 }
+
+/// The spans' invariants, for every span slot below page `top` and every bin:
+/// - a slot whose class entry is 0 describes no span (`Unused`); otherwise its descriptor's
+///   class is the entry minus one, its state is `Current`, `Partial` or `Full`, and its pages
+///   read `Span` in the page map;
+/// - `nfree` == the bits set in its bitmap; no bit is set past the last object or in a word
+///   before `hint`; `Full` ⇒ `nfree == 0`; `Partial` ⇒ `nfree > 0`;
+/// - each bin's `spans` == the live slots of its tier and class; its `current` is a `Current`
+///   span of its own; its partial list holds `Partial` spans of its own, linked both ways.
+///
+/// # Safety
+/// The caller holds every bin lock ([`lock_for_fork`]).
+pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invalid> {
+    use super::check::ensure;
+    let mut live = [[0usize; NCLASSES]; NTIERS];
+    let table = TABLE.load(Ordering::Acquire) as *mut Span;
+    let slots = (top / PAGES_PER_SPAN).min(TABLE_LEN.load(Ordering::Relaxed));
+    for si in 0..slots {
+        // SAFETY: the table covers every slot; every bin lock is held (caller's contract).
+        let sp = unsafe { &*table.add(si) };
+        let class = class_slot(si).load(Ordering::Acquire) as usize;
+        if class == 0 {
+            ensure(
+                sp.state == State::Unused,
+                "a slot with no class is Unused",
+                si,
+            )?;
+            continue;
+        }
+        let c = class - 1;
+        let t = tier_slot(si).load(Ordering::Relaxed) as usize;
+        ensure(
+            c < NCLASSES && t < NTIERS,
+            "a live slot's class and tier exist",
+            si,
+        )?;
+        ensure(
+            sp.class as usize == c,
+            "a live span's class matches its slot",
+            si,
+        )?;
+        ensure(sp.state != State::Unused, "a live span is not Unused", si)?;
+        let page = si * PAGES_PER_SPAN;
+        for q in page..page + PAGES_PER_SPAN {
+            ensure(
+                crate::mem::pagemap::get(q).use_() == Use::Span,
+                "a live span's pages read Span",
+                q,
+            )?;
+        }
+        let nobj = size_class::objects_per_span(c);
+        let mut set = 0;
+        for w in 0..words(c) {
+            // SAFETY: the bitmap has words(c) words (install).
+            let word = unsafe { *sp.bitmap.add(w) };
+            set += word.count_ones() as usize;
+            let past = (w * 64 + 64).saturating_sub(nobj).min(64);
+            ensure(
+                past == 0 || word >> (64 - past) == 0,
+                "no bit is set past the last object",
+                si,
+            )?;
+            ensure(
+                w >= sp.hint as usize || word == 0,
+                "no bit is set before hint",
+                si,
+            )?;
+        }
+        ensure(
+            sp.nfree as usize == set,
+            "nfree == the bits set in the bitmap",
+            si,
+        )?;
+        ensure(set <= nobj, "nfree <= objects per span", si)?;
+        match sp.state {
+            State::Full => ensure(set == 0, "a Full span has no free object", si)?,
+            // All free is allowed: a fresh span another thread's refill did not need waits
+            // on the partial list (`refill`), whole.
+            State::Partial => ensure(set > 0, "a Partial span has a free object", si)?,
+            _ => {}
+        }
+        live[t][c] += 1;
+    }
+    for (t, tier) in BINS.iter().enumerate() {
+        for (c, lock) in tier.iter().enumerate() {
+            // SAFETY: every bin lock is held by this thread (caller's contract).
+            let bin = unsafe { lock.held_value() };
+            ensure(
+                bin.spans == live[t][c],
+                "a bin's spans == its live slots",
+                t * 256 + c,
+            )?;
+            let mine = |si: u32| {
+                class_slot(si as usize).load(Ordering::Relaxed) as usize == c + 1
+                    && tier_slot(si as usize).load(Ordering::Relaxed) as usize == t
+            };
+            if bin.current != NIL {
+                // SAFETY: as above.
+                let sp = unsafe { &*table.add(bin.current as usize) };
+                ensure(
+                    mine(bin.current) && sp.state == State::Current,
+                    "a bin's current span is its own and Current",
+                    bin.current as usize,
+                )?;
+            }
+            let (mut si, mut prev, mut n) = (bin.partial, NIL, 0);
+            while si != NIL {
+                // SAFETY: as above.
+                let sp = unsafe { &*table.add(si as usize) };
+                ensure(
+                    mine(si) && sp.state == State::Partial,
+                    "a partial list holds Partial spans of its bin",
+                    si as usize,
+                )?;
+                ensure(
+                    sp.prev == prev,
+                    "a partial span links back to its predecessor",
+                    si as usize,
+                )?;
+                n += 1;
+                ensure(n <= bin.spans, "a partial list has no cycle", si as usize)?;
+                prev = si;
+                si = sp.next;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walker_finds_a_bitmap_that_disagrees_with_its_count() {
+        use crate::heap::check::{check, testing::*};
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let p = crate::heap::alloc::<HostOnly>(48, 8);
+        assert!(!p.is_null());
+        assert_eq!(check(), Ok(()));
+        let c = size_class::class_of(48, 8).unwrap();
+        let si = ((p as usize - arena::base()) >> SPAN_SHIFT) as u32;
+        let i = size_class::index_of(c, p as usize & (SPAN_SIZE - 1));
+        let flip = |bin: &mut Bin| {
+            // SAFETY: bin lock held; the span is this bin's (p was allocated from it).
+            let sp = unsafe { span(bin, si) };
+            // SAFETY: i / 64 < words(c).
+            unsafe { *sp.bitmap.add(i / 64) ^= 1 << (i % 64) };
+        };
+        // p's bit says "free" although p is live and nfree does not count it.
+        flip(&mut BINS[0][c].lock());
+        let broken = check();
+        flip(&mut BINS[0][c].lock());
+        assert_eq!(
+            broken.map_err(|e| e.what),
+            Err("nfree == the bits set in the bitmap")
+        );
+        // SAFETY: p came from alloc with this size and alignment.
+        unsafe { crate::heap::dealloc::<HostOnly>(p, 48, 8) };
+        assert_eq!(check(), Ok(()));
+    }
+}

@@ -51,6 +51,18 @@ impl<T> Lock<T> {
         core::mem::forget(self.lock());
     }
 
+    /// The value, while this thread holds the lock without a guard ([`Lock::lock_for_fork`]).
+    ///
+    /// # Safety
+    /// This thread holds the lock through `lock_for_fork`, no guard exists, and the reference
+    /// is gone before [`Lock::unlock_after_fork`].
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn held_value(&self) -> &mut T {
+        // SAFETY: forwarded contract: the lock is held by this thread and nothing else refers
+        // to the value.
+        unsafe { &mut *self.0.as_mut_ptr() }
+    }
+
     /// Releases a lock taken by [`Lock::lock_for_fork`].
     ///
     /// # Safety

@@ -4,6 +4,7 @@
 //! device-tier allocations on their device. The heap (a lower layer) reaches placement and
 //! take-back only through its `Hooks` trait, which `init` implements with these functions.
 
+pub mod check;
 pub mod duplicate;
 pub mod evict;
 pub mod fault_back;

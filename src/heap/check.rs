@@ -1,0 +1,170 @@
+//! Validity walkers for the heap, in the style of mimalloc's `mi_page_is_valid`: the
+//! invariants of `pages` and `span` written as checks, run by `tieralloc::check_invariants`
+//! (the model and stress tests call it after their steps). They hold every heap lock and
+//! allocate nothing; a broken invariant comes back as an [`Invalid`] naming it and the page.
+
+use super::pages::PageHeap;
+use super::span;
+pub use crate::base::error::Invalid;
+use crate::mem::pagemap::{self, Use};
+
+/// Fails with `what` at `at` unless `ok`.
+pub(crate) fn ensure(ok: bool, what: &'static str, at: usize) -> Result<(), Invalid> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid { what, at })
+    }
+}
+
+/// Checks the page runs and the spans, holding every heap lock meanwhile.
+pub fn check() -> Result<(), Invalid> {
+    if !super::is_ready() {
+        return Ok(());
+    }
+    super::lock_all();
+    // SAFETY: lock_all above took every heap lock on this thread; check_locked only reads.
+    let r = unsafe { check_locked() };
+    // SAFETY: taken by lock_all above on this thread.
+    unsafe { super::unlock_all() };
+    r
+}
+
+/// # Safety
+/// The caller holds every heap lock ([`super::lock_all`]).
+unsafe fn check_locked() -> Result<(), Invalid> {
+    // SAFETY: the page-run lock is held (caller's contract), so nobody else touches it.
+    let heap: &mut PageHeap = unsafe { super::pages::PAGES.held_value() };
+    heap.check()?;
+    // SAFETY: every bin lock is held (caller's contract).
+    unsafe { span::check_locked(heap.top()) }
+}
+
+impl PageHeap {
+    /// Walks pages `[0, top)`, reading each page's use from the page map first (tags are only
+    /// meaningful where it says what the page is):
+    /// - a free run: head and tail tags say `FREE` and its length; each page reads `Free` in the
+    ///   page map; the page before it is not free (runs are maximal);
+    /// - a large run: its head tag says `LARGE` and its length; each page reads `Large`;
+    /// - otherwise a page reads `Span`;
+    /// - `free`, `dirty`, `large` and `span_pages` equal the sums found; every free run is on
+    ///   the list of its size's bin, and the lists hold nothing else.
+    pub fn check(&mut self) -> Result<(), Invalid> {
+        let top = self.top();
+        let (mut free, mut dirty, mut large, mut spans, mut runs) = (0, 0, 0, 0, 0);
+        let mut prev_free = false;
+        let mut p = 0;
+        while p < top {
+            let e = pagemap::get(p);
+            ensure(!e.locked(), "no page entry is locked when nothing runs", p)?;
+            let (len, flags) = self.tag_at(p);
+            // Tags are valid only where the page map says what the page is: a tail tag stays
+            // behind when its run is handed out.
+            if e.use_() == Use::Free {
+                let len = len as usize;
+                ensure(
+                    flags & super::pages::FREE != 0,
+                    "a page that reads Free heads a free run or lies inside one",
+                    p,
+                )?;
+                ensure(len > 0 && p + len <= top, "a free run lies below top", p)?;
+                ensure(!prev_free, "free runs are maximal: no two are adjacent", p)?;
+                let (tail_len, tail_flags) = self.tag_at(p + len - 1);
+                ensure(
+                    tail_len as usize == len && tail_flags & super::pages::FREE != 0,
+                    "a free run's tail tag repeats its length",
+                    p + len - 1,
+                )?;
+                for q in p..p + len {
+                    ensure(
+                        pagemap::get(q).use_() == Use::Free,
+                        "pages of a free run read Free",
+                        q,
+                    )?;
+                }
+                free += len;
+                runs += 1;
+                if flags & super::pages::DIRTY != 0 {
+                    dirty += len;
+                }
+                prev_free = true;
+                p += len;
+                continue;
+            }
+            prev_free = false;
+            match e.use_() {
+                Use::Large => {
+                    let len = len as usize;
+                    ensure(
+                        flags & super::pages::LARGE != 0 && len > 0 && p + len <= top,
+                        "a large run's head tag says LARGE and its length",
+                        p,
+                    )?;
+                    for q in p..p + len {
+                        ensure(
+                            pagemap::get(q).use_() == Use::Large,
+                            "pages of a large run read Large",
+                            q,
+                        )?;
+                    }
+                    large += len;
+                    p += len;
+                }
+                Use::Span => {
+                    spans += 1;
+                    p += 1;
+                }
+                Use::Free => unreachable!("free pages are walked above"),
+            }
+        }
+        let c = self.counts();
+        ensure(c.free == free, "free == the pages of all free runs", free)?;
+        ensure(
+            c.dirty == dirty,
+            "dirty == the pages of dirty free runs",
+            dirty,
+        )?;
+        ensure(
+            c.large == large,
+            "large == the pages of all large runs",
+            large,
+        )?;
+        ensure(
+            c.span_pages == spans,
+            "span_pages == the pages that read Span",
+            spans,
+        )?;
+        ensure(
+            self.listed_runs()? == runs,
+            "the bins list every free run once",
+            runs,
+        )
+    }
+}
+
+/// For the heap's unit tests: the heap alone, with no tier above it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::super::Hooks;
+    use crate::mem::scope::TierIndex;
+
+    /// Hooks of a heap with nothing above it: every allocation stays on the host.
+    pub(crate) struct HostOnly;
+
+    impl Hooks for HostOnly {
+        fn prepare(_: TierIndex) -> TierIndex {
+            0
+        }
+        fn place_fresh(_: usize, _: usize, _: u16) -> bool {
+            false
+        }
+        fn reads_as_zero(_: usize, _: usize) -> bool {
+            false
+        }
+        fn claim_freed(_: usize, _: usize) {}
+        fn started() {}
+    }
+
+    /// The tests that break the heap on purpose run one at a time.
+    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+}
