@@ -17,6 +17,17 @@ pub(crate) fn ensure(ok: bool, what: &'static str, at: usize) -> Result<(), Inva
     }
 }
 
+/// Every page of `pages` reads `use_` in the page map.
+pub(crate) fn all_read(
+    pages: core::ops::Range<usize>,
+    use_: Use,
+    what: &'static str,
+) -> Result<(), Invalid> {
+    pages
+        .into_iter()
+        .try_for_each(|q| ensure(pagemap::get(q).use_() == use_, what, q))
+}
+
 /// Checks the page runs and the spans, holding every heap lock meanwhile.
 pub fn check() -> Result<(), Invalid> {
     if !super::is_ready() {
@@ -75,13 +86,7 @@ impl PageHeap {
                     "a free run's tail tag repeats its length",
                     p + len - 1,
                 )?;
-                for q in p..p + len {
-                    ensure(
-                        pagemap::get(q).use_() == Use::Free,
-                        "pages of a free run read Free",
-                        q,
-                    )?;
-                }
+                all_read(p..p + len, Use::Free, "pages of a free run read Free")?;
                 free += len;
                 runs += 1;
                 if flags & super::pages::DIRTY != 0 {
@@ -100,13 +105,7 @@ impl PageHeap {
                         "a large run's head tag says LARGE and its length",
                         p,
                     )?;
-                    for q in p..p + len {
-                        ensure(
-                            pagemap::get(q).use_() == Use::Large,
-                            "pages of a large run read Large",
-                            q,
-                        )?;
-                    }
+                    all_read(p..p + len, Use::Large, "pages of a large run read Large")?;
                     large += len;
                     p += len;
                 }
@@ -166,5 +165,21 @@ pub(crate) mod testing {
     }
 
     /// The tests that break the heap on purpose run one at a time.
-    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Allocates `size` bytes, breaks the heap with `flip(p)`, checks, repairs with `flip(p)`
+    /// again (it must undo itself) and frees; the invariant the walkers reported broken.
+    pub(crate) fn broken_by(size: usize, flip: impl Fn(*mut u8)) -> Result<(), &'static str> {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let p = super::super::alloc::<HostOnly>(size, 8);
+        assert!(!p.is_null());
+        assert_eq!(super::check(), Ok(()));
+        flip(p);
+        let broken = super::check();
+        flip(p);
+        // SAFETY: p came from alloc with this size and alignment.
+        unsafe { super::super::dealloc::<HostOnly>(p, size, 8) };
+        assert_eq!(super::check(), Ok(()));
+        broken.map_err(|e| e.what)
+    }
 }

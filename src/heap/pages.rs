@@ -509,21 +509,8 @@ mod tests {
 
     #[test]
     fn the_walker_finds_a_page_count_that_is_off() {
-        use crate::heap::check::{check, testing::*};
-        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let p = crate::heap::alloc::<HostOnly>(1 << 20, 8);
-        assert!(!p.is_null());
-        assert_eq!(check(), Ok(()));
-        PAGES.lock().large += 1;
-        let broken = check();
-        PAGES.lock().large -= 1;
-        assert_eq!(
-            broken.map_err(|e| e.what),
-            Err("large == the pages of all large runs")
-        );
-        // SAFETY: p came from alloc with this size and alignment.
-        unsafe { crate::heap::dealloc::<HostOnly>(p, 1 << 20, 8) };
-        assert_eq!(check(), Ok(()));
+        let broken = crate::heap::check::testing::broken_by(1 << 20, |_| PAGES.lock().large ^= 1);
+        assert_eq!(broken, Err("large == the pages of all large runs"));
     }
 
     #[test]
