@@ -1,5 +1,5 @@
-//! Memory goes back to the OS: RSS falls after a 1 GiB allocation is freed, and after many
-//! medium ones are.
+//! Memory goes back to the OS: RSS falls at once after a 1 GiB allocation is freed, and within
+//! the purge delay after many medium ones are (alloc-tests/purge.rs tests the delay itself).
 
 use tieralloc::TierAlloc;
 
@@ -55,11 +55,16 @@ fn rss_falls_after_freeing_many_medium_blocks() {
     assert!(rss() >= before + GIB * 9 / 10);
     blocks.clear();
     blocks.shrink_to_fit();
+    // Freed pages stay warm for the purge delay (100 ms by default), then the purger thread
+    // gives them back: this thread only waits.
+    let start = std::time::Instant::now();
+    while rss() >= before + (64 << 20) && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let after = rss();
-    // Up to 32 MiB of free pages stay warm for reuse.
     assert!(
         after < before + (64 << 20),
-        "RSS still {} MiB above the start after freeing 1 GiB in blocks",
+        "RSS still {} MiB above the start 5 s after freeing 1 GiB in blocks",
         (after - before) >> 20
     );
 }

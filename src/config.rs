@@ -14,6 +14,7 @@
 //! | `TIERALLOC_FAULT` | `auto`, `uffd`, `uffd-fast`, `signal` | `auto` |
 //! | `TIERALLOC_POLICY` | `adaptive`, `evict`, `strict` | `adaptive` |
 //! | `TIERALLOC_LINK` | `pcie4x16`, `0=nvlink;1=25GB/s,2us`, ... | counted, not enforced |
+//! | `TIERALLOC_PURGE_DELAY` | how long freed pages stay mapped for reuse: `100ms`, `1s`, `0` (at once) | `100ms` |
 //! | `TIERALLOC_STATS` | `1` prints the stats table at exit | off |
 //! | `TIERALLOC_TRACE` | path of a CSV event trace | off |
 
@@ -105,7 +106,7 @@ pub fn arena_size() -> usize {
 }
 
 use crate::base::consts::NAME_MAX;
-pub use crate::base::consts::{DEFAULT_ARENA, MIN_ARENA};
+pub use crate::base::consts::{DEFAULT_ARENA, DEFAULT_PURGE_DELAY_MS, MIN_ARENA};
 
 /// One device spec: name bytes, name length, capacity in bytes.
 pub type DeviceSpec = ([u8; NAME_MAX], usize, usize);
@@ -292,6 +293,43 @@ pub fn parse_flag(v: &[u8]) -> Option<bool> {
     }
 }
 
+/// Parses a delay: a decimal number with a unit `ms` or `s` (a bare number is milliseconds),
+/// e.g. `100ms`, `1s`, `0`. Returns milliseconds.
+pub fn parse_delay_ms(s: &[u8]) -> Option<u32> {
+    let s = trim(s);
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let n: u64 = core::str::from_utf8(&s[..digits]).ok()?.parse().ok()?;
+    // Compared without allocating: this runs while the heap starts.
+    let unit = &s[digits..];
+    let scale = if unit.is_empty() || unit.eq_ignore_ascii_case(b"ms") {
+        1
+    } else if unit.eq_ignore_ascii_case(b"s") {
+        1000
+    } else {
+        return None;
+    };
+    u32::try_from(n.checked_mul(scale)?).ok()
+}
+
+/// `TIERALLOC_PURGE_DELAY`: how long freed pages stay mapped for reuse before they go back to
+/// the OS. Default [`DEFAULT_PURGE_DELAY_MS`]; `0` gives them back at once.
+pub fn purge_delay_ms() -> u32 {
+    let Some(v) = getenv(c"TIERALLOC_PURGE_DELAY") else {
+        return DEFAULT_PURGE_DELAY_MS;
+    };
+    parse_delay_ms(v).unwrap_or_else(|| {
+        warn_bad(
+            "TIERALLOC_PURGE_DELAY",
+            v,
+            "not a delay like 100ms or 1s; using the default 100ms",
+        );
+        DEFAULT_PURGE_DELAY_MS
+    })
+}
+
 /// `TIERALLOC_STATS`: print the stats table on stderr at exit.
 pub fn stats_at_exit() -> bool {
     let Some(v) = getenv(c"TIERALLOC_STATS") else {
@@ -309,8 +347,9 @@ pub fn trace_path() -> Option<&'static [u8]> {
 }
 
 /// The variables tieralloc reads.
-pub const KNOWN: [&str; 7] = [
+pub const KNOWN: [&str; 8] = [
     "TIERALLOC_ARENA",
+    "TIERALLOC_PURGE_DELAY",
     "TIERALLOC_DEVICES",
     "TIERALLOC_FAULT",
     "TIERALLOC_POLICY",
@@ -362,6 +401,17 @@ pub fn check_unknown() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_parse_in_ms_and_s() {
+        assert_eq!(parse_delay_ms(b"100ms"), Some(100));
+        assert_eq!(parse_delay_ms(b" 250 "), Some(250));
+        assert_eq!(parse_delay_ms(b"2s"), Some(2000));
+        assert_eq!(parse_delay_ms(b"0"), Some(0));
+        assert_eq!(parse_delay_ms(b"1h"), None);
+        assert_eq!(parse_delay_ms(b"ms"), None);
+        assert_eq!(parse_delay_ms(b"99999999999s"), None);
+    }
 
     #[test]
     fn policies_parse() {

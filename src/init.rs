@@ -94,6 +94,7 @@ extern "C" fn fork_child() {
     // SAFETY: the child is a copy of the thread that ran fork_prepare.
     unsafe { release_fork_locks() };
     pagemap::clear_pins(heap::pages::TOP.load(Ordering::Relaxed));
+    heap::purge::forget_thread_after_fork();
     gate_open();
     fault::restart_in_child();
 }

@@ -58,13 +58,29 @@ pub enum Kind {
     Boxes(usize),
     ProducerConsumer(usize),
     Churn(usize),
+    /// `(size, n)`: allocate `n` blocks of `size` bytes (one byte written per page), free them
+    /// in a scrambled order, [`BATCH_REPEATS`] times.
+    Batch(usize, usize),
 }
+
+/// Repetitions of a batch in one run: a program that keeps a working set builds it again
+/// and again, so the later rounds show whether freed memory is reused warm.
+pub const BATCH_REPEATS: usize = 3;
 
 pub const PAIRS: u64 = 10_000;
 pub const BOXES: usize = 1_000_000;
 pub const VEC_LEN: usize = 1_000_000;
 pub const PC_OBJECTS: usize = 200_000;
 pub const CHURN_ROUNDS: usize = 200_000;
+
+fn batch(name: &'static str, size: usize, n: usize) -> Workload {
+    Workload {
+        name,
+        op: "alloc+free",
+        ops: (n * BATCH_REPEATS) as u64,
+        kind: Kind::Batch(size, n),
+    }
+}
 
 pub fn workloads() -> Vec<Workload> {
     let pair = |name, size| Workload {
@@ -78,12 +94,16 @@ pub fn workloads() -> Vec<Workload> {
         pair("pairs 64 B", 64),
         pair("pairs 256 B", 256),
         pair("pairs 4 KiB", 4096),
+        pair("pairs 64 KiB", 64 << 10),
         Workload {
             name: "pairs 1 MiB",
             op: "alloc+free",
             ops: 1000,
             kind: Kind::Pairs(1 << 20),
         },
+        batch("batch 100k x 1 KiB, scrambled free", 1 << 10, 100_000),
+        batch("batch 20k x 8 KiB, scrambled free", 8 << 10, 20_000),
+        batch("batch 4k x 100 KiB, scrambled free", 100 << 10, 4_000),
         Workload {
             name: "Vec<u64> growth to 1M",
             op: "push",
@@ -119,7 +139,46 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, kind: Kind) {
         Kind::Boxes(n) => boxes(a, n),
         Kind::ProducerConsumer(n) => producer_consumer(a, n),
         Kind::Churn(n) => churn(a, n),
+        Kind::Batch(size, n) => {
+            for _ in 0..BATCH_REPEATS {
+                batch_round(a, size, n)
+            }
+        }
     }
+}
+
+/// Allocates `n` blocks of `size` bytes, writes one byte per page of each, and frees them in a
+/// fixed scrambled order.
+pub fn batch_round<A: GlobalAlloc>(a: &A, size: usize, n: usize) {
+    let perm = permutation_of(n);
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    let mut ptrs: Vec<*mut u8> = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: non-zero size; every page of the fresh block is ours to write.
+        unsafe {
+            let p = a.alloc(layout);
+            for off in (0..size).step_by(4096) {
+                p.add(off).write(i as u8);
+            }
+            ptrs.push(p);
+        }
+    }
+    for &i in perm {
+        // SAFETY: each pointer is freed exactly once, with its layout.
+        unsafe { a.dealloc(ptrs[i as usize], layout) };
+    }
+}
+
+/// [`permutation`] of `0..n`, made once per `n` (outside the timed part after the first call).
+fn permutation_of(n: usize) -> &'static [u32] {
+    static MADE: std::sync::Mutex<Vec<(usize, &'static [u32])>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap();
+    if let Some(&(_, p)) = made.iter().find(|(m, _)| *m == n) {
+        return p;
+    }
+    let p: &'static [u32] = Vec::leak(permutation(n));
+    made.push((n, p));
+    p
 }
 
 /// `n` allocate-then-free pairs of `size` bytes, touching the first byte.

@@ -16,6 +16,7 @@ pub mod check;
 pub mod hooks;
 pub mod meta;
 pub mod pages;
+pub mod purge;
 pub mod size_class;
 pub mod span;
 pub mod tcache;
@@ -73,6 +74,7 @@ fn init_once<H: Hooks>() -> bool {
     if !span::init(pages) || !cached::init(pages) || !PAGES.lock().init(pages) {
         return false;
     }
+    purge::init();
     let Some(key) = thread::exit_key(thread_exit::<H>) else {
         return false;
     };
@@ -236,17 +238,22 @@ fn free_large<H: Hooks>(p: *mut u8) {
 /// them, and a page lock is never waited for under a heap lock (it could wait for a kernel that
 /// is waiting for that heap lock). The flag is read again under the lock: it is set under it.
 pub(crate) fn give_back<H: Hooks>(h: usize, n: usize, put: impl FnOnce(&mut pages::PageHeap)) {
-    if !pagemap::claims_enabled() {
-        let mut heap = PAGES.lock();
+    'put: {
         if !pagemap::claims_enabled() {
-            return put(&mut heap);
+            let mut heap = PAGES.lock();
+            if !pagemap::claims_enabled() {
+                put(&mut heap);
+                break 'put;
+            }
         }
+        // The claimed pages stay locked until `put` publishes them free: no signal handler may
+        // run on this thread meanwhile (it could touch device memory and wait for us).
+        let _quiet = crate::pal::signal::SignalsBlocked::new();
+        H::claim_freed(h, n);
+        put(&mut PAGES.lock());
     }
-    // The claimed pages stay locked until `put` publishes them free: no signal handler may
-    // run on this thread meanwhile (it could touch device memory and wait for us).
-    let _quiet = crate::pal::signal::SignalsBlocked::new();
-    H::claim_freed(h, n);
-    put(&mut PAGES.lock());
+    // Freed pages are retained now: the purger gives them back once they expire.
+    purge::ensure_running();
 }
 
 /// Resizes `p` to `new_size`, in place when possible.

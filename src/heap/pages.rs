@@ -8,9 +8,10 @@
 //! - A free run `[h, h+len)` has a [`Tag`] with its length at `h` (head: flags, list links) and at
 //!   `h+len-1` (tail), so freeing a neighbour finds it in O(1) and coalesces.
 //! - A live large allocation has a tag at its head page with its length and [`LARGE`].
-//! - `dirty` counts pages of free runs that may be resident. When it passes [`DIRTY_LIMIT`],
-//!   dirty runs are given back to the OS (`MADV_DONTNEED`), largest first, so RSS falls after big
-//!   frees while a program that frees and reallocates the same sizes keeps its pages warm.
+//! - `dirty` counts pages of free runs that may be resident. A dirty run's head tag carries when
+//!   it was freed (a stamp, see [`super::purge`]); it goes back to the OS (`MADV_DONTNEED`) once
+//!   it stayed free for the purge delay, so a program that frees and reallocates the same sizes
+//!   keeps its pages warm while RSS falls soon after memory is really done with.
 //!
 //! The tags live in a side table outside the managed range, so no metadata is ever written into
 //! pages that may migrate.
@@ -19,6 +20,7 @@
 /// were never handed out (eviction scans stop there).
 pub static TOP: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
+use crate::base::consts::{HUGE_RUN_PAGES, RETAIN_MAX_PAGES};
 use crate::mem::arena;
 use crate::mem::pagemap::{self, Entry, Use};
 use crate::pal::lock::Lock;
@@ -33,8 +35,8 @@ pub(super) const DIRTY: u32 = 2;
 /// The tag is the head of a live large allocation.
 pub(super) const LARGE: u32 = 4;
 
-/// Free-run pages that may stay resident before purging starts (32 MiB).
-pub const DIRTY_LIMIT: usize = 8192;
+/// A dirty free run's stamp (when it was freed) sits above the flag bits of its head tag.
+const STAMP_SHIFT: u32 = 8;
 
 /// Free-run size bins: 16 exact bins for 1..=16 pages, then 4 per doubling up to 2^32 pages.
 const NBINS: usize = 128;
@@ -45,7 +47,7 @@ const NBINS: usize = 128;
 struct Tag {
     /// Length of the run in pages (valid at the head and tail of a free run, head of a large one).
     len: u32,
-    /// `FREE`, `DIRTY`, `LARGE` bits.
+    /// `FREE`, `DIRTY`, `LARGE` bits; above [`STAMP_SHIFT`], a dirty run's stamp.
     flags: u32,
     /// Next free run in the same bin (head tags of free runs only).
     next: u32,
@@ -162,7 +164,12 @@ impl PageHeap {
         let next = self.heads[b];
         *self.tag(h) = Tag {
             len: len as u32,
-            flags: FREE | if dirty { DIRTY } else { 0 },
+            flags: FREE
+                | if dirty {
+                    DIRTY | super::purge::now() << STAMP_SHIFT
+                } else {
+                    0
+                },
             next,
             prev: NIL,
         };
@@ -303,6 +310,7 @@ impl PageHeap {
     /// no page can be locked yet ([`pagemap::claims_enabled`] is false).
     fn release_run(&mut self, h: usize, len: usize, dirty: bool) {
         pagemap::set_range(h, len, Entry::host(Use::Free));
+        let freed = len;
         let (mut start, mut len, mut dirty) = (h, len, dirty);
         // A neighbour merges only if it is a free run (its tag says so): a free page can also
         // be one `carve_top` is handing out right now, whose entry is not set yet.
@@ -327,8 +335,12 @@ impl PageHeap {
             dirty |= d;
         }
         self.insert(start, len, dirty);
-        if self.dirty > DIRTY_LIMIT {
-            self.purge(DIRTY_LIMIT / 4);
+        // A huge free goes back at once (its own length decides: freeing a working set block by
+        // block coalesces into long runs that are still worth keeping warm).
+        if dirty && (freed >= HUGE_RUN_PAGES || super::purge::delay_ms() == 0) {
+            self.purge_run(start);
+        } else if self.dirty > RETAIN_MAX_PAGES {
+            self.purge(RETAIN_MAX_PAGES / 2);
         }
     }
 
@@ -412,6 +424,30 @@ impl PageHeap {
         true
     }
 
+    /// Gives the free run headed at `h` back to the OS if it is dirty, with the side-table
+    /// memory of its interior (page-map entries and tags, which read as zero again: `Free`, no
+    /// tag), so a heap that freed everything costs what it cost before it grew.
+    fn purge_run(&mut self, h: usize) {
+        let t = *self.tag(h);
+        if t.flags & DIRTY != 0 {
+            let len = t.len as usize;
+            arena::decommit(h, len);
+            if len > 2 {
+                pagemap::decommit_free(h + 1, h + len - 1);
+                let tags = self.tags as usize;
+                let size = core::mem::size_of::<Tag>();
+                let lo = (tags + (h + 1) * size).next_multiple_of(sys::PAGE_SIZE);
+                let hi = (tags + (h + len - 1) * size) & !(sys::PAGE_SIZE - 1);
+                if lo < hi {
+                    sys::discard(lo, hi - lo);
+                }
+            }
+            self.tag(h).flags &= !DIRTY;
+            self.dirty -= len;
+            self.purged += len as u64;
+        }
+    }
+
     /// Gives dirty free runs back to the OS, largest bins first, until at most `target` dirty
     /// pages remain.
     fn purge(&mut self, target: usize) {
@@ -420,13 +456,25 @@ impl PageHeap {
             b -= 1;
             let mut h = self.heads[b];
             while h != NIL && self.dirty > target {
+                let next = self.tag(h as usize).next;
+                self.purge_run(h as usize);
+                h = next;
+            }
+        }
+    }
+
+    /// Gives back every dirty free run that has stayed free for `delay` ms at stamp `now` (the
+    /// purger thread, every half delay).
+    pub fn purge_expired(&mut self, now: u32, delay: u32) {
+        for b in 0..NBINS {
+            if self.dirty == 0 {
+                return;
+            }
+            let mut h = self.heads[b];
+            while h != NIL {
                 let t = *self.tag(h as usize);
-                if t.flags & DIRTY != 0 {
-                    let len = t.len as usize;
-                    arena::decommit(h as usize, len);
-                    self.tag(h as usize).flags &= !DIRTY;
-                    self.dirty -= len;
-                    self.purged += len as u64;
+                if t.flags & DIRTY != 0 && super::purge::age(now, t.flags >> STAMP_SHIFT) >= delay {
+                    self.purge_run(h as usize);
                 }
                 h = t.next;
             }

@@ -251,6 +251,21 @@ pub fn init(pages: usize) -> bool {
 }
 
 #[inline]
+/// Gives back to the OS the memory of the entries of pages `[from, to)` where a whole page of
+/// the map holds only such entries; they read as `Free` (zero) afterwards. For the heap, on the
+/// interior of a free run it purges: every entry there is `Free`, unlocked, and written by no
+/// one but the heap (which holds its page-run lock).
+pub fn decommit_free(from: usize, to: usize) {
+    let base = MAP.load(Ordering::Acquire);
+    let (lo, hi) = (
+        (base + from * 8).next_multiple_of(sys::PAGE_SIZE),
+        (base + to * 8) & !(sys::PAGE_SIZE - 1),
+    );
+    if lo < hi {
+        sys::discard(lo, hi - lo);
+    }
+}
+
 fn slot(page: usize) -> &'static AtomicU64 {
     debug_assert!(page < LEN.load(Ordering::Relaxed));
     // SAFETY: the map covers every page of the arena (init), is never unmapped, and `page` is a

@@ -1,0 +1,157 @@
+//! Retention with decay (`TIERALLOC_PURGE_DELAY`): freed pages stay mapped and are reused warm,
+//! then go back to the OS once they stayed free for the delay, with no further call into the
+//! allocator; `trim()` gives them back at once; a delay of 0 gives them back at free.
+//!
+//! Each case runs in a child process of its own with the delay it needs (the variable is read
+//! when the heap starts), so RSS figures see no other test's memory.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tieralloc::TierAlloc;
+
+#[global_allocator]
+static A: TierAlloc = TierAlloc::new();
+
+const MIB: usize = 1 << 20;
+
+/// Resident set size of this process, from /proc/self/statm.
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// 256 MiB in blocks of 4 KiB to 1 MiB (page runs), every page written.
+fn working_set() -> Vec<Vec<u8>> {
+    let sizes = [16 << 10, 64 << 10, 256 << 10, MIB, 12 << 10];
+    let mut v = Vec::new();
+    let mut total = 0;
+    let mut i = 0;
+    while total < 256 * MIB {
+        let n = sizes[i % sizes.len()];
+        v.push(vec![i as u8 | 1; n]);
+        total += n;
+        i += 1;
+    }
+    v
+}
+
+/// Frees the working set in a scrambled order.
+fn free_scrambled(mut v: Vec<Vec<u8>>) {
+    let mut x = 0x9E37_79B9u64;
+    while !v.is_empty() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x % v.len() as u64) as usize;
+        drop(v.swap_remove(i));
+    }
+}
+
+/// Runs case `name` in a child with `TIERALLOC_PURGE_DELAY=delay`.
+fn in_child(name: &str, delay: &str) {
+    if std::env::var_os("PURGE_CHILD").is_some() {
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("PURGE_CHILD", "1")
+        .env("TIERALLOC_PURGE_DELAY", delay)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A watchdog: a hang (a start-up that waits for itself, say) is a failure, not a stuck run.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{name} with TIERALLOC_PURGE_DELAY={delay} hung for 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} with TIERALLOC_PURGE_DELAY={delay} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn child() -> bool {
+    std::env::var_os("PURGE_CHILD").is_some()
+}
+
+#[test]
+fn freed_pages_are_reused_warm_while_the_delay_runs() {
+    in_child("freed_pages_are_reused_warm_while_the_delay_runs", "3600s");
+    if !child() {
+        return;
+    }
+    let before = rss();
+    free_scrambled(working_set());
+    let kept = rss();
+    assert!(
+        kept >= before + 200 * MIB,
+        "freed pages should stay mapped for an hour; RSS is only {} MiB above the start",
+        (kept.saturating_sub(before)) / MIB
+    );
+    // Built again: from the retained pages, not from fresh ones.
+    let again = working_set();
+    assert!(
+        rss() <= kept + 16 * MIB,
+        "the second working set grew RSS by {} MiB: freed pages were not reused",
+        (rss().saturating_sub(kept)) / MIB
+    );
+    free_scrambled(again);
+    // trim() gives them back now, whatever the delay.
+    tieralloc::trim();
+    assert!(
+        rss() <= before + 16 * MIB,
+        "after trim() RSS is {} MiB above the start",
+        (rss().saturating_sub(before)) / MIB
+    );
+}
+
+#[test]
+fn freed_pages_leave_after_the_delay_without_another_call() {
+    in_child(
+        "freed_pages_leave_after_the_delay_without_another_call",
+        "50ms",
+    );
+    if !child() {
+        return;
+    }
+    let before = rss();
+    free_scrambled(working_set());
+    // The program only sleeps now: the purger thread gives the pages back.
+    let start = Instant::now();
+    while rss() > before + MIB && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        rss() <= before + MIB,
+        "5 s after freeing 256 MiB with a 50 ms delay, RSS is {} KiB above the start",
+        (rss().saturating_sub(before)) / 1024
+    );
+    println!(
+        "summary: 256 MiB freed; RSS back within 1 MiB of the start after {} ms",
+        start.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_zero_delay_gives_pages_back_at_free() {
+    in_child("a_zero_delay_gives_pages_back_at_free", "0");
+    if !child() {
+        return;
+    }
+    let before = rss();
+    free_scrambled(working_set());
+    assert!(
+        rss() <= before + 16 * MIB,
+        "with TIERALLOC_PURGE_DELAY=0, RSS is {} MiB above the start right after the frees",
+        (rss().saturating_sub(before)) / MIB
+    );
+}
