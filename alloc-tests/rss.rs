@@ -55,7 +55,7 @@ fn rss_falls_after_freeing_many_medium_blocks() {
     assert!(rss() >= before + GIB * 9 / 10);
     blocks.clear();
     blocks.shrink_to_fit();
-    // Freed pages stay warm for the purge delay (100 ms by default), then the purger thread
+    // Freed pages stay warm for the purge delay (1 s by default), then the purger thread
     // gives them back: this thread only waits.
     let start = std::time::Instant::now();
     while rss() >= before + (64 << 20) && start.elapsed() < std::time::Duration::from_secs(5) {

@@ -14,7 +14,7 @@
 //! | `TIERALLOC_FAULT` | `auto`, `uffd`, `uffd-fast`, `signal` | `auto` |
 //! | `TIERALLOC_POLICY` | `adaptive`, `evict`, `strict` | `adaptive` |
 //! | `TIERALLOC_LINK` | `pcie4x16`, `0=nvlink;1=25GB/s,2us`, ... | counted, not enforced |
-//! | `TIERALLOC_PURGE_DELAY` | how long freed pages stay mapped for reuse: `100ms`, `1s`, `0` (at once) | `100ms` |
+//! | `TIERALLOC_PURGE_DELAY` | how long freed pages stay mapped for reuse: `100ms`, `1s`, `0` (at once) | `1s` |
 //! | `TIERALLOC_STATS` | `1` prints the stats table at exit | off |
 //! | `TIERALLOC_TRACE` | path of a CSV event trace | off |
 
@@ -324,7 +324,7 @@ pub fn purge_delay_ms() -> u32 {
         warn_bad(
             "TIERALLOC_PURGE_DELAY",
             v,
-            "not a delay like 100ms or 1s; using the default 100ms",
+            "not a delay like 100ms or 1s; using the default 1s",
         );
         DEFAULT_PURGE_DELAY_MS
     })

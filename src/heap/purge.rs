@@ -1,6 +1,6 @@
 //! Retention with decay: freed page runs stay mapped ("dirty") and are reused first; a run goes
 //! back to the OS (`MADV_DONTNEED`) once it has stayed free for the purge delay
-//! (`TIERALLOC_PURGE_DELAY`, default 100 ms), as mimalloc's `purge_delay` and jemalloc's
+//! (`TIERALLOC_PURGE_DELAY`, default 1 s), as mimalloc's `purge_delay` and jemalloc's
 //! `dirty_decay_ms` do. Without it, a program that frees a working set and builds it again pays
 //! the kernel to zero every page again (the allocator report's batch workloads ran 13–22× slower
 //! than mimalloc, most of it in `clear_page`).
