@@ -48,10 +48,11 @@ fn free_scrambled(mut v: Vec<Vec<u8>>) {
     }
 }
 
-/// Runs case `name` in a child with `TIERALLOC_PURGE_DELAY=delay`.
-fn in_child(name: &str, delay: &str) {
+/// In the child: true (run the case). In the parent: runs case `name` in a child with
+/// `TIERALLOC_PURGE_DELAY=delay`, checks it passed, and returns false.
+fn in_child(name: &str, delay: &str) -> bool {
     if std::env::var_os("PURGE_CHILD").is_some() {
-        return;
+        return true;
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
@@ -77,16 +78,12 @@ fn in_child(name: &str, delay: &str) {
         "{name} with TIERALLOC_PURGE_DELAY={delay} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn child() -> bool {
-    std::env::var_os("PURGE_CHILD").is_some()
+    false
 }
 
 #[test]
 fn freed_pages_are_reused_warm_while_the_delay_runs() {
-    in_child("freed_pages_are_reused_warm_while_the_delay_runs", "3600s");
-    if !child() {
+    if !in_child("freed_pages_are_reused_warm_while_the_delay_runs", "3600s") {
         return;
     }
     let before = rss();
@@ -116,11 +113,10 @@ fn freed_pages_are_reused_warm_while_the_delay_runs() {
 
 #[test]
 fn freed_pages_leave_after_the_delay_without_another_call() {
-    in_child(
+    if !in_child(
         "freed_pages_leave_after_the_delay_without_another_call",
         "50ms",
-    );
-    if !child() {
+    ) {
         return;
     }
     let before = rss();
@@ -143,8 +139,7 @@ fn freed_pages_leave_after_the_delay_without_another_call() {
 
 #[test]
 fn a_zero_delay_gives_pages_back_at_free() {
-    in_child("a_zero_delay_gives_pages_back_at_free", "0");
-    if !child() {
+    if !in_child("a_zero_delay_gives_pages_back_at_free", "0") {
         return;
     }
     let before = rss();
