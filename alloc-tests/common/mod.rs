@@ -210,6 +210,21 @@ pub fn settled_invariants() -> Result<(), tieralloc::Invalid> {
     last
 }
 
+/// Where `[p, p+len)` lives once no page of it is held by a migration or a fault-back: as
+/// [`settled_invariants`], work that outlived the call that started it may hold a page's lock
+/// for a moment (retried for up to half a second; a page that stays held is reported as such).
+pub fn settled_residency(p: *const u8, len: usize) -> tieralloc::Residency {
+    let mut r = tieralloc::residency(p, len).unwrap();
+    for _ in 0..50 {
+        if r.migrating_bytes() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        r = tieralloc::residency(p, len).unwrap();
+    }
+    r
+}
+
 /// Asserts [`settled_invariants`].
 pub fn assert_invariants(what: &str) {
     if let Err(e) = settled_invariants() {
