@@ -218,6 +218,27 @@ fn large_realloc_grows_in_place_when_the_next_pages_are_free() {
 }
 
 #[test]
+fn large_block_that_cannot_grow_in_place_moves_its_pages() {
+    let _serial = serial();
+    // No device is ever used in this process: the pages move with `mremap`.
+    let mut v: Vec<u64> = (0..(1u64 << 20)).collect(); // 8 MiB
+    let (p, n) = (v.as_ptr(), v.len() * 8);
+    let keep = common::block_after(p.cast(), n);
+    let before = tieralloc::stats().realloc_moved_bytes;
+    v.reserve_exact(v.len());
+    assert_ne!(v.as_ptr(), p, "the block had to move");
+    let moved = tieralloc::stats().realloc_moved_bytes - before;
+    assert!(
+        moved >= n as u64,
+        "whole pages are moved, not copied ({moved} B)"
+    );
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
+    v.extend(0..(1u64 << 20));
+    assert_eq!(v[(1 << 20) + 5], 5);
+    drop(keep);
+}
+
+#[test]
 fn vec_growth_stays_in_place_for_large_buffers() {
     let _serial = serial();
     let mut v: Vec<u64> = Vec::new();

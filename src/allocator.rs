@@ -31,13 +31,47 @@ unsafe fn deallocate(ptr: NonNull<u8>, layout: Layout) {
     unsafe { heap::dealloc::<HeapHooks>(ptr.as_ptr(), layout.size(), layout.align()) }
 }
 
+/// Resizes a block from [`allocate_on`] with the heap's `realloc`, which keeps the block's tier
+/// and copies without faulting device pages back; falls back to allocate-copy-free (the
+/// trait's way) when the alignment changes or a size is zero.
+///
+/// # Safety
+/// As `Allocator::grow`/`shrink`: `ptr` is live with `old`; `new` is the requested layout.
+unsafe fn resize(
+    t: TierIndex,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+) -> Result<NonNull<[u8]>, AllocError> {
+    if old.align() != new.align() || old.size() == 0 || new.size() == 0 {
+        let q = allocate_on(t, new, false)?;
+        // SAFETY: both blocks are live and distinct; the copy is as long as the shorter one.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                ptr.as_ptr(),
+                q.as_ptr().cast::<u8>(),
+                old.size().min(new.size()),
+            );
+            deallocate(ptr, old);
+        }
+        return Ok(q);
+    }
+    // SAFETY: `ptr` is live with `old` (the caller's contract); the new size is non-zero and,
+    // being a valid `Layout`'s, does not overflow when rounded up to the alignment.
+    let p =
+        unsafe { heap::realloc::<HeapHooks>(ptr.as_ptr(), old.size(), old.align(), new.size()) };
+    let p = NonNull::new(p).ok_or(AllocError)?;
+    Ok(NonNull::slice_from_raw_parts(p, new.size()))
+}
+
 /// Implements `Allocator` for a type whose `tier_index(&self)` says where its blocks go.
 macro_rules! tier_allocator {
     ($ty:ty $(, const $d:ident: u16)?) => {
         // SAFETY: blocks come from the tieralloc heap, which never hands out a live block twice,
         // and stay valid until deallocated (the allocator holds no state that could invalidate
         // them when moved or cloned: all instances share the process-wide heap). `grow` and
-        // `shrink` are the trait's defaults (allocate on the same tier, copy, deallocate).
+        // `shrink` keep the first bytes (the heap's `realloc`); `grow_zeroed` is the trait's
+        // default (allocate zeroed on the same tier, copy, deallocate).
         unsafe impl<$(const $d: u16)?> Allocator for $ty {
             fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
                 allocate_on(self.tier_index(), layout, false)
@@ -50,6 +84,26 @@ macro_rules! tier_allocator {
             unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
                 // SAFETY: Allocator's contract: `ptr` is a live block of ours with `layout`.
                 unsafe { deallocate(ptr, layout) }
+            }
+
+            unsafe fn grow(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, AllocError> {
+                // SAFETY: Allocator's contract: `ptr` is live with `old`, `new` is not smaller.
+                unsafe { resize(self.tier_index(), ptr, old, new) }
+            }
+
+            unsafe fn shrink(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, AllocError> {
+                // SAFETY: Allocator's contract: `ptr` is live with `old`, `new` is not larger.
+                unsafe { resize(self.tier_index(), ptr, old, new) }
             }
         }
     };

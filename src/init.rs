@@ -19,7 +19,7 @@ use crate::mem::gate::{gate_close, gate_open};
 use crate::mem::pagemap;
 use crate::mem::scope::TierIndex;
 use crate::pal::process;
-use crate::tiering::{freed, placement};
+use crate::tiering::{freed, placement, relocate};
 use crate::{config, fault};
 use core::sync::atomic::Ordering;
 
@@ -45,6 +45,16 @@ impl Hooks for HeapHooks {
     #[inline]
     fn claim_freed(page: usize, n: usize) {
         freed::claim_freed(page, n)
+    }
+
+    #[inline]
+    fn tier_of_run(page: usize, n: usize) -> TierIndex {
+        relocate::tier_of_run(page, n)
+    }
+
+    #[inline]
+    fn copy_block(dst: usize, src: usize, len: usize) {
+        relocate::copy_block(dst, src, len)
     }
 
     fn started() {

@@ -43,6 +43,22 @@ pub fn bytes_of<T>(v: &[T]) -> (*const u8, usize) {
     (v.as_ptr().cast(), std::mem::size_of_val(v))
 }
 
+/// Allocates 16 KiB blocks until the page after `[p, p+len)` is handed out, so that a
+/// `realloc` growing the block there cannot grow in place and must move it. The blocks are
+/// returned to be kept alive meanwhile.
+pub fn block_after(p: *const u8, len: usize) -> Vec<Vec<u8>> {
+    let next = (p as usize + len).next_multiple_of(PAGE) as *const u8;
+    let mut keep = Vec::new();
+    while tieralloc::residency(next, 1).unwrap().free_bytes() > 0 {
+        assert!(
+            keep.len() < 1 << 16,
+            "the page after the block never got handed out"
+        );
+        keep.push(vec![1u8; 16 << 10]);
+    }
+    keep
+}
+
 /// Bytes device `d` holds now.
 pub fn used(d: usize) -> usize {
     tieralloc::devices().unwrap()[d].used

@@ -61,6 +61,9 @@ pub enum Kind {
     /// `(size, n)`: allocate `n` blocks of `size` bytes (one byte written per page), free them
     /// in a scrambled order, [`BATCH_REPEATS`] times.
     Batch(usize, usize),
+    /// `(max, buffers)`: `buffers` blocks grow by doubling from 16 B to `max` bytes, in turn
+    /// (each one's growth is then blocked by the others), one byte written per new page.
+    ReallocGrowth(usize, usize),
 }
 
 /// Repetitions of a batch in one run: a program that keeps a working set builds it again
@@ -105,6 +108,18 @@ pub fn workloads() -> Vec<Workload> {
         batch("batch 20k x 8 KiB, scrambled free", 8 << 10, 20_000),
         batch("batch 4k x 100 KiB, scrambled free", 100 << 10, 4_000),
         Workload {
+            name: "realloc 16 B -> 64 MiB, doubling",
+            op: "realloc",
+            ops: 22,
+            kind: Kind::ReallocGrowth(64 << 20, 1),
+        },
+        Workload {
+            name: "4 buffers 16 B -> 16 MiB, in turn",
+            op: "realloc",
+            ops: 4 * 20,
+            kind: Kind::ReallocGrowth(16 << 20, 4),
+        },
+        Workload {
             name: "Vec<u64> growth to 1M",
             op: "push",
             ops: VEC_LEN as u64,
@@ -144,6 +159,43 @@ pub fn run<A: GlobalAlloc + Sync>(a: &'static A, kind: Kind) {
                 batch_round(a, size, n)
             }
         }
+        Kind::ReallocGrowth(max, buffers) => realloc_growth(a, max, buffers),
+    }
+}
+
+/// `buffers` blocks of 16 B grow in turn by doubling to `max` bytes with `realloc`; one byte is
+/// written in every page each growth adds (a program filling its buffer writes them all), and
+/// the first and last byte of the old part is checked.
+pub fn realloc_growth<A: GlobalAlloc>(a: &A, max: usize, buffers: usize) {
+    const START: usize = 16;
+    let mut bufs: Vec<(*mut u8, usize)> = (0..buffers)
+        .map(|i| {
+            let layout = Layout::from_size_align(START, 8).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(layout) };
+            // SAFETY: a fresh 16-byte block.
+            unsafe { p.write_bytes(i as u8, START) };
+            (p, START)
+        })
+        .collect();
+    while bufs[0].1 < max {
+        for (i, (p, size)) in bufs.iter_mut().enumerate() {
+            let old = Layout::from_size_align(*size, 8).unwrap();
+            // SAFETY: `p` is live with `old`; the new size is non-zero.
+            let q = unsafe { a.realloc(*p, old, 2 * *size) };
+            // SAFETY: `q` holds `2 * size` bytes, the first `size` of them kept.
+            unsafe {
+                assert!(*q == i as u8 && *q.add(*size - 1) != 0xEE);
+                for off in (*size..2 * *size).step_by(4096) {
+                    q.add(off).write(i as u8);
+                }
+            }
+            (*p, *size) = (q, 2 * *size);
+        }
+    }
+    for (p, size) in bufs {
+        // SAFETY: live with this layout.
+        unsafe { a.dealloc(p, Layout::from_size_align(size, 8).unwrap()) };
     }
 }
 

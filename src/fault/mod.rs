@@ -71,7 +71,7 @@ static MAP_BASELINE: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static PROTECTED_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Pages per registration chunk (2 MiB).
-const CHUNK_PAGES: usize = 512;
+pub const CHUNK_PAGES: usize = 512;
 
 /// What the resolver installed at start-up (`tiering::fault_back::cpu_fault`) did with a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -161,6 +161,13 @@ pub(crate) mod testing {
             false
         }
         fn claim_freed(_: usize, _: usize) {}
+        fn tier_of_run(_: usize, _: usize) -> TierIndex {
+            0
+        }
+        fn copy_block(dst: usize, src: usize, len: usize) {
+            // SAFETY: the heap passes two live, distinct blocks of at least `len` bytes.
+            unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len) }
+        }
         fn started() {}
     }
 

@@ -25,6 +25,14 @@ pub trait Hooks {
     /// releases its device frame or duplicate. Called with signals blocked and no heap lock.
     fn claim_freed(page: usize, n: usize);
 
+    /// The tier a large run `[page, page+n)` that `realloc` moves follows: where most of its
+    /// pages live (0 for the host).
+    fn tier_of_run(page: usize, n: usize) -> TierIndex;
+
+    /// Copies `len` bytes of the live block at `src` into the fresh block at `dst` wherever
+    /// their pages live, without a CPU fault on device memory (`realloc`).
+    fn copy_block(dst: usize, src: usize, len: usize);
+
     /// Runs once, when the heap has just been initialised (start-up registrations).
     fn started();
 }

@@ -16,6 +16,10 @@
 //! The tags live in a side table outside the managed range, so no metadata is ever written into
 //! pages that may migrate.
 
+/// Large runs moved by [`PageHeap::move_large`], and how many such moves are allowed.
+static MAPPING_MOVES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+const MAX_MAPPING_MOVES: usize = 8192;
+
 /// Mirror of the high-water page (`top`) readable without the lock: pages at or above it
 /// were never handed out (eviction scans stop there).
 pub static TOP: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
@@ -422,6 +426,37 @@ impl PageHeap {
         self.tag(h).len = new as u32;
         self.large += extra;
         true
+    }
+
+    /// Moves the large allocation at page `h` (`old` pages) to a new run of `new` >= `old`
+    /// pages aligned to `align`, by moving its page mappings (`mremap`): no byte is copied,
+    /// and the old run goes back to the free runs as fresh, zero pages. Only while no page
+    /// entry can be locked by anyone ([`pagemap::claims_enabled`] is false, checked by the
+    /// caller under this lock, which [`enable_claims`] takes), so nothing else can be moving
+    /// these pages. Returns the new run's first page, or `None` (nothing changed) when the
+    /// kernel refused or the budget of mappings such moves may leave is spent.
+    pub fn move_large(&mut self, h: usize, old: usize, new: usize, align: usize) -> Option<usize> {
+        debug_assert!(!pagemap::claims_enabled());
+        // Each move may leave two more mappings until the memory is mapped afresh (see
+        // `sys::move_mapping`): a quarter of Linux's default `vm.max_map_count` at most.
+        if MAPPING_MOVES.load(Ordering::Relaxed) >= MAX_MAPPING_MOVES {
+            return None;
+        }
+        let (q, _) = self.alloc(new, align, Use::Large)?;
+        let len = old * sys::PAGE_SIZE;
+        if sys::move_mapping(arena::addr_of(h), arena::addr_of(q), len).is_err() {
+            self.take_large(q);
+            self.release_run(q, new, true);
+            return None;
+        }
+        MAPPING_MOVES.fetch_add(1, Ordering::Relaxed);
+        crate::mem::counters::COUNTERS
+            .realloc_moved_pages
+            .fetch_add(old as u64, Ordering::Relaxed);
+        self.take_large(h);
+        // Mapped afresh: zero and not resident.
+        self.release_run(h, old, false);
+        Some(q)
     }
 
     /// Gives the free run headed at `h` back to the OS if it is dirty, with the side-table

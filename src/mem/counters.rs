@@ -19,6 +19,8 @@ pub(crate) struct Counters {
     pub migrations: AtomicU64,
     /// Device-resident pages released by frees (without coming back to the host).
     pub freed_device_pages: AtomicU64,
+    /// Pages `realloc` moved to a new block by moving their mappings instead of copying.
+    pub realloc_moved_pages: AtomicU64,
     /// Device faults: 64 KiB blocks a kernel needed on its device that lived elsewhere.
     pub device_faults: AtomicU64,
     /// Pages those device faults migrated to the kernel's device.
@@ -57,6 +59,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     pages_device_to_device: AtomicU64::new(0),
     migrations: AtomicU64::new(0),
     freed_device_pages: AtomicU64::new(0),
+    realloc_moved_pages: AtomicU64::new(0),
     device_faults: AtomicU64::new(0),
     device_fault_pages: AtomicU64::new(0),
     remote_pages: AtomicU64::new(0),

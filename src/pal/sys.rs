@@ -65,6 +65,55 @@ pub fn map_noreserve_congruent(len: usize, align: usize, like: usize) -> *mut u8
     at as *mut u8
 }
 
+/// Moves the pages of `[src, src+len)` to `[dst, dst+len)` by moving their page-table entries
+/// (`mremap`), then maps fresh memory where they were: no byte is copied, and `[src, src+len)`
+/// reads as zero afterwards. Both ranges must lie in one private anonymous `MAP_NORESERVE`
+/// mapping of this process (the managed range) with default protections, and not overlap.
+/// The moved part keeps its file offset, so the kernel can no longer merge it with its new
+/// neighbours: each move may leave up to two more mappings until that memory is mapped afresh.
+/// On failure (the source spans mappings of different protections, or the map count limit)
+/// nothing changed.
+pub fn move_mapping(src: usize, dst: usize, len: usize) -> Result<(), i32> {
+    if let Some(e) = inject::fail(Point::Mmap) {
+        return Err(e);
+    }
+    let (Some(from), Some(to), Some(n)) = (
+        NonNull::new(src as *mut libc::c_void),
+        NonNull::new(dst as *mut libc::c_void),
+        NonZeroUsize::new(len),
+    ) else {
+        return Err(libc::EINVAL);
+    };
+    // SAFETY: both ranges lie in the managed range, which this process owns (the caller's
+    // contract): the destination's old pages are replaced, which the caller asked for, and
+    // nothing else is touched.
+    unsafe {
+        mman::mremap(
+            from,
+            len,
+            len,
+            mman::MRemapFlags::MREMAP_MAYMOVE | mman::MRemapFlags::MREMAP_FIXED,
+            Some(to),
+        )
+    }
+    .map_err(|e| e as i32)?;
+    // SAFETY: `[src, src+len)` is the hole the move left in the managed range: mapping it
+    // again with the range's own flags restores it, and nothing else can be mapped there
+    // meanwhile except by a caller that ignores that the range is ours.
+    let refilled = unsafe {
+        mman::mmap_anonymous(
+            NonZeroUsize::new(src),
+            n,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_FIXED,
+        )
+    };
+    if refilled.is_err() {
+        fatal("could not map memory again where pages were moved from (vm.max_map_count?)");
+    }
+    Ok(())
+}
+
 /// Tells the kernel it may drop the pages of `[addr, addr+len)`; they read back as zeros.
 /// Returns false if the kernel refused (the memory stays valid either way).
 pub fn discard(addr: usize, len: usize) -> bool {

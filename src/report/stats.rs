@@ -43,6 +43,8 @@ pub struct Stats {
     pub dirty_bytes: usize,
     /// Bytes given back to the OS after being freed, ever.
     pub purged_bytes: u64,
+    /// Bytes `realloc` moved to a new block by moving pages rather than copying bytes.
+    pub realloc_moved_bytes: u64,
     /// Resident bytes of allocator metadata: page map, span table, run tags, span bitmaps.
     pub metadata_bytes: usize,
     /// The fault backend in use (`uffd`, `uffd-fast`, `signal`), or `none` before the first
@@ -129,6 +131,7 @@ pub fn stats() -> Stats {
         free_bytes: counts.free * page,
         dirty_bytes: counts.dirty * page,
         purged_bytes: counts.purged * page as u64,
+        realloc_moved_bytes: pages_to_bytes(&COUNTERS.realloc_moved_pages),
         metadata_bytes: pagemap::resident_bytes()
             + heap::span::table_resident_bytes()
             + tags
@@ -226,6 +229,11 @@ impl fmt::Display for Stats {
             b(self.dirty_bytes)
         )?;
         writeln!(f, "  purged (total)  {}", Bytes(self.purged_bytes))?;
+        writeln!(
+            f,
+            "  realloc moved   {} (pages moved, not copied)",
+            Bytes(self.realloc_moved_bytes)
+        )?;
         writeln!(f, "  metadata        {}", b(self.metadata_bytes))?;
         writeln!(f, "  fault backend   {}", self.fault_backend)?;
         writeln!(
