@@ -428,26 +428,34 @@ impl PageHeap {
         true
     }
 
-    /// Moves the large allocation at page `h` (`old` pages) to a new run of `new` >= `old`
-    /// pages aligned to `align`, by moving its page mappings (`mremap`): no byte is copied,
-    /// and the old run goes back to the free runs as fresh, zero pages. Only while no page
-    /// entry can be locked by anyone ([`pagemap::claims_enabled`] is false, checked by the
-    /// caller under this lock, which [`enable_claims`] takes), so nothing else can be moving
-    /// these pages. Returns the new run's first page, or `None` (nothing changed) when the
-    /// kernel refused or the budget of mappings such moves may leave is spent.
-    pub fn move_large(&mut self, h: usize, old: usize, new: usize, align: usize) -> Option<usize> {
+    /// Finds a new run of `new` >= `old` pages aligned to `align` for the large allocation at
+    /// page `h` (`old` pages), and if the new run is fresh (not resident) moves the old pages'
+    /// mappings there (`mremap`): no byte is copied, no fresh page is faulted in, and the old
+    /// run goes back to the free runs as fresh pages. Returns the new run's first page and
+    /// whether it moved the old pages; if not, the new run is handed out and the caller copies
+    /// and frees the old one (warm pages are cheaper to copy into than to throw away: moving
+    /// over them would leave both runs to be faulted in again when reused).
+    ///
+    /// Only while no page entry can be locked by anyone ([`pagemap::claims_enabled`] is false,
+    /// checked by the caller under this lock, which [`enable_claims`] takes), so nothing else
+    /// can be moving these pages. `None` (nothing changed) when the arena is exhausted.
+    pub fn move_large(
+        &mut self,
+        h: usize,
+        old: usize,
+        new: usize,
+        align: usize,
+    ) -> Option<(usize, bool)> {
         debug_assert!(!pagemap::claims_enabled());
         // Each move may leave two more mappings until the memory is mapped afresh (see
         // `sys::move_mapping`): a quarter of Linux's default `vm.max_map_count` at most.
-        if MAPPING_MOVES.load(Ordering::Relaxed) >= MAX_MAPPING_MOVES {
-            return None;
-        }
-        let (q, _) = self.alloc(new, align, Use::Large)?;
+        let (q, fresh) = self.alloc(new, align, Use::Large)?;
         let len = old * sys::PAGE_SIZE;
-        if sys::move_mapping(arena::addr_of(h), arena::addr_of(q), len).is_err() {
-            self.take_large(q);
-            self.release_run(q, new, true);
-            return None;
+        if !fresh
+            || MAPPING_MOVES.load(Ordering::Relaxed) >= MAX_MAPPING_MOVES
+            || sys::move_mapping(arena::addr_of(h), arena::addr_of(q), len).is_err()
+        {
+            return Some((q, false));
         }
         MAPPING_MOVES.fetch_add(1, Ordering::Relaxed);
         crate::mem::counters::COUNTERS
@@ -456,7 +464,7 @@ impl PageHeap {
         self.take_large(h);
         // Mapped afresh: zero and not resident.
         self.release_run(h, old, false);
-        Some(q)
+        Some((q, true))
     }
 
     /// Gives the free run headed at `h` back to the OS if it is dirty, with the side-table

@@ -5,7 +5,7 @@
 //! the kernel to zero every page again (the allocator report's batch workloads ran 13–22× slower
 //! than mimalloc, most of it in `clear_page`).
 //!
-//! Bounds: a run of 64 MiB or more goes back at once; more than 1 GiB of freed pages is trimmed
+//! Bounds: a run of 256 MiB or more goes back at once; more than 1 GiB of freed pages is trimmed
 //! at once, oldest bins first; `tieralloc::trim()` releases everything now. A thread of its own
 //! (`tieralloc-purge`, started the first time pages are retained) wakes every half delay and
 //! gives back what has expired, so a program that frees everything and sleeps gets its memory
