@@ -31,8 +31,8 @@ unsafe fn deallocate(ptr: NonNull<u8>, layout: Layout) {
     unsafe { heap::dealloc::<HeapHooks>(ptr.as_ptr(), layout.size(), layout.align()) }
 }
 
-/// Resizes a block from [`allocate_on`] with the heap's `realloc`, which keeps the block's tier
-/// and copies without faulting device pages back; falls back to allocate-copy-free (the
+/// Resizes a block from [`allocate_on`] onto tier `t` (the allocator's) with the heap's
+/// `realloc`, which copies without faulting device pages back; falls back to allocate-copy-free (the
 /// trait's way) when the alignment changes or a size is zero.
 ///
 /// # Safety
@@ -58,8 +58,9 @@ unsafe fn resize(
     }
     // SAFETY: `ptr` is live with `old` (the caller's contract); the new size is non-zero and,
     // being a valid `Layout`'s, does not overflow when rounded up to the alignment.
-    let p =
-        unsafe { heap::realloc::<HeapHooks>(ptr.as_ptr(), old.size(), old.align(), new.size()) };
+    let p = unsafe {
+        heap::realloc_on::<HeapHooks>(ptr.as_ptr(), old.size(), old.align(), new.size(), Some(t))
+    };
     let p = NonNull::new(p).ok_or(AllocError)?;
     Ok(NonNull::slice_from_raw_parts(p, new.size()))
 }

@@ -56,13 +56,16 @@ impl PageHeap {
     /// meaningful where it says what the page is):
     /// - a free run: head and tail tags say `FREE` and its length; each page reads `Free` in the
     ///   page map; the page before it is not free (runs are maximal);
-    /// - a large run: its head tag says `LARGE` and its length; each page reads `Large`;
+    /// - a large run: its head tag says `LARGE` and its length; each page reads `Large`; its
+    ///   live length ([`super::run_cache`]) is its length, or 0 while it waits in the run
+    ///   cache, and the cache holds no more pages than such runs have;
     /// - otherwise a page reads `Span`;
     /// - `free`, `dirty`, `large` and `span_pages` equal the sums found; every free run is on
     ///   the list of its size's bin, and the lists hold nothing else.
     pub fn check(&mut self) -> Result<(), Invalid> {
         let top = self.top();
         let (mut free, mut dirty, mut large, mut spans, mut runs) = (0, 0, 0, 0, 0);
+        let mut not_live = 0;
         let mut prev_free = false;
         let mut p = 0;
         while p < top {
@@ -106,6 +109,15 @@ impl PageHeap {
                         p,
                     )?;
                     all_read(p..p + len, Use::Large, "pages of a large run read Large")?;
+                    let live = super::run_cache::live_len(p);
+                    ensure(
+                        live == len || live == 0,
+                        "a large run's live length is its length, or 0 while it is cached",
+                        p,
+                    )?;
+                    if live == 0 {
+                        not_live += len;
+                    }
                     large += len;
                     p += len;
                 }
@@ -117,6 +129,11 @@ impl PageHeap {
             }
         }
         let c = self.counts();
+        ensure(
+            super::run_cache::cached_pages() <= not_live,
+            "the run cache holds no more pages than the large runs that are not live",
+            not_live,
+        )?;
         ensure(c.free == free, "free == the pages of all free runs", free)?;
         ensure(
             c.dirty == dirty,

@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod meta;
 pub mod pages;
 pub mod purge;
+pub mod run_cache;
 pub mod size_class;
 pub mod span;
 pub mod tcache;
@@ -71,7 +72,11 @@ fn init_once<H: Hooks>() -> bool {
         return false;
     }
     let pages = arena::pages();
-    if !span::init(pages) || !cached::init(pages) || !PAGES.lock().init(pages) {
+    if !span::init(pages)
+        || !cached::init(pages)
+        || !run_cache::init(pages)
+        || !PAGES.lock().init(pages)
+    {
         return false;
     }
     purge::init();
@@ -187,6 +192,17 @@ fn alloc_large<H: Hooks>(size: usize, align: usize, zero: bool, t: TierIndex) ->
     let Some(n) = pages_for(size) else {
         return core::ptr::null_mut();
     };
+    if align <= sys::PAGE_SIZE && (t == 0 || t == scope::INTERNAL) && !pagemap::claims_enabled() {
+        if let Some(page) = run_cache::pop(n) {
+            run_cache::set_live(page, n);
+            let p = arena::addr_of(page) as *mut u8;
+            if zero {
+                // SAFETY: the run is ours and `n` pages long; it was used before (warm).
+                unsafe { core::ptr::write_bytes(p, 0, size) };
+            }
+            return p;
+        }
+    }
     let align = align.max(sys::PAGE_SIZE);
     let Some((page, is_zero)) = PAGES.lock().alloc(n, align, pagemap::Use::Large) else {
         return core::ptr::null_mut();
@@ -223,8 +239,17 @@ fn free_large<H: Hooks>(p: *mut u8) {
         sys::fatal("free of a pointer that tieralloc did not allocate");
     }
     let h = arena::page_of(addr);
-    let Some(len) = PAGES.lock().take_large(h) else {
+    // One swap ends the run for every path: a second free of it finds 0.
+    let n = run_cache::take_live(h);
+    if n == 0 {
         sys::fatal("free of a large pointer that is not live (double free or wrong layout)");
+    }
+    if !pagemap::claims_enabled() && run_cache::push(h, n) {
+        purge::ensure_running::<H>();
+        return;
+    }
+    let Some(len) = PAGES.lock().take_large(h) else {
+        sys::fatal("free of a large pointer that is not live (heap corrupted)");
     };
     give_back::<H>(h, len, |heap| heap.release_large(h, len));
 }
@@ -253,7 +278,7 @@ pub(crate) fn give_back<H: Hooks>(h: usize, n: usize, put: impl FnOnce(&mut page
         put(&mut PAGES.lock());
     }
     // Freed pages are retained now: the purger gives them back once they expire.
-    purge::ensure_running();
+    purge::ensure_running::<H>();
 }
 
 /// Large runs from this many pages on move by moving their page mappings when they cannot
@@ -279,16 +304,31 @@ pub unsafe fn realloc<H: Hooks>(
     align: usize,
     new_size: usize,
 ) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { realloc_on::<H>(p, old_size, align, new_size, None) }
+}
+
+/// [`realloc`] onto tier `on` if given (a typed allocator's), else the block's own tier.
+///
+/// # Safety
+/// As [`realloc`].
+pub unsafe fn realloc_on<H: Hooks>(
+    p: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+    on: Option<TierIndex>,
+) -> *mut u8 {
     let (from, to) = (
         size_class::class_of(old_size, align),
         size_class::class_of(new_size, align),
     );
     let t = match from {
         Some(a) if to == Some(a) => return p,
-        Some(_) => span::tier_of(p),
+        Some(_) => on.unwrap_or_else(|| span::tier_of(p)),
         None => {
             let page = arena::page_of(p as usize);
-            let t = H::tier_of_run(page, pages_for(old_size).unwrap_or(1));
+            let t = on.unwrap_or_else(|| H::tier_of_run(page, pages_for(old_size).unwrap_or(1)));
             if let (None, Some(n)) = (to, pages_for(new_size)) {
                 if let Some(q) = resize_large::<H>(page, n, align, t) {
                     return q;
@@ -320,7 +360,7 @@ fn resize_large<H: Hooks>(page: usize, n: usize, align: usize, t: TierIndex) -> 
     }
     if heap.grow_large(page, old, n) {
         drop(heap);
-        if t != 0 && n > old {
+        if t != 0 && t != scope::INTERNAL && n > old {
             H::place_fresh(page + old, n - old, t as u16 - 1);
         }
         return Some(p);
@@ -333,7 +373,7 @@ fn resize_large<H: Hooks>(page: usize, n: usize, align: usize, t: TierIndex) -> 
             H::copy_block(q, p as usize, old * sys::PAGE_SIZE);
             free_large::<H>(p);
         }
-        purge::ensure_running();
+        purge::ensure_running::<H>();
         return Some(q as *mut u8);
     }
     None
@@ -345,7 +385,25 @@ pub fn trim<H: Hooks>() {
         return;
     }
     tcache::flush_current_thread::<H>();
+    drain_run_cache::<H>(true);
     PAGES.lock().purge_all();
+}
+
+/// Frees the runs waiting in the run cache (all, or the sizes unused for a purger period) to
+/// the page runs: decommitted at once while page claims are off, else through the take-back
+/// of freed pages (a migration may hold them, or have moved them to a device).
+pub(crate) fn drain_run_cache<H: Hooks>(all: bool) {
+    let claims = pagemap::claims_enabled();
+    run_cache::drain(all || claims, |h, n| {
+        if claims {
+            give_back::<H>(h, n, |heap| {
+                heap.take_large(h);
+                heap.release_large(h, n);
+            });
+        } else {
+            PAGES.lock().free_cached(h, n);
+        }
+    });
 }
 
 /// True once the heap has been initialised.

@@ -255,6 +255,7 @@ impl PageHeap {
                     prev: NIL,
                 };
                 self.large += n;
+                super::run_cache::set_live(start, n);
             }
             Use::Span => self.span_pages += n,
             Use::Free => unreachable!("alloc hands out pages for a use"),
@@ -371,7 +372,19 @@ impl PageHeap {
         let len = self.large_len(h)?;
         self.tag(h).flags = 0;
         self.large -= len;
+        super::run_cache::take_live(h);
         Some(len)
+    }
+
+    /// Gives a run that waited in the run cache (`n` pages at `h`, still a large run here)
+    /// back to the free runs and its pages to the OS: nobody asked for its size for a whole
+    /// purger period. Only while page claims are off (nothing can hold its pages).
+    pub fn free_cached(&mut self, h: usize, n: usize) {
+        debug_assert_eq!(self.large_len(h), Some(n));
+        self.take_large(h);
+        arena::decommit(h, n);
+        self.purged += n as u64;
+        self.release_run(h, n, false);
     }
 
     /// Returns the pages of a large allocation ended by [`PageHeap::take_large`] to the free runs.
@@ -385,6 +398,7 @@ impl PageHeap {
         debug_assert!(new < old);
         self.tag(h).len = new as u32;
         self.large -= old - new;
+        super::run_cache::set_live(h, new);
         self.release_run(h + new, old - new, true);
     }
 
@@ -397,6 +411,18 @@ impl PageHeap {
         }
         let extra = new - old;
         let next = h + old;
+        // A freed run waiting in the run cache right after this one: take it back, so that
+        // the cache does not stop a neighbour from growing in place.
+        if next < self.top
+            && pagemap::get(next).use_() == Use::Large
+            && super::run_cache::live_len(next) == 0
+        {
+            let n = self.tag(next).len as usize;
+            if self.tag(next).flags & LARGE != 0 && super::run_cache::steal(next, n) {
+                self.take_large(next);
+                self.release_run(next, n, true);
+            }
+        }
         if next < self.top
             && pagemap::in_free_run(pagemap::get(next))
             && self.tag(next).flags & FREE != 0
@@ -425,6 +451,7 @@ impl PageHeap {
         pagemap::set_range(next, extra, Entry::host(Use::Large));
         self.tag(h).len = new as u32;
         self.large += extra;
+        super::run_cache::set_live(h, new);
         true
     }
 

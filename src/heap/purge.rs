@@ -5,6 +5,9 @@
 //! the kernel to zero every page again (the allocator report's batch workloads ran 13–22× slower
 //! than mimalloc, most of it in `clear_page`).
 //!
+//! The run cache ([`super::run_cache`]) is drained here too: a size nobody used for a whole
+//! period goes back to the page runs, decommitted at once.
+//!
 //! Bounds: a run of 256 MiB or more goes back at once; more than 1 GiB of freed pages is trimmed
 //! at once, oldest bins first; `tieralloc::trim()` releases everything now. A thread of its own
 //! (`tieralloc-purge`, started the first time pages are retained) wakes every half delay and
@@ -52,14 +55,14 @@ pub fn age(now: u32, then: u32) -> u32 {
 /// Starts the purger thread if pages are being retained and it does not run yet. Called with no
 /// heap lock held (starting a thread may allocate through the C library).
 #[inline]
-pub fn ensure_running() {
+pub fn ensure_running<H: super::Hooks>() {
     if RUNNING.load(Ordering::Relaxed) || delay_ms() == 0 {
         return;
     }
     if RUNNING
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
         .is_ok()
-        && thread::spawn_raw(purger, 0, 64 << 10, c"tieralloc-purge").is_err()
+        && thread::spawn_raw(purger::<H>, 0, 64 << 10, c"tieralloc-purge").is_err()
     {
         // No thread: expired runs still go back when later frees look at them.
         RUNNING.store(false, Ordering::Release);
@@ -71,11 +74,12 @@ pub fn forget_thread_after_fork() {
     RUNNING.store(false, Ordering::Relaxed);
 }
 
-extern "C" fn purger(_: *mut libc::c_void) -> *mut libc::c_void {
+extern "C" fn purger<H: super::Hooks>(_: *mut libc::c_void) -> *mut libc::c_void {
     SignalsBlocked::forever();
     loop {
         let delay = delay_ms();
         thread::sleep_us(u64::from((delay / 2).max(5)) * 1000);
+        super::drain_run_cache::<H>(false);
         PAGES.lock().purge_expired(now(), delay);
     }
 }
