@@ -43,13 +43,14 @@ pub fn bytes_of<T>(v: &[T]) -> (*const u8, usize) {
     (v.as_ptr().cast(), std::mem::size_of_val(v))
 }
 
-/// Allocates 16 KiB blocks until the page after `[p, p+len)` is handed out, so that a
-/// `realloc` growing the block there cannot grow in place and must move it. The blocks are
-/// returned to be kept alive meanwhile.
+/// Allocates 16 KiB blocks until one of the four pages after `[p, p+len)` is handed out, so
+/// that a `realloc` growing the block by more than three pages cannot grow in place and must
+/// move it (a free gap shorter than a 16 KiB block stays free, and is too short to grow into).
+/// The blocks are returned to be kept alive meanwhile.
 pub fn block_after(p: *const u8, len: usize) -> Vec<Vec<u8>> {
     let next = (p as usize + len).next_multiple_of(PAGE) as *const u8;
     let mut keep = Vec::new();
-    while tieralloc::residency(next, 1).unwrap().free_bytes() > 0 {
+    while tieralloc::residency(next, 4 * PAGE).unwrap().free_bytes() == 4 * PAGE {
         assert!(
             keep.len() < 1 << 16,
             "the page after the block never got handed out"

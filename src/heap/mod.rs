@@ -4,8 +4,9 @@
 //!   per-thread caches ([`tcache`]) that trade batches with per-class bins ([`span`]).
 //! - Larger requests, and any alignment above 8 KiB, are page runs ([`pages`]), resized in place
 //!   when the following pages are free and purged back to the OS once enough are free.
-//! - Requests placed on a device tier (`crate::tiering::placement`) skip the thread caches: they are
-//!   served by that tier's bins, and their fresh spans and runs are created on the device.
+//! - Requests placed on a device tier (`crate::tiering::placement`) go through each thread's second
+//!   cache, which holds one tier other than the host at a time; their fresh spans and runs are
+//!   created on the device.
 //!
 //! All metadata (span bitmaps and descriptors, run tags, thread caches) lives outside the managed
 //! range. Initialisation happens at the first allocation, from any thread, before or after
@@ -159,7 +160,8 @@ pub fn alloc_zeroed<H: Hooks>(size: usize, align: usize) -> *mut u8 {
 }
 
 /// Allocates on tier index `t` (falling back to the host if that device cannot be used),
-/// zeroed if `zero`. Device-tier objects never pass through the thread caches, and zeroing
+/// zeroed if `zero`. Objects of another tier than the host go through the thread's second
+/// cache ([`tcache::alloc_on`]), and zeroing
 /// skips bytes that are device-resident and never touched (they read as zero already), so
 /// allocating them does not fault their pages back.
 #[inline(never)]
@@ -171,11 +173,7 @@ pub fn alloc_in<H: Hooks>(t: TierIndex, size: usize, align: usize, zero: bool) -
     let p = if t == 0 {
         tcache::alloc::<H>(c)
     } else {
-        let mut one = [core::ptr::null_mut(); 1];
-        if !ensure_init::<H>() || span::refill::<H>(t, c, &mut one) == 0 {
-            return core::ptr::null_mut();
-        }
-        one[0]
+        tcache::alloc_on::<H>(t, c)
     };
     if zero && !p.is_null() && !(t != 0 && H::reads_as_zero(p as usize, size)) {
         // SAFETY: p is a fresh object of at least `size` bytes.
@@ -226,7 +224,7 @@ pub unsafe fn dealloc<H: Hooks>(p: *mut u8, size: usize, align: usize) {
     match size_class::class_of(size, align) {
         Some(c) => match span::tier_of(p) {
             0 => tcache::free::<H>(c, p),
-            t => span::flush::<H>(t, c, &[p]),
+            t => tcache::free_on::<H>(t, c, p),
         },
         None => free_large::<H>(p),
     }

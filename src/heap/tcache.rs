@@ -4,6 +4,12 @@
 //! (outside the managed range). `alloc` pops, `dealloc` pushes; only an empty or full stack goes
 //! to the class's bin ([`super::span`]) for a batch of half its capacity.
 //!
+//! Each thread has two caches: one for the host, and one for the last other tier it allocated
+//! on (a device, or tieralloc's internal tier in its workers), so allocating inside a device
+//! scope costs what allocating on the host does instead of a bin lock per object. The second
+//! cache follows the thread's allocations: allocating on another tier first gives its objects
+//! back to their bins; a free of an object of a tier it does not hold goes to the bin.
+//!
 //! The storage is a `const`-initialised thread-local without a destructor, so access is a plain
 //! TLS offset with no lazy-init check, usable before `main` and inside other destructors. A
 //! never-used cache has capacity 0, so the first use of either path lands in the slow path,
@@ -13,6 +19,7 @@
 
 use super::size_class::{self, NCLASSES};
 use super::{cached, span, Hooks};
+use crate::mem::scope::TierIndex;
 use core::cell::UnsafeCell;
 
 /// Largest number of cached objects per class.
@@ -38,10 +45,12 @@ struct Stack {
     items: [*mut u8; MAX_CACHED],
 }
 
-/// A thread's cache.
+/// A thread's cache of objects of one tier.
 struct Cache {
     stacks: [Stack; NCLASSES],
     state: State,
+    /// The tier of every object on the stacks (the host cache: always 0).
+    tier: TierIndex,
 }
 
 const EMPTY_STACK: Stack = Stack {
@@ -52,45 +61,87 @@ const EMPTY_STACK: Stack = Stack {
 
 thread_local! {
     static CACHE: UnsafeCell<Cache> = const {
-        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh })
+        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
+    };
+    /// The cache of the other tier this thread allocates on.
+    static OTHER: UnsafeCell<Cache> = const {
+        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
     };
 }
 
-/// Allocates an object of class `c`, or returns null when memory is exhausted.
+/// Allocates a host object of class `c`, or returns null when memory is exhausted.
 #[inline(always)]
 pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
     CACHE.with(|cache| {
         // SAFETY: the cache is this thread's own; no reference to it outlives this call, and the
         // allocator is never re-entered from inside (nothing here allocates).
-        let cache = unsafe { &mut *cache.get() };
-        let s = &mut cache.stacks[c];
-        if s.n > 0 {
-            s.n -= 1;
-            let p = s.items[s.n as usize];
-            cached::clear(p);
-            return p;
-        }
-        alloc_slow::<H>(cache, c)
+        pop::<H>(unsafe { &mut *cache.get() }, c)
     })
 }
 
-/// Frees an object of class `c`.
+/// Frees a host object of class `c`.
 #[inline(always)]
 pub fn free<H: Hooks>(c: usize, p: *mut u8) {
     CACHE.with(|cache| {
         // SAFETY: as in `alloc`.
-        let cache = unsafe { &mut *cache.get() };
-        let s = &mut cache.stacks[c];
-        if s.n < s.cap {
-            if !cached::mark(p) {
-                double_free();
-            }
-            s.items[s.n as usize] = p;
-            s.n += 1;
-            return;
-        }
-        free_slow::<H>(cache, c, p)
+        push::<H>(unsafe { &mut *cache.get() }, c, p)
     })
+}
+
+/// Allocates an object of class `c` on tier `t` (not the host), through the thread's second
+/// cache, which takes tier `t` if it held another.
+#[inline]
+pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
+    OTHER.with(|cache| {
+        // SAFETY: as in `alloc`.
+        let cache = unsafe { &mut *cache.get() };
+        if cache.tier != t {
+            flush_all::<H>(cache);
+            cache.tier = t;
+        }
+        pop::<H>(cache, c)
+    })
+}
+
+/// Frees an object of class `c` of tier `t` (not the host): into the second cache if it holds
+/// tier `t`, else to its bin.
+#[inline]
+pub fn free_on<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
+    OTHER.with(|cache| {
+        // SAFETY: as in `alloc`.
+        let cache = unsafe { &mut *cache.get() };
+        if cache.tier == t {
+            push::<H>(cache, c, p)
+        } else {
+            span::flush::<H>(t, c, &[p])
+        }
+    })
+}
+
+#[inline(always)]
+fn pop<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
+    let s = &mut cache.stacks[c];
+    if s.n > 0 {
+        s.n -= 1;
+        let p = s.items[s.n as usize];
+        cached::clear(p);
+        return p;
+    }
+    alloc_slow::<H>(cache, c)
+}
+
+#[inline(always)]
+fn push<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
+    let s = &mut cache.stacks[c];
+    if s.n < s.cap {
+        if !cached::mark(p) {
+            double_free();
+        }
+        s.items[s.n as usize] = p;
+        s.n += 1;
+        return;
+    }
+    free_slow::<H>(cache, c, p)
 }
 
 #[cold]
@@ -108,7 +159,7 @@ fn alloc_slow<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
         }
         State::Dead => {
             let mut one = [core::ptr::null_mut(); 1];
-            return if span::refill::<H>(0, c, &mut one) == 1 {
+            return if span::refill::<H>(cache.tier, c, &mut one) == 1 {
                 one[0]
             } else {
                 core::ptr::null_mut()
@@ -118,7 +169,7 @@ fn alloc_slow<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
     }
     let s = &mut cache.stacks[c];
     let want = (s.cap as usize / 2).max(1);
-    let got = span::refill::<H>(0, c, &mut s.items[..want]);
+    let got = span::refill::<H>(cache.tier, c, &mut s.items[..want]);
     if got == 0 {
         return core::ptr::null_mut();
     }
@@ -131,11 +182,11 @@ fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     match cache.state {
         State::Fresh => {
             if !start::<H>(cache) {
-                span::flush::<H>(0, c, &[p]);
+                span::flush::<H>(cache.tier, c, &[p]);
                 return;
             }
         }
-        State::Dead => return span::flush::<H>(0, c, &[p]),
+        State::Dead => return span::flush::<H>(cache.tier, c, &[p]),
         State::Active => {}
     }
     if !cached::mark(p) {
@@ -145,7 +196,7 @@ fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     if s.n == s.cap {
         // Give back the older half; keep the most recently freed (cache-hot) objects.
         let half = (s.cap / 2) as usize;
-        span::flush::<H>(0, c, &s.items[..half]);
+        span::flush::<H>(cache.tier, c, &s.items[..half]);
         s.items.copy_within(half..s.n as usize, 0);
         s.n -= half as u32;
     }
@@ -169,29 +220,33 @@ fn start<H: Hooks>(cache: &mut Cache) -> bool {
 /// Flushes this thread's cache into the bins and marks it dead. Called by the thread-exit hook;
 /// later calls on this thread are served by the bins directly.
 pub fn flush_and_retire<H: Hooks>() {
-    CACHE.with(|cache| {
-        // SAFETY: this thread's own cache; see `alloc`.
-        let cache = unsafe { &mut *cache.get() };
-        flush_all::<H>(cache);
-        for s in &mut cache.stacks {
-            s.cap = 0;
-        }
-        cache.state = State::Dead;
-    })
+    for key in [&CACHE, &OTHER] {
+        key.with(|cache| {
+            // SAFETY: this thread's own cache; see `alloc`.
+            let cache = unsafe { &mut *cache.get() };
+            flush_all::<H>(cache);
+            for s in &mut cache.stacks {
+                s.cap = 0;
+            }
+            cache.state = State::Dead;
+        })
+    }
 }
 
-/// Returns every cached object of this thread to the bins (the cache stays usable).
+/// Returns every cached object of this thread to the bins (the caches stay usable).
 pub fn flush_current_thread<H: Hooks>() {
-    CACHE.with(|cache| {
-        // SAFETY: this thread's own cache; see `alloc`.
-        flush_all::<H>(unsafe { &mut *cache.get() })
-    })
+    for key in [&CACHE, &OTHER] {
+        key.with(|cache| {
+            // SAFETY: this thread's own cache; see `alloc`.
+            flush_all::<H>(unsafe { &mut *cache.get() })
+        })
+    }
 }
 
 fn flush_all<H: Hooks>(cache: &mut Cache) {
     for (c, s) in cache.stacks.iter_mut().enumerate() {
         if s.n > 0 {
-            span::flush::<H>(0, c, &s.items[..s.n as usize]);
+            span::flush::<H>(cache.tier, c, &s.items[..s.n as usize]);
             s.n = 0;
         }
     }
