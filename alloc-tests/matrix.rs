@@ -1,7 +1,7 @@
 //! Sizes × alignments with pattern checks, realloc growth and shrink, zeroed allocations, and
 //! pointers' membership in the managed range — all through `TierAlloc` as the global allocator.
 
-use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, GlobalAlloc, Layout};
+use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, Layout};
 use tieralloc::TierAlloc;
 
 mod common;
@@ -245,24 +245,8 @@ fn a_large_block_freed_twice_aborts_instead_of_being_handed_out_twice() {
     let _serial = serial();
     // No device is used in this process: a freed 64 KiB block waits in the run cache, and a
     // second free must still be caught there.
-    for size in [64 << 10, 1 << 20, 4 << 20] {
-        let status = common::fork_status(|| {
-            let l = Layout::from_size_align(size, 8).unwrap();
-            // SAFETY: a valid layout; the second dealloc is the bug under test. The calls go to
-            // the allocator directly (`std::alloc::alloc` pairs may be optimised away).
-            unsafe {
-                let p = A.alloc(l);
-                A.dealloc(p, l);
-                A.dealloc(p, l);
-                let a = A.alloc(l);
-                let b = A.alloc(l);
-                a != b
-            }
-        });
-        assert!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
-            "a double free of {size} B did not abort (status {status:#x})"
-        );
+    for size in [64 << 10, 1 << 20, 4 << 20, 8 << 20] {
+        common::assert_double_free_aborts(&A, Layout::from_size_align(size, 8).unwrap());
     }
 }
 

@@ -139,6 +139,28 @@ pub fn fork_status(child: impl FnOnce() -> bool) -> i32 {
     status
 }
 
+/// Asserts that freeing a block of layout `l` twice through `a` aborts (in a forked child)
+/// instead of letting two later allocations share the block. The calls go to the allocator
+/// directly: `std::alloc::alloc` pairs may be optimised away.
+pub fn assert_double_free_aborts<A: std::alloc::GlobalAlloc>(a: &A, l: std::alloc::Layout) {
+    let status = fork_status(|| {
+        // SAFETY: a valid layout; the second dealloc is the bug under test.
+        unsafe {
+            let p = a.alloc(l);
+            a.dealloc(p, l);
+            a.dealloc(p, l);
+            let x = a.alloc(l);
+            let y = a.alloc(l);
+            x != y
+        }
+    });
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+        "a double free of {} B did not abort (status {status:#x})",
+        l.size()
+    );
+}
+
 /// [`fork_status`], failing the test if the child died of a signal; returns its exit code.
 pub fn in_child(child: impl FnOnce() -> bool) -> i32 {
     let status = fork_status(child);

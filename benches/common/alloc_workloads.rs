@@ -53,7 +53,8 @@ pub struct Workload {
 
 #[derive(Clone, Copy)]
 pub enum Kind {
-    Pairs(usize),
+    /// `(size, n)`: `n` allocate-then-free pairs.
+    Pairs(usize, u64),
     VecGrowth(usize),
     Boxes(usize),
     ProducerConsumer(usize),
@@ -61,6 +62,8 @@ pub enum Kind {
     /// `(size, n)`: allocate `n` blocks of `size` bytes (one byte written per page), free them
     /// in a scrambled order, [`BATCH_REPEATS`] times.
     Batch(usize, usize),
+    /// Random replacements in a live set of mixed sizes ([`mixed_churn`]).
+    MixedChurn(usize),
     /// `(max, buffers)`: `buffers` blocks grow by doubling from 16 B to `max` bytes, in turn
     /// (each one's growth is then blocked by the others), one byte written per new page.
     ReallocGrowth(usize, usize),
@@ -75,6 +78,7 @@ pub const BOXES: usize = 1_000_000;
 pub const VEC_LEN: usize = 1_000_000;
 pub const PC_OBJECTS: usize = 200_000;
 pub const CHURN_ROUNDS: usize = 200_000;
+pub const MIXED_CHURN: usize = 200_000;
 
 fn batch(name: &'static str, size: usize, n: usize) -> Workload {
     Workload {
@@ -85,28 +89,55 @@ fn batch(name: &'static str, size: usize, n: usize) -> Workload {
     }
 }
 
+/// The report's size grid: each size as alloc+free pairs and as a batch.
+pub const SIZES: [(usize, &str); 11] = [
+    (16, "16 B"),
+    (64, "64 B"),
+    (256, "256 B"),
+    (1 << 10, "1 KiB"),
+    (4 << 10, "4 KiB"),
+    (8 << 10, "8 KiB"),
+    (16 << 10, "16 KiB"),
+    (64 << 10, "64 KiB"),
+    (256 << 10, "256 KiB"),
+    (1 << 20, "1 MiB"),
+    (4 << 20, "4 MiB"),
+];
+
+/// Blocks in a batch of `size`-byte blocks: about 96 MiB, between 16 and 100k blocks.
+pub fn batch_len(size: usize) -> usize {
+    ((96 << 20) / size).clamp(16, 100_000)
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 pub fn workloads() -> Vec<Workload> {
-    let pair = |name, size| Workload {
-        name,
-        op: "alloc+free",
-        ops: PAIRS,
-        kind: Kind::Pairs(size),
-    };
-    vec![
-        pair("pairs 16 B", 16),
-        pair("pairs 64 B", 64),
-        pair("pairs 256 B", 256),
-        pair("pairs 4 KiB", 4096),
-        pair("pairs 64 KiB", 64 << 10),
-        Workload {
-            name: "pairs 1 MiB",
+    let mut w = Vec::new();
+    for (size, name) in SIZES {
+        let ops = if size >= 1 << 20 { 1000 } else { PAIRS };
+        w.push(Workload {
+            name: leak(format!("pairs {name}")),
             op: "alloc+free",
-            ops: 1000,
-            kind: Kind::Pairs(1 << 20),
+            ops,
+            kind: Kind::Pairs(size, ops),
+        });
+    }
+    for (size, name) in SIZES {
+        let n = batch_len(size);
+        w.push(batch(leak(format!("batch {n} x {name}")), size, n));
+    }
+    w.extend([
+        batch("batch 100k x 1 KiB (issue 15)", 1 << 10, 100_000),
+        batch("batch 20k x 8 KiB (issue 15)", 8 << 10, 20_000),
+        batch("batch 4k x 100 KiB (issue 15)", 100 << 10, 4_000),
+        Workload {
+            name: "churn, 10k live, 16 B-64 KiB",
+            op: "replace",
+            ops: MIXED_CHURN as u64,
+            kind: Kind::MixedChurn(MIXED_CHURN),
         },
-        batch("batch 100k x 1 KiB, scrambled free", 1 << 10, 100_000),
-        batch("batch 20k x 8 KiB, scrambled free", 8 << 10, 20_000),
-        batch("batch 4k x 100 KiB, scrambled free", 100 << 10, 4_000),
         Workload {
             name: "realloc 16 B -> 64 MiB, doubling",
             op: "realloc",
@@ -143,13 +174,15 @@ pub fn workloads() -> Vec<Workload> {
             ops: 2 * CHURN_ROUNDS as u64,
             kind: Kind::Churn(CHURN_ROUNDS),
         },
-    ]
+    ]);
+    w
 }
 
 /// Runs workload `kind` once with allocator `a`.
 pub fn run<A: GlobalAlloc + Sync>(a: &'static A, kind: Kind) {
     match kind {
-        Kind::Pairs(size) => pairs(a, size, if size >= 1 << 20 { 1000 } else { PAIRS }),
+        Kind::Pairs(size, n) => pairs(a, size, n),
+        Kind::MixedChurn(n) => mixed_churn(a, n),
         Kind::VecGrowth(n) => vec_growth(a, n),
         Kind::Boxes(n) => boxes(a, n),
         Kind::ProducerConsumer(n) => producer_consumer(a, n),
@@ -334,6 +367,49 @@ pub fn boxes<A: GlobalAlloc>(a: &A, n: usize) {
     for &i in perm.iter().filter(|&&i| (i as usize) < n) {
         // SAFETY: each pointer is freed exactly once, with its layout.
         unsafe { a.dealloc(ptrs[i as usize], layout) };
+    }
+}
+
+/// Random churn over a live set: 10k slots hold blocks of sizes spread log-uniformly over
+/// 16 B-64 KiB (one byte written per page); each of `n` steps frees a random slot's block and
+/// allocates one of a new random size there.
+pub fn mixed_churn<A: GlobalAlloc>(a: &A, n: usize) {
+    const LIVE: usize = 10_000;
+    let layout = |s: usize| Layout::from_size_align(s, 8).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut table = vec![(std::ptr::null_mut::<u8>(), 0usize); LIVE];
+    for step in 0..LIVE + n {
+        let r = next();
+        let slot = if step < LIVE {
+            step
+        } else {
+            (r % LIVE as u64) as usize
+        };
+        // 16 B << 0..12, plus a random part of the next power: 16 B to 64 KiB.
+        let shift = (r >> 16) % 12;
+        let size = (16usize << shift) + ((r >> 24) as usize % (16usize << shift));
+        let (old, old_size) = table[slot];
+        if !old.is_null() {
+            // SAFETY: allocated below with this layout, freed once.
+            unsafe { a.dealloc(old, layout(old_size)) };
+        }
+        // SAFETY: non-zero size; one byte per page of the fresh block is ours to write.
+        let p = unsafe { a.alloc(layout(size)) };
+        for off in (0..size).step_by(4096) {
+            // SAFETY: as above.
+            unsafe { p.add(off).write(step as u8) };
+        }
+        table[slot] = (p, size);
+    }
+    for (p, size) in table {
+        // SAFETY: live blocks from above, freed once.
+        unsafe { a.dealloc(p, layout(size)) };
     }
 }
 

@@ -1,4 +1,4 @@
-//! Large runs without the page-run lock on the common path: freed runs of up to 1 MiB wait in
+//! Large runs without the page-run lock on the common path: freed runs of up to 4 MiB wait in
 //! per-size slots and are handed out again as they are, warm, with a few atomic operations
 //! (as jemalloc's and mimalloc's per-size caches of large blocks do). Before it, every 64 KiB
 //! allocate-free pair took the page-run lock twice, searched the free runs, coalesced and read
@@ -14,7 +14,7 @@
 //!   `pagemap::claims_enabled` false): a freed run that a migration may hold, or whose pages
 //!   live on a device, must go through the heap's take-back (`heap::give_back`). Once devices
 //!   start, nothing more is cached or taken from here, and what is left drains.
-//! - Bounded: 4 slots per size, at most 16 MiB in all. A size unused for a whole purger period
+//! - Bounded: 4 slots per size, at most 32 MiB in all. A size unused for a whole purger period
 //!   drains back to the page runs, decommitted at once, so a program that frees and sleeps
 //!   gets its memory back within about one purge delay.
 //!
@@ -24,12 +24,12 @@
 use crate::pal::sys;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-/// Largest cached run, in pages (1 MiB).
-pub const MAX_PAGES: usize = 256;
+/// Largest cached run, in pages (4 MiB).
+pub const MAX_PAGES: usize = 1024;
 /// Runs kept per size.
 const SLOTS: usize = 4;
-/// Pages all slots may hold together (16 MiB).
-const MAX_CACHED_PAGES: usize = 4096;
+/// Pages all slots may hold together (32 MiB).
+const MAX_CACHED_PAGES: usize = 8192;
 
 #[allow(clippy::declare_interior_mutable_const)] // used only to build the static arrays below
 const EMPTY: AtomicU32 = AtomicU32::new(0);
