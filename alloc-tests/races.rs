@@ -70,6 +70,7 @@ const CASES: &[Case] = &[
         purge_delay: "1ms",
         ..case("purge_races_migration", ALL, purge_races_migration)
     },
+    case("realloc_races_migration", ALL, realloc_races_migration),
     case(
         "f07_fault_keeps_errno",
         &["uffd-fast", "signal"],
@@ -1043,6 +1044,155 @@ fn notes_panicking_policy() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The mover of the purge and realloc races: migrates, prefetches and advises the ranges an owner
+// publishes, live or just freed, until told to stop; returns how many moves it made.
+
+/// Slots of published ranges: `(address, length)` pairs.
+const SLOTS: usize = 32;
+type Ranges = [AtomicUsize; 2 * SLOTS];
+
+fn spawn_mover(
+    ranges: Arc<Ranges>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut rng = common::Rng(seed ^ 0x5eed);
+        let mut moves = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let i = rng.below(SLOTS as u64) as usize;
+            let (addr, len) = (
+                ranges[2 * i].load(Ordering::Relaxed),
+                ranges[2 * i + 1].load(Ordering::Relaxed),
+            );
+            // The pair is read without a lock: it may mix two publications (a range over other
+            // memory is fine to move), or a length published before its first address.
+            if len == 0 || addr == 0 {
+                continue;
+            }
+            let p = addr as *const u8;
+            let r = match rng.below(4) {
+                0 => tieralloc::migrate(p, len, Tier::Device(0)).map(drop),
+                1 => tieralloc::migrate(p, len, Tier::Host).map(drop),
+                2 => {
+                    tieralloc::prefetch(p, len, Tier::Device(1)).and_then(|pf| pf.wait().map(drop))
+                }
+                _ => tieralloc::advise(p, len, Advice::ReadMostly),
+            };
+            match r {
+                Ok(()) | Err(tieralloc::Error::NotAllocated { .. }) => {}
+                Err(tieralloc::Error::DeviceFull { .. }) => {}
+                Err(e) => panic!("mover: {e} (RACE_SEED={seed})"),
+            }
+            moves += 1;
+        }
+        moves
+    })
+}
+
+/// Publishes `buf` as slot `i`'s range for the mover.
+fn publish(ranges: &Ranges, i: usize, buf: &[u8]) {
+    ranges[2 * i].store(buf.as_ptr() as usize, Ordering::Relaxed);
+    ranges[2 * i + 1].store(buf.len(), Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// realloc while the block is migrated: owners grow and shrink blocks (host, device-resident,
+// device-tier, small and large) while the mover migrates, prefetches and advises them; every
+// byte survives, realloc faults nothing back into a half-moved block, and nothing leaks.
+
+fn realloc_races_migration() {
+    let seed = common::seed_from("RACE_SEED");
+    let ranges: Arc<Ranges> = Arc::new([const { AtomicUsize::new(0) }; 2 * SLOTS]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mover = spawn_mover(ranges.clone(), stop.clone(), seed);
+    let mut rng = common::Rng(seed);
+    let mut live: Vec<Option<(Vec<u8>, u64)>> = (0..SLOTS).map(|_| None).collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut steps, mut reallocs) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        let i = rng.below(SLOTS as u64) as usize;
+        match live[i].take() {
+            None => {
+                // 16 B to 1 MiB; a quarter made in a device scope (fresh pages on the device).
+                let len = 16usize << rng.below(17);
+                let s = rng.next();
+                let mut buf = if rng.below(4) == 0 {
+                    tieralloc::with_tier(Tier::Device(0), || vec![0u8; len])
+                } else {
+                    vec![0u8; len]
+                };
+                common::fill(&mut buf, s);
+                if rng.below(2) == 0 {
+                    let _ = tieralloc::migrate(buf.as_ptr(), len, Tier::Device(1));
+                }
+                publish(&ranges, i, &buf);
+                live[i] = Some((buf, s));
+            }
+            Some((mut buf, s)) => {
+                let old = buf.len();
+                match rng.below(3) {
+                    // Grow: realloc to up to 4x, the new part written after the check.
+                    0 => {
+                        let new = (old * (2 + rng.below(3) as usize)).min(4 * MIB);
+                        buf.reserve_exact(new - old);
+                        assert_eq!(
+                            common::first_bad(&buf, s),
+                            None,
+                            "slot {i}: grown from {old} (RACE_SEED={seed})"
+                        );
+                        buf.resize(new, 0);
+                        common::fill(&mut buf, s);
+                        reallocs += 1;
+                    }
+                    // Shrink: realloc to a quarter to a half.
+                    1 => {
+                        buf.truncate((old / (2 + rng.below(3) as usize)).max(1));
+                        buf.shrink_to_fit();
+                        reallocs += 1;
+                    }
+                    // Free (the mover may still reach the range).
+                    _ => {
+                        assert_eq!(
+                            common::first_bad(&buf, s),
+                            None,
+                            "slot {i} (RACE_SEED={seed})"
+                        );
+                        continue;
+                    }
+                }
+                assert_eq!(
+                    common::first_bad(&buf, s),
+                    None,
+                    "slot {i} after realloc (RACE_SEED={seed})"
+                );
+                publish(&ranges, i, &buf);
+                live[i] = Some((buf, s));
+            }
+        }
+        steps += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let moves = mover.join().unwrap();
+    for (buf, s) in live.iter().flatten() {
+        assert_eq!(
+            common::first_bad(buf, *s),
+            None,
+            "at the end (RACE_SEED={seed})"
+        );
+    }
+    drop(live);
+    common::assert_invariants(&format!(
+        "after {steps} steps, {reallocs} reallocs and {moves} moves (RACE_SEED={seed})"
+    ));
+    assert!(
+        reallocs > 200 && moves > 100,
+        "too little ran: {reallocs} reallocs, {moves} moves"
+    );
+    println!("summary: {reallocs} reallocs raced {moves} moves (RACE_SEED={seed})");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Retention with decay: the purger gives freed runs (and the page-map entries and tags of their
 // interiors) back to the OS every half millisecond here, while a mover migrates, prefetches
 // and advises live and freshly freed ranges, and the owner allocates, writes, reads and frees.
@@ -1050,42 +1200,9 @@ fn notes_panicking_policy() {
 fn purge_races_migration() {
     let seed = common::seed_from("RACE_SEED");
     // Ranges the owner publishes for the mover: live buffers and ones it just freed.
-    const SLOTS: usize = 32;
-    let ranges: Arc<[AtomicUsize; 2 * SLOTS]> =
-        Arc::new([const { AtomicUsize::new(0) }; 2 * SLOTS]);
+    let ranges: Arc<Ranges> = Arc::new([const { AtomicUsize::new(0) }; 2 * SLOTS]);
     let stop = Arc::new(AtomicBool::new(false));
-    let mover = {
-        let (ranges, stop) = (ranges.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut rng = common::Rng(seed ^ 0x5eed);
-            let mut moves = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let i = rng.below(SLOTS as u64) as usize;
-                let (addr, len) = (
-                    ranges[2 * i].load(Ordering::Relaxed),
-                    ranges[2 * i + 1].load(Ordering::Relaxed),
-                );
-                if len == 0 {
-                    continue;
-                }
-                let p = addr as *const u8;
-                let r = match rng.below(4) {
-                    0 => tieralloc::migrate(p, len, Tier::Device(0)).map(drop),
-                    1 => tieralloc::migrate(p, len, Tier::Host).map(drop),
-                    2 => tieralloc::prefetch(p, len, Tier::Device(1))
-                        .and_then(|pf| pf.wait().map(drop)),
-                    _ => tieralloc::advise(p, len, Advice::ReadMostly),
-                };
-                match r {
-                    Ok(()) | Err(tieralloc::Error::NotAllocated { .. }) => {}
-                    Err(tieralloc::Error::DeviceFull { .. }) => {}
-                    Err(e) => panic!("mover: {e} (RACE_SEED={seed})"),
-                }
-                moves += 1;
-            }
-            moves
-        })
-    };
+    let mover = spawn_mover(ranges.clone(), stop.clone(), seed);
     let mut rng = common::Rng(seed);
     let mut live: Vec<Option<(Vec<u8>, u64)>> = (0..SLOTS).map(|_| None).collect();
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -1116,8 +1233,7 @@ fn purge_races_migration() {
                 let s = rng.next();
                 let mut buf = vec![0u8; len];
                 common::fill(&mut buf, s);
-                ranges[2 * i].store(buf.as_ptr() as usize, Ordering::Relaxed);
-                ranges[2 * i + 1].store(len, Ordering::Relaxed);
+                publish(&ranges, i, &buf);
                 live[i] = Some((buf, s));
             }
         }
