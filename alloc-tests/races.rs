@@ -1090,6 +1090,26 @@ fn spawn_mover(
     })
 }
 
+/// Stops the mover, checks every live buffer against its pattern and frees them; returns how
+/// many moves the mover made.
+fn stop_and_check(
+    stop: &AtomicBool,
+    mover: std::thread::JoinHandle<u64>,
+    live: Vec<Option<(Vec<u8>, u64)>>,
+    seed: u64,
+) -> u64 {
+    stop.store(true, Ordering::Relaxed);
+    let moves = mover.join().unwrap();
+    for (buf, s) in live.iter().flatten() {
+        assert_eq!(
+            common::first_bad(buf, *s),
+            None,
+            "at the end (RACE_SEED={seed})"
+        );
+    }
+    moves
+}
+
 /// Publishes `buf` as slot `i`'s range for the mover.
 fn publish(ranges: &Ranges, i: usize, buf: &[u8]) {
     ranges[2 * i].store(buf.as_ptr() as usize, Ordering::Relaxed);
@@ -1172,16 +1192,7 @@ fn realloc_races_migration() {
         }
         steps += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    let moves = mover.join().unwrap();
-    for (buf, s) in live.iter().flatten() {
-        assert_eq!(
-            common::first_bad(buf, *s),
-            None,
-            "at the end (RACE_SEED={seed})"
-        );
-    }
-    drop(live);
+    let moves = stop_and_check(&stop, mover, live, seed);
     common::assert_invariants(&format!(
         "after {steps} steps, {reallocs} reallocs and {moves} moves (RACE_SEED={seed})"
     ));
@@ -1239,16 +1250,7 @@ fn purge_races_migration() {
         }
         steps += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    let moves = mover.join().unwrap();
-    for (buf, s) in live.iter().flatten() {
-        assert_eq!(
-            common::first_bad(buf, *s),
-            None,
-            "at the end (RACE_SEED={seed})"
-        );
-    }
-    drop(live);
+    let moves = stop_and_check(&stop, mover, live, seed);
     // Exact accounting (each device's used pages == the pages the page map puts on it), page
     // runs and spans intact. Not "nothing on a device": a freed range the mover reached may
     // hold other live memory by now (this thread's own vectors), legitimately moved.
