@@ -391,17 +391,19 @@ pub fn trim<H: Hooks>() {
 /// the page runs: decommitted at once while page claims are off, else through the take-back
 /// of freed pages (a migration may hold them, or have moved them to a device).
 pub(crate) fn drain_run_cache<H: Hooks>(all: bool) {
-    let claims = pagemap::claims_enabled();
-    run_cache::drain(all || claims, |h, n| {
-        if claims {
+    if pagemap::claims_enabled() {
+        run_cache::drain(true, |h, n| {
             give_back::<H>(h, n, |heap| {
                 heap.take_large(h);
                 heap.release_large(h, n);
             });
-        } else {
-            PAGES.lock().free_cached(h, n);
-        }
-    });
+        });
+    } else {
+        // Slots are emptied under the page-run lock: a neighbour growing in place (which holds
+        // it) never finds a run that left its slot but is not free yet, and has to move.
+        let mut heap = PAGES.lock();
+        run_cache::drain(all, |h, n| heap.free_cached(h, n));
+    }
 }
 
 /// True once the heap has been initialised.
