@@ -5,7 +5,6 @@
 //! The tests run in this process with the default backend (`auto`), and `each_backend` runs the
 //! whole file again in a child process per backend (`TIERALLOC_FAULT=uffd|uffd-fast|signal`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, MutexGuard};
 use std::thread;
 use tieralloc::{Error, PageState, Tier, TierAlloc};
@@ -197,51 +196,11 @@ fn eight_threads_touch_the_same_device_pages() {
 #[test]
 fn no_write_is_lost_while_a_third_thread_migrates() {
     let _g = setup();
-    // Two writers own alternate counters spread over the same 16 pages; a third thread moves
-    // those pages between host, device 0 and device 1 as fast as it can.
-    let counters: Vec<AtomicU64> = (0..16 * PAGE / 8).map(|_| AtomicU64::new(0)).collect();
-    let (p, n) = bytes_of(&counters);
-    let p = p as usize;
-    let stop = AtomicBool::new(false);
-    let started = AtomicBool::new(false);
-    const ROUNDS: u64 = 2000;
-    let migrations = thread::scope(|s| {
-        for w in 0..2 {
-            let (counters, stop, started) = (&counters, &stop, &started);
-            s.spawn(move || {
-                while !started.load(Ordering::Acquire) {
-                    std::hint::spin_loop();
-                }
-                for _ in 0..ROUNDS {
-                    for c in counters.iter().skip(w).step_by(2) {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                stop.fetch_or(w == 1, Ordering::Relaxed);
-            });
-        }
-        let (stop, started) = (&stop, &started);
-        let mover = s.spawn(move || {
-            let tiers = [
-                Tier::Device(0),
-                Tier::Host,
-                Tier::Device(1),
-                Tier::Device(0),
-            ];
-            let mut k = 0;
-            while !stop.load(Ordering::Relaxed) {
-                tieralloc::migrate(p as *const u8, n, tiers[k % tiers.len()]).unwrap();
-                k += 1;
-                started.store(true, Ordering::Release);
-            }
-            k
-        });
-        mover.join().unwrap()
-    });
-    for (i, c) in counters.iter().enumerate() {
-        assert_eq!(c.load(Ordering::Relaxed), ROUNDS, "counter {i} lost writes");
+    // A rare platform fault showed here about once in 20 runs of the shape (a counter 32 or
+    // 64 too high: RELIABILITY.md, "Platform"), so the shape runs many times.
+    for attempt in 0..40 {
+        common::writers_race_a_mover(attempt);
     }
-    assert!(migrations > 1, "the mover ran alongside the writers");
 }
 
 #[test]

@@ -270,3 +270,72 @@ pub fn assert_invariants(what: &str) {
         panic!("{what}: {e}");
     }
 }
+
+/// Two writers own alternate counters spread over the same 16 pages; a third thread moves
+/// those pages between host, device 0 and device 1 as fast as it can. Each writer checks that
+/// every counter holds what it left there (a lost write shows as a lower value, an invented
+/// one as a higher).
+pub fn writers_race_a_mover(attempt: usize) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tieralloc::Tier;
+    let counters: Vec<AtomicU64> = (0..16 * PAGE / 8).map(|_| AtomicU64::new(0)).collect();
+    let (p, n) = bytes_of(&counters);
+    let p = p as usize;
+    let stop = AtomicBool::new(false);
+    let started = AtomicBool::new(false);
+    const ROUNDS: u64 = 2000;
+    let (migrations, wrong) = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let (counters, stop, started) = (&counters, &stop, &started);
+                s.spawn(move || {
+                    while !started.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    // The first surprise per counter: (round, counter, value found).
+                    let mut wrong = Vec::new();
+                    for round in 0..ROUNDS {
+                        for (i, c) in counters.iter().enumerate().skip(w).step_by(2) {
+                            let found = c.fetch_add(1, Ordering::Relaxed);
+                            if found != round && wrong.len() < 8 {
+                                wrong.push((round, i, found));
+                            }
+                        }
+                    }
+                    stop.fetch_or(w == 1, Ordering::Relaxed);
+                    wrong
+                })
+            })
+            .collect();
+        let (stop, started) = (&stop, &started);
+        let mover = s.spawn(move || {
+            let tiers = [
+                Tier::Device(0),
+                Tier::Host,
+                Tier::Device(1),
+                Tier::Device(0),
+            ];
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                tieralloc::migrate(p as *const u8, n, tiers[k % tiers.len()]).unwrap();
+                k += 1;
+                started.store(true, Ordering::Release);
+            }
+            k
+        });
+        let wrong: Vec<_> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        (mover.join().unwrap(), wrong)
+    });
+    assert!(
+        wrong.is_empty(),
+        "attempt {attempt}: counters not as their writer left them, (round, counter, found): \
+         {wrong:?}"
+    );
+    for (i, c) in counters.iter().enumerate() {
+        assert_eq!(c.load(Ordering::Relaxed), ROUNDS, "counter {i} lost writes");
+    }
+    assert!(migrations > 1, "the mover ran alongside the writers");
+}

@@ -55,6 +55,17 @@ pub fn pread_exact(path: &CStr, buf: &mut [u8], offset: u64) -> Result<(), i32> 
     }
 }
 
+/// Reads up to `buf.len()` bytes at offset `off` of descriptor `fd` (one `pread`); the count.
+/// Async-signal-safe.
+pub fn pread_fd(fd: i32, buf: &mut [u8], off: u64) -> Result<usize, i32> {
+    if fd < 0 {
+        return Err(libc::EBADF);
+    }
+    // SAFETY: `fd` stays open while the caller uses it (the caller's descriptor).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    nix::sys::uio::pread(fd, buf, off as libc::off_t).map_err(|e| e as i32)
+}
+
 /// Writes `len` bytes from `src` at offset `off` of descriptor `fd` (one `pwrite`).
 /// Async-signal-safe.
 ///
