@@ -75,6 +75,15 @@ const CASES: &[Case] = &[
         ..case("purge_races_migration", ALL, purge_races_migration)
     },
     case("realloc_races_migration", ALL, realloc_races_migration),
+    Case {
+        // The purger must not drain the cache before the test does.
+        purge_delay: "10s",
+        ..case(
+            "run_cache_drains_after_devices_start",
+            ALL,
+            run_cache_drains_after_devices_start,
+        )
+    },
     // Platform: fills of fresh pages through /proc/self/mem (RELIABILITY.md, "Platform"); the
     // shape went wrong in about 1 process of 20-40 before the fix.
     Case {
@@ -1284,4 +1293,26 @@ fn purge_races_migration() {
 // Platform P1 (RELIABILITY.md): two writers and a mover over the same 16 pages, once per process.
 fn p01_writers_race_mover() {
     common::writers_race_a_mover(0);
+}
+
+// The run cache keeps freed large runs only while no device was ever used; what it holds when
+// devices start drains later through the take-back of freed pages. That drain ended the runs
+// after claiming their pages (which then read Free), so the heap's count of large pages never
+// went down: `check_invariants` failed "large == the pages of all large runs" (seen first in
+// purge_races_migration, 1 case run in about 15).
+fn run_cache_drains_after_devices_start() {
+    let sizes = [64 * 1024, 256 * 1024, MIB];
+    for &n in &sizes {
+        drop(std::hint::black_box(vec![1u8; n]));
+    }
+    // Devices start: from now on nothing enters the cache, and what is in it drains.
+    let v = vec![2u8; 64 * 1024];
+    tieralloc::migrate(v.as_ptr(), v.len(), Tier::Device(0)).unwrap();
+    tieralloc::trim();
+    common::assert_invariants("after the run cache drained");
+    // The drained runs are free pages again: allocating them works and the counts still hold.
+    let again: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![3u8; n]).collect();
+    common::assert_invariants("after the drained runs were handed out again");
+    assert!(again.iter().all(|b| b.iter().all(|&x| x == 3)));
+    assert!(v.iter().all(|&x| x == 2));
 }

@@ -393,10 +393,15 @@ pub fn trim<H: Hooks>() {
 pub(crate) fn drain_run_cache<H: Hooks>(all: bool) {
     if pagemap::claims_enabled() {
         run_cache::drain(true, |h, n| {
-            give_back::<H>(h, n, |heap| {
-                heap.take_large(h);
-                heap.release_large(h, n);
-            });
+            // Ended before its pages are claimed, as `free_large` does: claimed pages read
+            // Free, and `take_large` would no longer find the run (the count of large pages
+            // never went down).
+            if PAGES.lock().take_large(h) != Some(n) {
+                sys::fatal(
+                    "a run in the run cache is not a large run of its length (heap corrupted)",
+                );
+            }
+            give_back::<H>(h, n, |heap| heap.release_large(h, n));
         });
     } else {
         // Slots are emptied under the page-run lock: a neighbour growing in place (which holds
