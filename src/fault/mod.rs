@@ -242,17 +242,12 @@ fn open_mem_fd() -> Result<(), i32> {
 /// through `/proc/self/mem`, so no other thread can see the page half-filled.
 /// Async-signal-safe.
 ///
-/// Each destination page is read once first (one byte, through the same file), so that a
-/// missing page gets the shared zero page and the write below replaces it by copy-on-write,
-/// instead of faulting a fresh page in for the write directly. Why: on the Linux 6.18 KVM
-/// guests this project runs on, pages faulted in by a forced write through `/proc/self/mem`
-/// while other threads run on the same range were later found with bit 5 or 6 of an 8-byte
-/// word set (the accessed/dirty bits of a page-table entry, set only where the word's bit 0,
-/// "present", was set): `alloc-tests/platform/forced_write_fault.c`, a program without
-/// tieralloc, corrupted counters that way in 16 of 16 runs (its first version), and in 0 of 14
-/// with this read. The
-/// scenario test `no_write_is_lost_while_a_third_thread_migrates` (signal backend) failed 15
-/// of 300 runs with the same signature before it, 0 of 300 after (RELIABILITY.md, "Platform").
+/// Each destination page is read once first (one byte, through the same file): a missing page
+/// then gets the shared zero page, and the write replaces it by copy-on-write instead of
+/// faulting a fresh page in. Why: on this project's Linux 6.18 KVM guests, pages faulted in by
+/// such a forced write were later found with bit 5 or 6 of a word set (page-table accessed and
+/// dirty bits, where bit 0 was set), also in a program without tieralloc
+/// (`alloc-tests/platform/forced_write_fault.c`); with the read, never (RELIABILITY.md, P1).
 pub fn write_protected(dst: usize, src: usize, len: usize) -> Result<(), i32> {
     let fd = MEM_FD.load(Ordering::Acquire);
     let mut byte = [0u8; 1];

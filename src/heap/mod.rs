@@ -246,10 +246,18 @@ fn free_large<H: Hooks>(p: *mut u8) {
         purge::ensure_running::<H>();
         return;
     }
+    end_large::<H>(h);
+}
+
+/// Ends the large run at page `h` and gives its pages back. The run is ended under the
+/// page-run lock before [`give_back`] claims its pages: claimed pages read Free, and the run
+/// could no longer be found (the count of large pages would never go down). Its length.
+fn end_large<H: Hooks>(h: usize) -> usize {
     let Some(len) = PAGES.lock().take_large(h) else {
         sys::fatal("free of a large pointer that is not live (heap corrupted)");
     };
     give_back::<H>(h, len, |heap| heap.release_large(h, len));
+    len
 }
 
 /// Returns pages `[h, h+n)`, which the caller took out of use, to the page runs: `put` runs
@@ -393,15 +401,8 @@ pub fn trim<H: Hooks>() {
 pub(crate) fn drain_run_cache<H: Hooks>(all: bool) {
     if pagemap::claims_enabled() {
         run_cache::drain(true, |h, n| {
-            // Ended before its pages are claimed, as `free_large` does: claimed pages read
-            // Free, and `take_large` would no longer find the run (the count of large pages
-            // never went down).
-            if PAGES.lock().take_large(h) != Some(n) {
-                sys::fatal(
-                    "a run in the run cache is not a large run of its length (heap corrupted)",
-                );
-            }
-            give_back::<H>(h, n, |heap| heap.release_large(h, n));
+            let len = end_large::<H>(h);
+            debug_assert_eq!(len, n, "a cached run keeps its length");
         });
     } else {
         // Slots are emptied under the page-run lock: a neighbour growing in place (which holds
