@@ -251,6 +251,36 @@ fn a_large_block_freed_twice_aborts_instead_of_being_handed_out_twice() {
 }
 
 #[test]
+fn a_large_buffer_that_had_to_move_grows_in_place_on_its_next_doublings() {
+    let _serial = serial();
+    const MIB: usize = 1 << 20;
+    // A 2 MiB buffer that cannot grow in place: it must move.
+    let mut v: Vec<u64> = (0..(MIB as u64 / 4)).collect();
+    let keep = common::block_after(v.as_ptr().cast(), v.len() * 8);
+    // A free gap of exactly 4 MiB, closed on both sides by live blocks: the tightest fit for
+    // the buffer's new run, and one it could not grow in afterwards.
+    let mut head: Vec<u8> = vec![3; 4 * MIB + 64 * 1024];
+    let closed = common::block_after(head.as_ptr(), head.len());
+    head.truncate(64 * 1024);
+    head.shrink_to_fit();
+    tieralloc::trim();
+    let before = v.as_ptr();
+    v.reserve_exact(v.len());
+    assert_ne!(v.as_ptr(), before, "the buffer had to move");
+    let moved = v.as_ptr();
+    for mib in [8, 16] {
+        v.reserve_exact(mib * MIB / 8 - v.len());
+        assert_eq!(
+            v.as_ptr(),
+            moved,
+            "growing to {mib} MiB moved the buffer again: it was placed without room to grow"
+        );
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
+    drop((head, closed, keep));
+}
+
+#[test]
 fn vec_growth_stays_in_place_for_large_buffers() {
     let _serial = serial();
     let mut v: Vec<u64> = Vec::new();
