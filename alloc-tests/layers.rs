@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["tiering"],
     &["api"],
     &["report"],
-    &["", "init", "allocator"],
+    &["", "init", "allocator", "malloc"],
 ];
 
 fn rank(top: &str) -> Option<usize> {

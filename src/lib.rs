@@ -105,6 +105,7 @@ mod device;
 mod fault;
 mod heap;
 mod init;
+pub mod malloc;
 mod mem;
 mod pal;
 mod report;

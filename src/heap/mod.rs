@@ -12,6 +12,7 @@
 //! range. Initialisation happens at the first allocation, from any thread, before or after
 //! `main`; `fork` is made safe by holding every heap lock across it.
 
+pub mod by_address;
 pub mod cached;
 pub mod check;
 pub mod hooks;

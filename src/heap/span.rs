@@ -151,6 +151,14 @@ pub fn tier_of(p: *mut u8) -> TierIndex {
     tier_slot((addr - arena::base()) >> SPAN_SHIFT).load(Ordering::Relaxed)
 }
 
+/// The size class of the live span holding address `addr` of the managed range, or `None` if
+/// no span covers it (a page run, or free pages). Lock-free: read from the class side table.
+pub fn class_at(addr: usize) -> Option<usize> {
+    debug_assert!(arena::contains(addr));
+    let class = class_slot((addr - arena::base()) >> SPAN_SHIFT).load(Ordering::Acquire);
+    (class != 0).then(|| class as usize - 1)
+}
+
 /// The descriptor of span `si`.
 ///
 /// # Safety

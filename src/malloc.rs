@@ -1,0 +1,132 @@
+//! The malloc family by address, for callers that keep no `Layout`: C programs through the
+//! `tieralloc-preload` library (`libtieralloc.so`), or Rust code that frees what C allocated.
+//!
+//! Blocks are aligned to at least 16 bytes (C's `max_align_t`), come from the same heap and
+//! tiers as `TierAlloc`'s, and are found again from their address through the heap's side
+//! tables. A block from here must be freed here (not through `GlobalAlloc::dealloc`), and the
+//! other way round.
+//!
+//! ```
+//! use tieralloc::malloc;
+//! let p = malloc::malloc(100);
+//! assert!(!p.is_null() && p as usize % 16 == 0);
+//! assert!(malloc::usable_size(p).unwrap() >= 100);
+//! // SAFETY: `p` came from `malloc::malloc` and is not used afterwards.
+//! let q = unsafe { malloc::realloc(p, 10_000) };
+//! assert!(malloc::usable_size(q).unwrap() >= 10_000);
+//! // SAFETY: as above, for `q`.
+//! unsafe { malloc::free(q) };
+//! ```
+
+use crate::heap::{self, by_address, by_address::Block};
+use crate::init::HeapHooks;
+
+/// The smallest alignment of every block handed out here (16 bytes).
+pub const MIN_ALIGN: usize = by_address::MIN_ALIGN;
+
+/// Allocates `size` bytes (a unique block even for 0), aligned to 16. Null when the managed
+/// range is exhausted.
+///
+/// ```
+/// let p = tieralloc::malloc::malloc(0);
+/// assert!(!p.is_null());
+/// // SAFETY: from `malloc`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// ```
+pub fn malloc(size: usize) -> *mut u8 {
+    heap::alloc::<HeapHooks>(size, MIN_ALIGN)
+}
+
+/// Allocates `size` bytes aligned to `align`, a power of two (smaller ones are raised to 16).
+/// Null when `align` is not a power of two or memory is exhausted.
+///
+/// ```
+/// let p = tieralloc::malloc::aligned(100, 4096);
+/// assert_eq!(p as usize % 4096, 0);
+/// assert!(tieralloc::malloc::aligned(100, 48).is_null());
+/// // SAFETY: from `aligned`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// ```
+pub fn aligned(size: usize, align: usize) -> *mut u8 {
+    if !align.is_power_of_two() || size > isize::MAX as usize - align {
+        return core::ptr::null_mut();
+    }
+    heap::alloc::<HeapHooks>(size, align.max(MIN_ALIGN))
+}
+
+/// Allocates `n * size` zeroed bytes; null if the product overflows or memory is exhausted.
+/// Fresh pages are not written (they read as zero already).
+///
+/// ```
+/// let p = tieralloc::malloc::calloc(4, 8);
+/// // SAFETY: 32 zeroed bytes were allocated.
+/// assert_eq!(unsafe { *p.cast::<[u64; 4]>() }, [0; 4]);
+/// assert!(tieralloc::malloc::calloc(usize::MAX, 2).is_null());
+/// // SAFETY: from `calloc`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// ```
+pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    match n.checked_mul(size) {
+        Some(bytes) if bytes <= isize::MAX as usize => {
+            heap::alloc_zeroed::<HeapHooks>(bytes, MIN_ALIGN)
+        }
+        _ => core::ptr::null_mut(),
+    }
+}
+
+/// Bytes usable at `p`, a live block from this module; `None` if `p` is not a live tieralloc
+/// block (outside the managed range, freed, or not a block's first byte).
+///
+/// ```
+/// let p = tieralloc::malloc::malloc(5000);
+/// assert_eq!(tieralloc::malloc::usable_size(p), Some(5120));
+/// let x = 7u8;
+/// assert_eq!(tieralloc::malloc::usable_size(&x), None);
+/// // SAFETY: from `malloc`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// ```
+pub fn usable_size(p: *const u8) -> Option<usize> {
+    if !crate::is_managed(p) {
+        return None;
+    }
+    match by_address::block_at(p) {
+        b @ (Block::Small { .. } | Block::Large { .. }) => Some(by_address::usable_size(b)),
+        Block::Foreign | Block::Invalid => None,
+    }
+}
+
+/// Frees `p` (null does nothing). A pointer inside the managed range that is not a live
+/// block (a double free, an interior pointer) ends the process with a message.
+///
+/// # Safety
+/// `p` is null or was returned by this module and is not used afterwards; a pointer outside
+/// the managed range ([`crate::is_managed`]) is not tieralloc's: give it to its own allocator.
+pub unsafe fn free(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: the block is what `block_at` found (the caller's contract makes it live).
+    unsafe { by_address::free::<HeapHooks>(p, by_address::block_at(p)) }
+}
+
+/// Resizes `p` to `new_size` bytes, keeping its first bytes and its tier. Null `p` allocates;
+/// `new_size` 0 frees `p` and returns null (glibc's behaviour). Null when memory is exhausted,
+/// and then `p` is untouched.
+///
+/// # Safety
+/// As [`free`]: `p` is null or a live block of this module, not used after a non-null return.
+pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc(new_size);
+    }
+    if new_size == 0 {
+        // SAFETY: forwarded contract.
+        unsafe { free(p) };
+        return core::ptr::null_mut();
+    }
+    if new_size > isize::MAX as usize - MIN_ALIGN {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: the block is what `block_at` found; `new_size` is non-zero and in range.
+    unsafe { by_address::realloc::<HeapHooks>(p, by_address::block_at(p), new_size) }
+}
