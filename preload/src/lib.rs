@@ -1,0 +1,244 @@
+//! `libtieralloc.so`: tieralloc under any program, unmodified.
+//!
+//! ```sh
+//! cargo build --release -p tieralloc-preload
+//! LD_PRELOAD=$PWD/target/release/libtieralloc.so sqlite3 db.sqlite < script.sql
+//! ```
+//!
+//! It exports the whole malloc family with glibc's semantics (`malloc`, `free`, `calloc`,
+//! `realloc`, `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`,
+//! `pvalloc`, `malloc_usable_size`, `malloc_trim`, `malloc_stats`), so every allocation of the
+//! process, from the dynamic loader's first one on, comes from tieralloc's managed range. The
+//! `TIERALLOC_*` environment variables work as for Rust programs (`TIERALLOC_STATS=1` prints the
+//! stats table at exit).
+//!
+//! A pointer outside the managed range was not handed out here (allocated before the library
+//! took over, or by another allocator): `free`, `realloc` and `malloc_usable_size` pass it to
+//! the next definition in the lookup order (glibc's), as if tieralloc were not there.
+//!
+//! Every function leaves `errno` as it found it, except to report a failure as glibc does
+//! (`ENOMEM`, `EINVAL`).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod next;
+
+use core::ffi::{c_int, c_void};
+use libc::size_t;
+use tieralloc_core::malloc as heap;
+
+// The library's own Rust code (start-up, the purge thread) allocates from the heap directly.
+#[global_allocator]
+static RUST: tieralloc_core::TierAlloc = tieralloc_core::TierAlloc::new();
+
+fn errno() -> c_int {
+    // SAFETY: `__errno_location` returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Runs `f` and puts `errno` back as it was: the heap's own system calls (a failed `madvise`
+/// it tolerates, say) must not show through. A null result sets `fail` instead, if given.
+#[inline(always)]
+fn keeping_errno(fail: Option<c_int>, f: impl FnOnce() -> *mut u8) -> *mut c_void {
+    let saved = errno();
+    let p = f();
+    match (p.is_null(), fail) {
+        (true, Some(e)) => set_errno(e),
+        _ => set_errno(saved),
+    }
+    p.cast()
+}
+
+/// `malloc(3)`.
+///
+/// # Safety
+/// None beyond C's: the block is freed at most once, with `free` or `realloc`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: size_t) -> *mut c_void {
+    keeping_errno(Some(libc::ENOMEM), || heap::malloc(size))
+}
+
+/// `calloc(3)`: null with `ENOMEM` when `n * size` overflows.
+///
+/// # Safety
+/// As [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
+    keeping_errno(Some(libc::ENOMEM), || heap::calloc(n, size))
+}
+
+/// `free(3)`.
+///
+/// # Safety
+/// `p` is null or a live block from this family (or from the allocator before it).
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    let saved = errno();
+    if tieralloc_core::is_managed(p.cast()) {
+        // SAFETY: a live block of the managed range (the caller's contract).
+        unsafe { heap::free(p.cast()) };
+    } else {
+        // SAFETY: not ours: the caller's contract holds for the allocator that made it.
+        unsafe { next::free(p) };
+    }
+    set_errno(saved);
+}
+
+/// `realloc(3)`: null `p` allocates; size 0 frees and returns null (glibc's choice).
+///
+/// # Safety
+/// As [`free`] for `p`.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: size_t) -> *mut c_void {
+    if !p.is_null() && !tieralloc_core::is_managed(p.cast()) {
+        // SAFETY: not ours: the caller's contract holds for the allocator that made it.
+        return unsafe { next::realloc(p, size) };
+    }
+    let fail = (size != 0).then_some(libc::ENOMEM);
+    // SAFETY: `p` is null or a live block of ours (the caller's contract).
+    keeping_errno(fail, || unsafe { heap::realloc(p.cast(), size) })
+}
+
+/// `reallocarray(3)`: `realloc(p, n * size)`, null with `ENOMEM` (and `p` untouched) on
+/// overflow.
+///
+/// # Safety
+/// As [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: size_t, size: size_t) -> *mut c_void {
+    match n.checked_mul(size) {
+        // SAFETY: forwarded contract.
+        Some(bytes) => unsafe { realloc(p, bytes) },
+        None => {
+            set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two and a multiple of
+/// `sizeof(void *)`; `ENOMEM` when memory is exhausted. `errno` is not changed.
+///
+/// # Safety
+/// `out` is valid for a write of a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(
+    out: *mut *mut c_void,
+    align: size_t,
+    size: size_t,
+) -> c_int {
+    if !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+        return libc::EINVAL;
+    }
+    let p = keeping_errno(None, || heap::aligned(size, align));
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: `out` is writable (the caller's contract).
+    unsafe { *out = p };
+    0
+}
+
+/// `aligned_alloc(3)`: `EINVAL` unless `align` is a power of two.
+///
+/// # Safety
+/// As [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(align: size_t, size: size_t) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    keeping_errno(Some(libc::ENOMEM), || heap::aligned(size, align))
+}
+
+/// `memalign(3)`: an alignment that is not a power of two is raised to the next one (glibc's
+/// behaviour); `EINVAL` when there is none.
+///
+/// # Safety
+/// As [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn memalign(align: size_t, size: size_t) -> *mut c_void {
+    let Some(align) = align.max(1).checked_next_power_of_two() else {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    };
+    keeping_errno(Some(libc::ENOMEM), || heap::aligned(size, align))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// `valloc(3)`: page-aligned.
+///
+/// # Safety
+/// As [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn valloc(size: size_t) -> *mut c_void {
+    keeping_errno(Some(libc::ENOMEM), || heap::aligned(size, page_size()))
+}
+
+/// `pvalloc(3)`: page-aligned, the size rounded up to whole pages.
+///
+/// # Safety
+/// As [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn pvalloc(size: size_t) -> *mut c_void {
+    let page = page_size();
+    let Some(size) = size.max(1).checked_next_multiple_of(page) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    keeping_errno(Some(libc::ENOMEM), || heap::aligned(size, page))
+}
+
+/// `malloc_usable_size(3)`: 0 for null.
+///
+/// # Safety
+/// `p` is null or a live block.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> size_t {
+    if p.is_null() {
+        return 0;
+    }
+    if !tieralloc_core::is_managed(p.cast()) {
+        // SAFETY: not ours: the caller's contract holds for the allocator that made it.
+        return unsafe { next::usable_size(p) };
+    }
+    heap::usable_size(p.cast()).unwrap_or(0)
+}
+
+/// `malloc_trim(3)`: gives this thread's cached objects and every free page back to the OS at
+/// once. Returns 1 (memory may have been released).
+///
+/// # Safety
+/// None.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_trim(_pad: size_t) -> c_int {
+    let saved = errno();
+    tieralloc_core::trim();
+    set_errno(saved);
+    1
+}
+
+/// `malloc_stats(3)`: tieralloc's stats table on stderr.
+///
+/// # Safety
+/// None.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_stats() {
+    use std::io::Write;
+    let saved = errno();
+    let _ = writeln!(std::io::stderr(), "{}", tieralloc_core::stats());
+    set_errno(saved);
+}
