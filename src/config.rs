@@ -17,6 +17,7 @@
 //! | `TIERALLOC_PURGE_DELAY` | how long freed pages stay mapped for reuse: `100ms`, `1s`, `0` (at once) | `1s` |
 //! | `TIERALLOC_STATS` | `1` prints the stats table at exit | off |
 //! | `TIERALLOC_TRACE` | path of a CSV event trace | off |
+//! | `TIERALLOC_CHAOS` | chaos migration: every interval, a share of the live heap moves to random devices: `20ms`, `20ms,5%` | off; share `2%` |
 
 use crate::pal::sys;
 
@@ -341,13 +342,50 @@ pub fn stats_at_exit() -> bool {
     })
 }
 
+/// The share of the live heap chaos migration moves per interval when `TIERALLOC_CHAOS` names
+/// none, in percent.
+pub const DEFAULT_CHAOS_SHARE: u32 = 2;
+
+/// Parses `TIERALLOC_CHAOS`: an interval ([`parse_delay_ms`], at least 1 ms), optionally
+/// followed by `,` and a share of 1 to 100 percent (`%` optional). Returns (ms, percent).
+pub fn parse_chaos(s: &[u8]) -> Option<(u32, u32)> {
+    let (interval, share) = match s.iter().position(|&b| b == b',') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let ms = parse_delay_ms(interval).filter(|&ms| ms > 0)?;
+    let share = match share {
+        None => DEFAULT_CHAOS_SHARE,
+        Some(v) => {
+            let v = trim(v);
+            let v = v.strip_suffix(b"%").unwrap_or(v);
+            let n: u32 = core::str::from_utf8(v).ok()?.parse().ok()?;
+            (1..=100).contains(&n).then_some(n)?
+        }
+    };
+    Some((ms, share))
+}
+
+/// `TIERALLOC_CHAOS`: chaos migration's interval and share, if asked for.
+pub fn chaos() -> Option<(u32, u32)> {
+    let v = getenv(c"TIERALLOC_CHAOS").filter(|v| !trim(v).is_empty())?;
+    parse_chaos(v).or_else(|| {
+        warn_bad(
+            "TIERALLOC_CHAOS",
+            v,
+            "not an interval like 20ms or 20ms,5%; chaos migration stays off",
+        );
+        None
+    })
+}
+
 /// `TIERALLOC_TRACE`: the path to write the event trace to, if set and not empty.
 pub fn trace_path() -> Option<&'static [u8]> {
     getenv(c"TIERALLOC_TRACE").filter(|v| !trim(v).is_empty())
 }
 
 /// The variables tieralloc reads.
-pub const KNOWN: [&str; 8] = [
+pub const KNOWN: [&str; 9] = [
     "TIERALLOC_ARENA",
     "TIERALLOC_PURGE_DELAY",
     "TIERALLOC_DEVICES",
@@ -356,6 +394,7 @@ pub const KNOWN: [&str; 8] = [
     "TIERALLOC_LINK",
     "TIERALLOC_STATS",
     "TIERALLOC_TRACE",
+    "TIERALLOC_CHAOS",
 ];
 
 /// If `entry` (`NAME=value` from the environment) is a `TIERALLOC_*` variable tieralloc does
@@ -390,7 +429,7 @@ pub fn check_unknown() {
             sys::write_stderr(&[
                 b"tieralloc: ignoring unknown variable ",
                 name,
-                b" (known: TIERALLOC_ARENA, DEVICES, FAULT, POLICY, LINK, STATS, TRACE)\n",
+                b" (known: TIERALLOC_ARENA, PURGE_DELAY, DEVICES, FAULT, POLICY, LINK, STATS, TRACE, CHAOS)\n",
             ]);
         }
         // SAFETY: not past the terminating NULL (checked above).
@@ -411,6 +450,17 @@ mod tests {
         assert_eq!(parse_delay_ms(b"1h"), None);
         assert_eq!(parse_delay_ms(b"ms"), None);
         assert_eq!(parse_delay_ms(b"99999999999s"), None);
+    }
+
+    #[test]
+    fn chaos_parses_an_interval_and_a_share() {
+        assert_eq!(parse_chaos(b"20ms"), Some((20, DEFAULT_CHAOS_SHARE)));
+        assert_eq!(parse_chaos(b"1s,5%"), Some((1000, 5)));
+        assert_eq!(parse_chaos(b"50, 10"), Some((50, 10)));
+        assert_eq!(parse_chaos(b"0"), None);
+        assert_eq!(parse_chaos(b"20ms,0%"), None);
+        assert_eq!(parse_chaos(b"20ms,101%"), None);
+        assert_eq!(parse_chaos(b"often"), None);
     }
 
     #[test]

@@ -113,6 +113,7 @@ mod tiering;
 
 pub use allocator::{OnDevice, OnHost, TierAllocator};
 pub use api::advice::{advise, Advice};
+pub use api::chaos;
 pub use api::kernel::{device, Device, KernelArgs, KernelReport, Launch, Stream};
 pub use api::prefetch::{prefetch, Pending};
 pub use api::residency::{BlockCounters, PageState, Residency};

@@ -10,7 +10,8 @@
 //! `pvalloc`, `malloc_usable_size`, `malloc_trim`, `malloc_stats`), so every allocation of the
 //! process, from the dynamic loader's first one on, comes from tieralloc's managed range. The
 //! `TIERALLOC_*` environment variables work as for Rust programs (`TIERALLOC_STATS=1` prints the
-//! stats table at exit).
+//! stats table at exit), and `TIERALLOC_CHAOS=20ms` starts chaos migration (see
+//! `tieralloc::chaos`) before `main`.
 //!
 //! A pointer outside the managed range was not handed out here (allocated before the library
 //! took over, or by another allocator): `free`, `realloc` and `malloc_usable_size` pass it to
@@ -21,6 +22,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod capi;
 mod next;
 
 use core::ffi::{c_int, c_void};
@@ -30,6 +32,20 @@ use tieralloc_core::malloc as heap;
 // The library's own Rust code (start-up, the purge thread) allocates from the heap directly.
 #[global_allocator]
 static RUST: tieralloc_core::TierAlloc = tieralloc_core::TierAlloc::new();
+
+/// Starts chaos migration when `TIERALLOC_CHAOS` asks for it, once the C library is up (a
+/// constructor of this library: it runs before the program's `main`, after libc's start-up,
+/// so the chaos thread can be created). A backend that cannot serve it is said in one line.
+extern "C" fn start_chaos() {
+    if let Err(e) = tieralloc_core::chaos::start_from_env() {
+        eprintln!("tieralloc: {e}");
+    }
+}
+
+// The dynamic loader calls the functions of `.init_array` when the library is loaded.
+#[used]
+#[link_section = ".init_array"]
+static START_CHAOS: extern "C" fn() = start_chaos;
 
 fn errno() -> c_int {
     // SAFETY: `__errno_location` returns this thread's errno slot, valid for the thread's life.

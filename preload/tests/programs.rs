@@ -3,7 +3,13 @@
 //! the same way. The preloaded run prints tieralloc's stats at exit (`TIERALLOC_STATS=1`),
 //! which shows the library really served it.
 //!
-//! A program the machine lacks is skipped with a message on stderr (`.ci/run` installs them).
+//! Each program also runs under chaos migration (`TIERALLOC_CHAOS`, with the transparent `uffd`
+//! backend under which system calls on device memory work): a share of its live heap moves to
+//! devices every few milliseconds and comes back when touched, and its output must still be
+//! the same.
+//!
+//! A program the machine lacks is skipped with a message on stderr (`.ci/run` installs them),
+//! and so are the chaos runs where the `uffd` backend is refused (not root).
 //! Every run has a watchdog: a hang fails the test instead of stalling it.
 
 use std::path::{Path, PathBuf};
@@ -124,6 +130,28 @@ fn same_under_tieralloc(p: &Program, env: &[(&str, &str)]) -> String {
     err
 }
 
+/// Chaos migration for the tests: every 5 ms, 10% of the live heap.
+const CHAOS: &[(&str, &str)] = &[("TIERALLOC_CHAOS", "5ms,10%"), ("TIERALLOC_FAULT", "uffd")];
+
+/// Runs `p` plain, preloaded, and preloaded under chaos migration: the same output each time,
+/// and the chaos run moved pages (at least one process of it printed a chaos line).
+fn same_plain_and_under_chaos(p: &Program) {
+    same_under_tieralloc(p, &[]);
+    let err = same_under_tieralloc(p, CHAOS);
+    if err.contains("chaos not started") {
+        eprintln!(
+            "SKIPPED {} under chaos: the uffd backend is not available here",
+            p.name
+        );
+        return;
+    }
+    assert!(
+        err.lines().any(|l| l.trim_start().starts_with("chaos ")),
+        "{}: chaos migration moved nothing; stderr:\n{err}",
+        p.name
+    );
+}
+
 /// Compiles `source` with `compiler` (under the system allocator) into `dir`; the binary.
 fn compile(compiler: &str, source: &str, flags: &[&str], dir: &Path) -> PathBuf {
     let out = dir.join(source.split('.').next().unwrap());
@@ -155,7 +183,7 @@ fn malloc_family_keeps_glibc_semantics() {
         command: &cmd,
         stdin: None,
     };
-    same_under_tieralloc(&p, &[]);
+    same_plain_and_under_chaos(&p);
 }
 
 #[test]
@@ -170,7 +198,7 @@ fn cpp_threads_hand_objects_to_each_other() {
         command: &cmd,
         stdin: None,
     };
-    same_under_tieralloc(&p, &[]);
+    same_plain_and_under_chaos(&p);
 }
 
 #[test]
@@ -191,7 +219,7 @@ fn sqlite3_builds_updates_queries_and_checks_a_database() {
         command: &cmd,
         stdin: Some(sources().join("script.sql")),
     };
-    same_under_tieralloc(&p, &[]);
+    same_plain_and_under_chaos(&p);
 }
 
 #[test]
@@ -209,7 +237,7 @@ fn perl_hashes_strings_and_regexes() {
         command: &cmd,
         stdin: None,
     };
-    same_under_tieralloc(&p, &[]);
+    same_plain_and_under_chaos(&p);
 }
 
 #[test]
@@ -233,7 +261,7 @@ fn gcc_compiles_a_multi_file_program_that_then_runs() {
         command: &cmd,
         stdin: None,
     };
-    same_under_tieralloc(&p, &[]);
+    same_plain_and_under_chaos(&p);
 }
 
 #[test]
@@ -283,5 +311,79 @@ fn git_commits_many_files_logs_and_collects_garbage() {
         command: &cmd,
         stdin: None,
     };
-    same_under_tieralloc(&p, &[]);
+    same_plain_and_under_chaos(&p);
+}
+
+#[test]
+fn chaos_under_a_backend_without_system_calls_says_so_and_stays_off() {
+    if !have(
+        "perl",
+        "chaos_under_a_backend_without_system_calls_says_so_and_stays_off",
+    ) {
+        return;
+    }
+    let cmd = |_: &Path| {
+        let mut c = Command::new("perl");
+        c.arg(sources().join("script.pl"));
+        c
+    };
+    let p = Program {
+        name: "perl-signal",
+        command: &cmd,
+        stdin: None,
+    };
+    let err = same_under_tieralloc(
+        &p,
+        &[("TIERALLOC_CHAOS", "5ms"), ("TIERALLOC_FAULT", "signal")],
+    );
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("chaos")).collect();
+    assert_eq!(
+        said.len(),
+        1,
+        "one line says chaos is off, and the stats show no chaos; stderr:\n{err}"
+    );
+    assert!(
+        said[0].contains("uses signal: chaos not started"),
+        "{}",
+        said[0]
+    );
+}
+
+#[test]
+fn the_c_example_moves_a_malloc_buffer_and_reads_errors_through_the_header() {
+    if !have(
+        "gcc",
+        "the_c_example_moves_a_malloc_buffer_and_reads_errors_through_the_header",
+    ) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = library();
+    let libdir = lib.parent().unwrap();
+    let exe = fresh_dir("tiers").join("tiers");
+    let status = Command::new("gcc")
+        .args(["-O2", "-Wall", "-Werror", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join("examples/tiers.c"))
+        .arg("-L")
+        .arg(libdir)
+        .arg("-ltieralloc")
+        .arg(format!("-Wl,-rpath,{}", libdir.display()))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the C example does not build against tieralloc.h"
+    );
+    let out = run_with_watchdog(Command::new(&exe), None, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the C example failed:\n{text}");
+    assert!(
+        text.contains("moved 2048 pages: 0 MiB on the host, 8 MiB on device 0")
+            && text.contains("after the CPU read it (sum 14336): 8 MiB on the host")
+            && text.contains("code 4, \"there is no device 99"),
+        "unexpected output:\n{text}"
+    );
 }

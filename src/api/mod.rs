@@ -2,6 +2,7 @@
 //! ([`prefetch`]), advice ([`advice`]) and residency queries ([`residency`]).
 
 pub mod advice;
+pub mod chaos;
 pub mod kernel;
 pub mod prefetch;
 pub mod residency;

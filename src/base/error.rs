@@ -88,6 +88,12 @@ pub enum Error {
         /// Why not.
         why: &'static str,
     },
+    /// Chaos migration ([`crate::chaos`]) needs the transparent `uffd` fault backend, under
+    /// which system calls on device-resident memory work; this process uses another one.
+    ChaosNeedsUffd {
+        /// The backend in use.
+        backend: &'static str,
+    },
     /// A trace file (`TIERALLOC_TRACE`) could not be read.
     BadTrace {
         /// The 1-based line number.
@@ -165,6 +171,12 @@ impl fmt::Display for Error {
                 f,
                 "the {backend} fault backend cannot be used here: {why} \
                  (set TIERALLOC_FAULT=auto to pick one that works)"
+            ),
+            Error::ChaosNeedsUffd { backend } => write!(
+                f,
+                "chaos migration needs the uffd fault backend (system calls on device memory \
+                 work only there), and this process uses {backend}: chaos not started \
+                 (TIERALLOC_FAULT=uffd needs root or vm.unprivileged_userfaultfd=1)"
             ),
             Error::BadTrace { line, why } => write!(
                 f,

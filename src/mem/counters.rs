@@ -49,6 +49,8 @@ pub(crate) struct Counters {
     pub placed_on_device: AtomicU64,
     /// Device-tier allocations (or fresh spans) left on the host: device full or unknown.
     pub placement_fallbacks: AtomicU64,
+    /// Pages chaos migration (`TIERALLOC_CHAOS`) moved to devices.
+    pub chaos_pages: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -74,4 +76,5 @@ pub(crate) static COUNTERS: Counters = Counters {
     simulated_transfer_ns: AtomicU64::new(0),
     placed_on_device: AtomicU64::new(0),
     placement_fallbacks: AtomicU64::new(0),
+    chaos_pages: AtomicU64::new(0),
 };

@@ -92,6 +92,9 @@ pub struct Stats {
     /// Device-tier allocations (or fresh spans of them) left on the host because the device
     /// was full or does not exist.
     pub placement_fallbacks: u64,
+    /// Bytes chaos migration (`TIERALLOC_CHAOS`, [`chaos`](crate::chaos)) moved to devices;
+    /// [`fault_pages`](Self::fault_pages) counts what CPU touches brought back.
+    pub chaos_bytes: u64,
     /// The placement policy in use.
     pub policy: String,
     /// The devices, with capacity and bytes used.
@@ -157,6 +160,7 @@ pub fn stats() -> Stats {
         simulated_transfer_ns: COUNTERS.simulated_transfer_ns.load(Ordering::Relaxed),
         placed_on_device: pages_to_bytes(&COUNTERS.placed_on_device),
         placement_fallbacks: COUNTERS.placement_fallbacks.load(Ordering::Relaxed),
+        chaos_bytes: pages_to_bytes(&COUNTERS.chaos_pages),
         policy: crate::tiering::policy::name(),
         devices: device::infos(),
     }
@@ -284,6 +288,14 @@ impl fmt::Display for Stats {
             "  link time       {:.3} ms simulated",
             self.simulated_transfer_ns as f64 / 1e6
         )?;
+        if self.chaos_bytes > 0 {
+            writeln!(
+                f,
+                "  chaos           {} moved to devices; CPU faults brought back {}",
+                Bytes(self.chaos_bytes),
+                Bytes(self.fault_pages * sys::PAGE_SIZE as u64)
+            )?;
+        }
         write!(f, "  device freed    {}", Bytes(self.device_bytes_freed))?;
         for d in &self.devices {
             write!(

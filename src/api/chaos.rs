@@ -1,0 +1,158 @@
+//! Chaos migration: a background thread that, at a fixed interval, moves a random share of the
+//! live heap to random devices, so that every run of a program exercises fault-back, system
+//! calls on device-resident buffers included (`TIERALLOC_CHAOS=20ms` or `20ms,5%` under
+//! `libtieralloc.so`; [`start`] from Rust).
+//!
+//! Each round walks the page map up to the heap's top and takes each chunk (at most
+//! [`CHUNK_PAGES`] live host pages in a row) with a probability of the share. A chunk that is
+//! freed, reallocated or touched meanwhile is simply migrated as the protocol allows (the
+//! migration fails cleanly on pages freed under it; those errors are ignored). Pages the
+//! program touches again come back through faults, as with any migration.
+//!
+//! It needs the transparent `uffd` backend: only there do system calls (`read(2)` into a
+//! buffer, say) on device-resident memory work; under the other backends they fail with
+//! `EFAULT`, which would change what an unmodified program does.
+
+use crate::base::error::Error;
+use crate::base::tier::Tier;
+use crate::device;
+use crate::fault::Backend;
+use crate::heap::pages::TOP;
+use crate::mem::arena;
+use crate::mem::counters::COUNTERS;
+use crate::mem::pagemap::{self, Use};
+use crate::tiering::migrate;
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The most pages one migration of chaos moves (a few spans' worth).
+pub const CHUNK_PAGES: usize = 32;
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Starts chaos migration if `TIERALLOC_CHAOS` asks for it. `Ok(true)` when it started,
+/// `Ok(false)` when the variable is not set (or is bad: a line on stderr says so).
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// // Not set here: nothing starts.
+/// assert!(!tieralloc::chaos::start_from_env().unwrap());
+/// ```
+///
+/// # Errors
+/// As [`start`].
+pub fn start_from_env() -> Result<bool, Error> {
+    match crate::config::chaos() {
+        Some((ms, share)) => start(Duration::from_millis(ms.into()), share).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// Starts the chaos thread: every `interval`, about `share_percent` percent of the live host
+/// pages move to random devices. Once per process; later calls do nothing.
+///
+/// ```
+/// # #[global_allocator]
+/// # static A: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+/// use std::time::Duration;
+/// let v: Vec<u64> = (0..1 << 18).collect();
+/// match tieralloc::chaos::start(Duration::from_millis(2), 50) {
+///     Ok(()) => {
+///         std::thread::sleep(Duration::from_millis(50));
+///         // Whatever moved comes back when touched.
+///         assert_eq!(v.iter().sum::<u64>(), (0..1u64 << 18).sum());
+///         assert!(tieralloc::stats().chaos_bytes > 0);
+///     }
+///     // Without root, the transparent backend is not available.
+///     Err(tieralloc::Error::ChaosNeedsUffd { .. }) => {}
+///     Err(e) => panic!("{e}"),
+/// }
+/// ```
+///
+/// # Errors
+/// [`Error::ChaosNeedsUffd`] when the fault backend is not the transparent `uffd` (system
+/// calls on device memory would fail); the errors of starting the devices.
+pub fn start(interval: Duration, share_percent: u32) -> Result<(), Error> {
+    migrate::start_devices()?;
+    let backend = migrate::start_backend()?;
+    if backend != Backend::Uffd {
+        return Err(Error::ChaosNeedsUffd {
+            backend: backend.name(),
+        });
+    }
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    let share = share_percent.clamp(1, 100);
+    std::thread::Builder::new()
+        .name("tieralloc-chaos".into())
+        .spawn(move || {
+            let mut rng = Rng::seeded();
+            loop {
+                std::thread::sleep(interval);
+                round(&mut rng, share);
+            }
+        })
+        .map_err(|e| Error::Sys {
+            what: "starting the chaos thread",
+            errno: e.raw_os_error().unwrap_or(0),
+        })?;
+    Ok(())
+}
+
+/// One round: each chunk of live host pages moves with probability `share` percent.
+fn round(rng: &mut Rng, share: u32) {
+    let devices = device::count();
+    if devices == 0 {
+        return;
+    }
+    let top = TOP.load(Ordering::Acquire);
+    let mut p = 0;
+    while p < top {
+        let n = live_host_run(p, top.min(p + CHUNK_PAGES));
+        if n == 0 {
+            p += 1;
+            continue;
+        }
+        if rng.below(100) < share as u64 {
+            let d = rng.below(devices as u64) as u16;
+            let addr = arena::addr_of(p) as *const u8;
+            if let Ok(m) = migrate::migrate(addr, n * crate::pal::sys::PAGE_SIZE, Tier::Device(d)) {
+                COUNTERS
+                    .chaos_pages
+                    .fetch_add(m.moved as u64, Ordering::Relaxed);
+            }
+        }
+        p += n;
+    }
+}
+
+/// How many pages from `p` (before `end`) are in use and on the host.
+fn live_host_run(p: usize, end: usize) -> usize {
+    (p..end)
+        .take_while(|&q| {
+            let e = pagemap::get(q);
+            e.use_() != Use::Free && e.device().is_none() && !e.locked()
+        })
+        .count()
+}
+
+/// xorshift64*: a few random numbers per round, no allocation, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Rng(t ^ (u64::from(std::process::id()) << 32) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % n
+    }
+}
