@@ -30,10 +30,13 @@ pub enum Point {
     Pagemap = 6,
     /// Taking device capacity: the device looks full.
     DeviceReserve = 7,
+    /// Not a failure: a fault-back's read-ahead stalls for `errno` milliseconds before its
+    /// next batch, as when its thread is descheduled (races with later migrations).
+    ReadAheadStall = 8,
 }
 
 #[cfg(feature = "fault-injection")]
-const POINTS: usize = 8;
+const POINTS: usize = 9;
 
 #[cfg(feature = "fault-injection")]
 mod armed {

@@ -8,7 +8,7 @@
 //! `duplicate::drop_locked`, the page map, the device windows, `pal`) are all the fault path
 //! reaches.
 
-use super::migrate::{device_to_host, BATCH, FAULT_AROUND_MAX, FAULT_AROUND_MIN};
+use super::migrate::{device_to_host, BATCH, FAULT_AROUND_MAX, FAULT_AROUND_MIN, TO_DEVICE_EPOCH};
 use crate::base::tier::Tier;
 use crate::device;
 use crate::device::link;
@@ -154,6 +154,9 @@ fn try_lock_on(p: usize, d: u16) -> bool {
 
 /// Fault-back of `page` (locked, on device `d`) with fault-around.
 fn bring_back(backend: Backend, page: usize, d: u16) {
+    // The read-ahead and the dense-region return below stop once a migration to a device
+    // starts after this point (see `return_unless_stale`).
+    let epoch = TO_DEVICE_EPOCH.load(Ordering::Acquire);
     let min = policy::AROUND_MIN.load(Ordering::Relaxed);
     let max = policy::AROUND_MAX.load(Ordering::Relaxed);
     let in_read_ahead =
@@ -202,24 +205,12 @@ fn bring_back(backend: Backend, page: usize, d: u16) {
     COUNTERS.cpu_faults.fetch_add(1, Ordering::Relaxed);
     return_run(backend, d, lo, hi);
     if end > hi {
-        read_ahead(backend, d, hi, end);
+        read_ahead(backend, d, hi, end, epoch);
         let _ = AHEAD_END.compare_exchange(end, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
     if dense {
         let region_end = (region + FAULT_AROUND_MAX).min(arena::pages());
-        let mut p = region;
-        while p < region_end {
-            if !try_lock_on(p, d) {
-                p += 1;
-                continue;
-            }
-            let s = p;
-            p += 1;
-            while p < region_end && try_lock_on(p, d) {
-                p += 1;
-            }
-            return_run(backend, d, s, p);
-        }
+        read_ahead(backend, d, region, region_end, epoch);
     }
 }
 
@@ -231,12 +222,17 @@ fn run_end(from: usize, to: usize, d: u16) -> usize {
         .unwrap_or(to)
 }
 
-/// The rest of a sequential fault-around after its first batch: device `d`'s pages in
-/// `[from, to)`, a batch at a time. Pages another fault has taken meanwhile (a reader that
-/// overtook the read-ahead) are skipped. Async-signal-safe.
-fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
+/// The rest of a sequential fault-around after its first batch, or of a dense region: device
+/// `d`'s pages in `[from, to)`, a batch at a time. Pages another fault has taken meanwhile (a
+/// reader that overtook the read-ahead) are skipped. It stops once a migration to a device has
+/// started since the fault was planned (`epoch`, see [`TO_DEVICE_EPOCH`]): the pages ahead may
+/// have been put there on purpose since. Async-signal-safe.
+fn read_ahead(backend: Backend, d: u16, from: usize, to: usize, epoch: usize) {
     let mut s = from;
     while s < to {
+        if let Some(ms) = crate::pal::inject::fail(crate::pal::inject::Point::ReadAheadStall) {
+            crate::pal::thread::sleep_us(ms as u64 * 1000);
+        }
         if !try_lock_on(s, d) {
             s += 1;
             continue;
@@ -245,6 +241,15 @@ fn read_ahead(backend: Backend, d: u16, from: usize, to: usize) {
         let mut e = s + 1;
         while e < limit && try_lock_on(e, d) {
             e += 1;
+        }
+        // Checked with the batch locked: a migration bumps the epoch before it locks a page,
+        // so one that moved any of these pages is seen here.
+        if TO_DEVICE_EPOCH.load(Ordering::Acquire) != epoch {
+            for p in s..e {
+                pagemap::unlock(p, pagemap::get(p));
+            }
+            fault::wake_pages(s, e - s);
+            return;
         }
         return_run(backend, d, s, e);
         s = e;
