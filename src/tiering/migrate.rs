@@ -167,6 +167,10 @@ pub(crate) fn migrate_keeping(
             }
         }
         COUNTERS.migrations.fetch_add(1, Ordering::Relaxed);
+        // Read outside the gate: a thread-local read can fault under libtieralloc.so (glibc's
+        // TLS vector is `malloc`ed, so it may be device-resident), and nothing inside the gate
+        // may wait for a fault-back.
+        let cause = trace::current_cause();
         let mut p = first;
         while p < first + n {
             let m = BATCH.min(first + n - p);
@@ -174,7 +178,7 @@ pub(crate) fn migrate_keeping(
                 // The batch's pages are locked until it ends: no signal handler may run here.
                 let _quiet = crate::pal::signal::SignalsBlocked::new();
                 gate_enter();
-                let r = migrate_batch(backend, p, m, to, &mut reserved, &mut out);
+                let r = migrate_batch(backend, p, m, to, cause, &mut reserved, &mut out);
                 gate_exit();
                 r
             };
@@ -239,6 +243,7 @@ fn migrate_batch(
     p: usize,
     m: usize,
     to: Tier,
+    cause: trace::Cause,
     reserved: &mut usize,
     out: &mut Migrated,
 ) -> Result<Batch, Error> {
@@ -329,7 +334,7 @@ fn migrate_batch(
             link::transfer(d, len * PAGE);
         }
         let tier = |t: Option<u16>| Some(t.map_or(Tier::Host, Tier::Device));
-        trace::record(s, len, tier(src), tier(target), trace::current_cause());
+        trace::record(s, len, tier(src), tier(target), cause);
         i = j;
     }
     Ok(Batch::Done)
