@@ -6,7 +6,8 @@
 //! - `uffd-fast`: the same registration with `UFFD_FEATURE_SIGBUS`: the faulting thread gets
 //!   SIGBUS and resolves its own fault in [`handler`]. System calls that touch device-resident
 //!   memory fail with `EFAULT`: migrate such buffers to the host before I/O.
-//! - `signal`: device-resident pages are `PROT_NONE`; SIGSEGV brings them back. Works without
+//! - `signal`: device-resident pages are `PROT_NONE`; SIGSEGV brings them back (long runs move
+//!   by `mremap`, short ones are written through `/proc/self/mem`). Works without
 //!   userfaultfd, but each protected run splits a kernel mapping, so the number of separate
 //!   device-resident runs is limited by `vm.max_map_count` (migrations report
 //!   [`Error::MapCountLimit`] before the limit is reached).
@@ -284,7 +285,10 @@ pub fn check_map_budget(new_runs: usize) -> Result<(), Error> {
     let limit = map_limit();
     let room = limit.saturating_sub(MAP_BASELINE.load(Ordering::Relaxed) + 1000) / 2;
     let runs = PROTECTED_RUNS.load(Ordering::Relaxed) + new_runs;
-    if 2 * runs > room {
+    // Each protected run is up to two kernel mappings in the managed range, and one whose
+    // pages moved by their page-table entries (`tiering::migrate::MOVE_MIN`) up to two more
+    // in the device window.
+    if 4 * runs > room {
         return Err(Error::MapCountLimit { limit });
     }
     Ok(())

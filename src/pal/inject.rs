@@ -33,10 +33,13 @@ pub enum Point {
     /// Not a failure: a fault-back's read-ahead stalls for `errno` milliseconds before its
     /// next batch, as when its thread is descheduled (races with later migrations).
     ReadAheadStall = 8,
+    /// `mremap` of pages between the managed range and a device window (signal backend; a
+    /// failure falls back to copying).
+    Mremap = 9,
 }
 
 #[cfg(feature = "fault-injection")]
-const POINTS: usize = 9;
+const POINTS: usize = 10;
 
 #[cfg(feature = "fault-injection")]
 mod armed {

@@ -77,7 +77,7 @@ pub fn move_mapping(src: usize, dst: usize, len: usize) -> Result<(), i32> {
     if let Some(e) = inject::fail(Point::Mmap) {
         return Err(e);
     }
-    let (Some(from), Some(to), Some(n)) = (
+    let (Some(from), Some(to), Some(_)) = (
         NonNull::new(src as *mut libc::c_void),
         NonNull::new(dst as *mut libc::c_void),
         NonZeroUsize::new(len),
@@ -97,21 +97,70 @@ pub fn move_mapping(src: usize, dst: usize, len: usize) -> Result<(), i32> {
         )
     }
     .map_err(|e| e as i32)?;
-    // SAFETY: `[src, src+len)` is the hole the move left in the managed range: mapping it
-    // again with the range's own flags restores it, and nothing else can be mapped there
-    // meanwhile except by a caller that ignores that the range is ours.
-    let refilled = unsafe {
+    // `[src, src+len)` is the hole the move left in the managed range: mapping it again with
+    // the range's own flags restores it.
+    if !map_fresh(src, len) {
+        fatal("could not map memory again where pages were moved from (vm.max_map_count?)");
+    }
+    Ok(())
+}
+
+/// Moves the pages of `[src, src+len)` to `[dst, dst+len)` by moving their page-table entries
+/// (`mremap` with `MREMAP_DONTUNMAP`): no byte is copied, swapped-out pages move as swap
+/// entries, and `[dst, dst+len)` takes over the source's protection. The source stays mapped
+/// and empty (it reads as zero), so no hole opens in which another thread's `mmap` could land.
+/// Other threads see `dst` before or after the move, never half-way: the kernel holds the
+/// address space's lock for writing meanwhile. Both ranges lie in private anonymous mappings
+/// of tieralloc's (the managed range, a device window) and do not overlap. On error some pages
+/// may have moved (Linux moves a range that spans several kernel mappings one mapping at a
+/// time): the caller looks where the pages are. Async-signal-safe.
+pub fn move_keeping(src: usize, dst: usize, len: usize) -> Result<(), i32> {
+    if let Some(e) = inject::fail(Point::Mremap) {
+        return Err(e);
+    }
+    let (Some(from), Some(to)) = (
+        NonNull::new(src as *mut libc::c_void),
+        NonNull::new(dst as *mut libc::c_void),
+    ) else {
+        return Err(libc::EINVAL);
+    };
+    // SAFETY: both ranges are tieralloc's own private anonymous memory (the caller's
+    // contract), whose pages the caller holds locked: replacing the destination's (empty)
+    // pages and emptying the source is the point, and nothing outside the two ranges changes.
+    unsafe {
+        mman::mremap(
+            from,
+            len,
+            len,
+            mman::MRemapFlags::MREMAP_MAYMOVE
+                | mman::MRemapFlags::MREMAP_FIXED
+                | mman::MRemapFlags::MREMAP_DONTUNMAP,
+            Some(to),
+        )
+    }
+    .map(|_| ())
+    .map_err(|e| e as i32)
+}
+
+/// Maps `[addr, addr+len)` afresh over what was there, with the flags of the managed range and
+/// the device windows (private, anonymous, `MAP_NORESERVE`, read-write), in one step: its pages
+/// are dropped, and the kernel may merge the new mapping with neighbours mapped the same way.
+/// False if the kernel refused (then nothing changed). Async-signal-safe.
+pub fn map_fresh(addr: usize, len: usize) -> bool {
+    let (Some(at), Some(n)) = (NonZeroUsize::new(addr), NonZeroUsize::new(len)) else {
+        return false;
+    };
+    // SAFETY: callers pass a page-aligned range of tieralloc's own mappings whose contents they
+    // want gone (nothing of value lives there); `MAP_FIXED` replaces exactly that range.
+    unsafe {
         mman::mmap_anonymous(
-            NonZeroUsize::new(src),
+            Some(at),
             n,
             ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
             MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_FIXED,
         )
-    };
-    if refilled.is_err() {
-        fatal("could not map memory again where pages were moved from (vm.max_map_count?)");
     }
-    Ok(())
+    .is_ok()
 }
 
 /// Tells the kernel it may drop the pages of `[addr, addr+len)`; they read back as zeros.
