@@ -17,7 +17,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use tieralloc::{Advice, Tier, TierAlloc};
@@ -115,6 +115,11 @@ const CASES: &[Case] = &[
         "read_ahead_does_not_undo_a_later_migration",
         ALL,
         read_ahead_vs_migration,
+    ),
+    case(
+        "many_threads_fault_distinct_and_shared_pages",
+        ALL,
+        many_threads_fault,
     ),
     case("f02_swapped_pages_move", UFFD, f02_swapped_pages),
     case("f04_fork_child_duplicates", UFFD, f04_fork_duplicates),
@@ -444,6 +449,142 @@ fn read_ahead_vs_migration() {
         "untouched pages came back to the host after they were migrated (round, bytes): \
          {undone_rounds:?}"
     );
+}
+
+/// Fault-around of one page: isolated faults take the single-page path (in the signal
+/// backend: the copy through `/proc/self/mem` rather than the move of a 16-page block).
+struct OnePageFaults;
+
+impl tieralloc::policy::Policy for OnePageFaults {
+    fn name(&self) -> &str {
+        "one-page-faults"
+    }
+    fn fault_around(&self) -> tieralloc::policy::FaultAround {
+        tieralloc::policy::FaultAround {
+            min_pages: 1,
+            density: false,
+            ..Default::default()
+        }
+    }
+}
+
+/// Eight threads fault on device-resident memory at once: each reads and writes its own pages
+/// (distinct), and its own word in every page of a shared region (all threads on the same
+/// pages), in a seeded random order, while a mover sends pages back to the devices. Every
+/// write must survive, every read must see the last write. Rounds alternate the default
+/// fault-around (16-page blocks) and one page per fault.
+fn many_threads_fault() {
+    const THREADS: usize = 8;
+    const OWN: usize = 64; // pages per thread
+    const SHARED: usize = 64; // pages every thread writes a word of
+    const WORDS: usize = PAGE / 8;
+    let seed = common::seed_from("RACE_SEED");
+    let pages = THREADS * OWN + SHARED;
+    let v: Vec<AtomicU64> = (0..pages * WORDS).map(|_| AtomicU64::new(0)).collect();
+    let base = v.as_ptr() as usize;
+    for round in 0..40u64 {
+        if round % 2 == 0 {
+            tieralloc::set_policy(tieralloc::policy::Adaptive::default());
+        } else {
+            tieralloc::set_policy(OnePageFaults);
+        }
+        let bytes = pages * PAGE;
+        tieralloc::migrate(base as *const u8, bytes, Tier::Device((round % 2) as u16)).unwrap();
+        let faults = tieralloc::stats().cpu_faults;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            // The mover: sends random 64 KiB pieces back to a device while the threads fault.
+            sc.spawn(|| {
+                let mut rng = common::Rng(seed ^ round);
+                while !stop.load(Ordering::Relaxed) {
+                    let at = rng.below((pages - 16) as u64) as usize;
+                    let d = rng.below(2) as u16;
+                    let r = tieralloc::migrate(
+                        (base + at * PAGE) as *const u8,
+                        16 * PAGE,
+                        Tier::Device(d),
+                    );
+                    if let Err(e) = r {
+                        panic!("mover: {e} (RACE_SEED={seed})");
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            let workers: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let v = &v;
+                    sc.spawn(move || {
+                        let mut rng = common::Rng(seed ^ (round << 8) ^ t as u64 ^ 0x9e37);
+                        let mine = t * OWN;
+                        let shared = THREADS * OWN;
+                        for step in 0..2 * (OWN + SHARED) {
+                            // Own page: word w of own page p holds `tag(round, t, p, w)`.
+                            let (page, word) = if step % 2 == 0 {
+                                (
+                                    mine + rng.below(OWN as u64) as usize,
+                                    rng.below(WORDS as u64) as usize,
+                                )
+                            } else {
+                                (shared + rng.below(SHARED as u64) as usize, t)
+                            };
+                            let i = page * WORDS + word;
+                            let want = tag(round, page, word);
+                            let got = v[i].load(Ordering::Relaxed);
+                            let before = if round == 0 {
+                                0
+                            } else {
+                                tag(round - 1, page, word)
+                            };
+                            assert!(
+                                got == want || got == before,
+                                "thread {t}: page {page} word {word} is {got:#x}, expected \
+                                 {before:#x} or {want:#x} (round {round}, RACE_SEED={seed})"
+                            );
+                            v[i].store(want, Ordering::Relaxed);
+                        }
+                        // Then every word this thread owns gets this round's value.
+                        for page in mine..mine + OWN {
+                            for word in 0..WORDS {
+                                v[page * WORDS + word]
+                                    .store(tag(round, page, word), Ordering::Relaxed);
+                            }
+                        }
+                        for page in shared..shared + SHARED {
+                            v[page * WORDS + t].store(tag(round, page, t), Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let faults = tieralloc::stats().cpu_faults - faults;
+        assert!(
+            faults >= THREADS as u64,
+            "round {round}: only {faults} faults"
+        );
+        // Every word a thread owns holds this round's value; the shared pages' other words
+        // are still zero.
+        for page in 0..pages {
+            for word in 0..WORDS {
+                let owned = page < THREADS * OWN || word < THREADS;
+                let want = if owned { tag(round, page, word) } else { 0 };
+                let got = v[page * WORDS + word].load(Ordering::Relaxed);
+                assert_eq!(
+                    got, want,
+                    "after round {round}: page {page} word {word} (RACE_SEED={seed})"
+                );
+            }
+        }
+    }
+    tieralloc::set_policy(tieralloc::policy::Adaptive::default());
+}
+
+/// The value a word holds after `round` (never 0).
+fn tag(round: u64, page: usize, word: usize) -> u64 {
+    (round + 1) << 40 | (page as u64) << 12 | word as u64
 }
 
 fn f03_first_write() {
