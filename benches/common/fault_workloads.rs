@@ -152,3 +152,130 @@ pub fn memcpy_bandwidth(src: &[u8], dst: &mut [u8]) -> f64 {
     black_box(&dst);
     src.len() as f64 / secs
 }
+
+/// A small seeded generator (xorshift64*): the benchmarks' random orders, the same in every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    }
+}
+
+/// Pages per block in the thread-scaling workload (64 KiB: what an isolated fault brings back).
+pub const BLOCK_PAGES: usize = 16;
+
+/// Runs `work(t)` on `threads` threads started together; wall time of the slowest in seconds.
+pub fn on_threads(threads: usize, work: impl Fn(usize) + Sync) -> f64 {
+    let start = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (start, work) = (&start, &work);
+            s.spawn(move || {
+                start.wait();
+                work(t);
+            });
+        }
+        start.wait();
+        let t0 = Instant::now();
+        // The scope joins every thread before it returns.
+        t0
+    })
+    .elapsed()
+    .as_secs_f64()
+}
+
+/// Fault throughput of `threads` threads (faults per second): `buf` moves to device 0, then
+/// each thread touches one random page in each of its own 64 KiB blocks (blocks dealt round
+/// robin, visited in a seeded random order) under a policy without the density prefetcher,
+/// so nearly every touch is a fault that brings 64 KiB back. Counts the faults that happened.
+pub fn fault_throughput(buf: &mut [u8], threads: usize, access: Access) -> f64 {
+    tieralloc::set_policy(IsolatedFaults);
+    tieralloc::migrate(buf.as_ptr(), buf.len(), Tier::Device(0)).unwrap();
+    let blocks = buf.len() / (BLOCK_PAGES * PAGE);
+    let base = buf.as_mut_ptr() as usize;
+    let faults = tieralloc::stats().cpu_faults;
+    let secs = on_threads(threads, |t| {
+        let mine: Vec<usize> = (t..blocks).step_by(threads).collect();
+        let mut rng = Rng::new(t as u64 + 1);
+        let mut order = mine.clone();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        for b in order {
+            let page = b * BLOCK_PAGES + rng.below(BLOCK_PAGES);
+            // SAFETY: inside `buf`, which outlives the threads.
+            unsafe { access.touch((base + page * PAGE + 8) as *mut u8) };
+        }
+    });
+    let n = tieralloc::stats().cpu_faults - faults;
+    tieralloc::set_policy(tieralloc::policy::Adaptive::default());
+    // Nearly one fault per block: a fault brings back the 16 pages from its own (its block's
+    // start to 16 pages on), so a touch low in the next block may find its page home already.
+    assert!(n as usize > blocks / 2, "{n} faults for {blocks} blocks");
+    n as f64 / secs
+}
+
+/// The signal backend's bare mechanism with `threads` threads (faults per second): each thread
+/// has a private page of its own mapping, makes it `PROT_NONE` and writes it, and the SIGSEGV
+/// handler makes it writable again, `iters` times. Call before any migration.
+pub fn floor_sigsegv_mprotect_threads(threads: usize, iters: usize) -> f64 {
+    let pages: Vec<usize> = (0..threads)
+        .map(|_| {
+            // SAFETY: a fresh private page, kept apart from its neighbours as in
+            // `floor_sigsegv_mprotect`.
+            unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED);
+                libc::madvise(p, PAGE, libc::MADV_DONTDUMP);
+                p as usize
+            }
+        })
+        .collect();
+    // SAFETY: a zeroed sigaction is valid; the handler only reopens the faulting page; the
+    // previous handler is put back before returning.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = any_page_handler as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGSEGV, &act, &mut old);
+        let secs = on_threads(threads, |t| {
+            let p = pages[t];
+            for i in 0..iters {
+                libc::mprotect(p as *mut libc::c_void, PAGE, libc::PROT_NONE);
+                std::ptr::write_volatile((p as *mut u8).add(i % 64), i as u8);
+            }
+        });
+        libc::sigaction(libc::SIGSEGV, &old, std::ptr::null_mut());
+        for p in pages {
+            libc::munmap(p as *mut libc::c_void, PAGE);
+        }
+        (threads * iters) as f64 / secs
+    }
+}
+
+extern "C" fn any_page_handler(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo; the page is one the benchmark mapped.
+    unsafe {
+        let p = (*info).si_addr() as usize & !(PAGE - 1);
+        libc::mprotect(
+            p as *mut libc::c_void,
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+        );
+    }
+}

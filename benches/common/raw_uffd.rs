@@ -266,3 +266,87 @@ fn pin_to(cpu: usize) {
         libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
     }
 }
+
+/// Touches even page `2 * (t + threads * i)` of the user range for `i < pages`, on `threads`
+/// threads started together (each its own pages); wall time in seconds.
+fn touch_on_threads(s: &Setup, threads: usize, pages: usize, access: Access) -> f64 {
+    let user = s.user as usize;
+    let start = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|sc| {
+        for t in 0..threads {
+            let start = &start;
+            sc.spawn(move || {
+                start.wait();
+                for i in 0..pages {
+                    let page = 2 * (t + threads * i);
+                    // SAFETY: inside the user range; the measurement's handler resolves it.
+                    unsafe { access.touch((user + page * PAGE + 8) as *mut u8) };
+                }
+            });
+        }
+        start.wait();
+        Instant::now()
+    })
+    .elapsed()
+    .as_secs_f64()
+}
+
+/// [`raw_sigbus_move`] with `threads` threads faulting at once, `pages` faults each: faults
+/// per second. None when the kernel lacks SIGBUS mode or `UFFDIO_MOVE`.
+pub fn raw_sigbus_move_threads(threads: usize, pages: usize, access: Access) -> Option<f64> {
+    let s = Setup::new(threads * pages, true)?;
+    // SAFETY: as in `raw_sigbus_move`.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sigbus as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGBUS, &act, &mut old);
+        let secs = touch_on_threads(&s, threads, pages, access);
+        libc::sigaction(libc::SIGBUS, &old, std::ptr::null_mut());
+        Some((threads * pages) as f64 / secs)
+    }
+}
+
+/// The bare transparent mechanism with `threads` threads faulting at once, `pages` faults
+/// each, and one handler thread per CPU (placed by the scheduler, as tieralloc's are not
+/// pinned to the faulting thread) reading the userfaultfd: faults per second. None without
+/// `UFFDIO_MOVE`.
+pub fn raw_handler_threads_move(threads: usize, pages: usize, access: Access) -> Option<f64> {
+    let s = Setup::new(threads * pages, false)?;
+    let fd = s.fd;
+    // Non-blocking: two handlers may both see a message that only one of them can read.
+    // SAFETY: fcntl on our own descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    let stop = AtomicBool::new(false);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let secs = std::thread::scope(|sc| {
+        for _ in 0..cpus {
+            let stop = &stop;
+            sc.spawn(move || {
+                let mut msg = [0u64; 4];
+                while !stop.load(Ordering::Acquire) {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one pollfd on our stack.
+                    if unsafe { libc::poll(&mut p, 1, 10) } <= 0 {
+                        continue;
+                    }
+                    // SAFETY: `msg` is one struct uffd_msg (32 bytes); a read that finds
+                    // nothing (another handler took the message) returns at once.
+                    let n = unsafe { libc::read(fd, msg.as_mut_ptr().cast(), 32) };
+                    if n == 32 && msg[0] as u8 == EVENT_PAGEFAULT {
+                        move_back(msg[2] as usize);
+                    }
+                }
+            });
+        }
+        let secs = touch_on_threads(&s, threads, pages, access);
+        stop.store(true, Ordering::Release);
+        secs
+    });
+    Some((threads * pages) as f64 / secs)
+}
