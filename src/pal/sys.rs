@@ -66,42 +66,18 @@ pub fn map_noreserve_congruent(len: usize, align: usize, like: usize) -> *mut u8
 }
 
 /// Moves the pages of `[src, src+len)` to `[dst, dst+len)` by moving their page-table entries
-/// (`mremap`), then maps fresh memory where they were: no byte is copied, and `[src, src+len)`
-/// reads as zero afterwards. Both ranges must lie in one private anonymous `MAP_NORESERVE`
-/// mapping of this process (the managed range) with default protections, and not overlap.
-/// The moved part keeps its file offset, so the kernel can no longer merge it with its new
-/// neighbours: each move may leave up to two more mappings until that memory is mapped afresh.
-/// On failure (the source spans mappings of different protections, or the map count limit)
-/// nothing changed.
+/// ([`move_keeping`]), then maps fresh memory where they were: no byte is copied, and
+/// `[src, src+len)` reads as zero afterwards. Both ranges must lie in one private anonymous
+/// `MAP_NORESERVE` mapping of this process (the managed range) with default protections, and
+/// not overlap. The moved part keeps its file offset, so the kernel can no longer merge it with
+/// its new neighbours: each move may leave up to two more mappings until that memory is mapped
+/// afresh. The source is never unmapped, not even for a moment, so no other thread's `mmap`
+/// can land in it. On failure (the map count limit) nothing changed.
 pub fn move_mapping(src: usize, dst: usize, len: usize) -> Result<(), i32> {
-    if let Some(e) = inject::fail(Point::Mmap) {
-        return Err(e);
-    }
-    let (Some(from), Some(to), Some(_)) = (
-        NonNull::new(src as *mut libc::c_void),
-        NonNull::new(dst as *mut libc::c_void),
-        NonZeroUsize::new(len),
-    ) else {
-        return Err(libc::EINVAL);
-    };
-    // SAFETY: both ranges lie in the managed range, which this process owns (the caller's
-    // contract): the destination's old pages are replaced, which the caller asked for, and
-    // nothing else is touched.
-    unsafe {
-        mman::mremap(
-            from,
-            len,
-            len,
-            mman::MRemapFlags::MREMAP_MAYMOVE | mman::MRemapFlags::MREMAP_FIXED,
-            Some(to),
-        )
-    }
-    .map_err(|e| e as i32)?;
-    // `[src, src+len)` is the hole the move left in the managed range: mapping it again with
-    // the range's own flags restores it.
-    if !map_fresh(src, len) {
-        fatal("could not map memory again where pages were moved from (vm.max_map_count?)");
-    }
+    move_keeping(src, dst, len)?;
+    // Only so the kernel can merge the source with its neighbours again: it is mapped and
+    // empty either way.
+    let _ = map_fresh(src, len);
     Ok(())
 }
 
