@@ -7,7 +7,6 @@
 #![allow(dead_code)] // each includer uses a different subset
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tieralloc::Tier;
 
@@ -15,26 +14,12 @@ pub use super::raw_uffd::Access;
 
 pub const PAGE: usize = 4096;
 
-/// The page the floor's handler opens again (one at a time; set before each touch).
-static FLOOR_PAGE: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn floor_handler(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    let p = FLOOR_PAGE.load(Ordering::Relaxed);
-    // SAFETY: p is the private page the benchmark mapped; reopening it is the measured work.
-    unsafe {
-        libc::mprotect(
-            p as *mut libc::c_void,
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-    };
-}
-
-/// The bare mechanism floor, measured on the spot: a write to a `PROT_NONE` private page, a
-/// SIGSEGV whose handler does `mprotect(RW)`, and the return (ns per fault). Installs its own
-/// handler for the duration and restores the previous one; call it before any migration.
-pub fn floor_sigsegv_mprotect(iters: usize) -> f64 {
-    // SAFETY: a fresh private page; the handler only touches that page.
+/// A fresh private read-write page in a kernel mapping of its own: a neighbouring anonymous
+/// mapping with the same flags would merge with it, and each mprotect would then split and
+/// re-merge kernel mappings, a cost the bare mechanism does not have. A flag no neighbour has
+/// keeps it apart.
+fn private_page() -> usize {
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks; checked below.
     unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
@@ -45,28 +30,33 @@ pub fn floor_sigsegv_mprotect(iters: usize) -> f64 {
             0,
         );
         assert_ne!(p, libc::MAP_FAILED);
-        // A mapping of its own: a neighbouring anonymous mapping with the same flags would
-        // merge with it, and each mprotect would then split and re-merge kernel mappings, a
-        // cost the bare mechanism does not have. A flag no neighbour has keeps it apart.
         libc::madvise(p, PAGE, libc::MADV_DONTDUMP);
         (p as *mut u8).write(1);
-        FLOOR_PAGE.store(p as usize, Ordering::Relaxed);
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = floor_handler as *const () as usize;
-        act.sa_flags = libc::SA_SIGINFO;
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGSEGV, &act, &mut old);
+        p as usize
+    }
+}
+
+/// The bare mechanism floor, measured on the spot: a write to a `PROT_NONE` private page, a
+/// SIGSEGV whose handler does `mprotect(RW)`, and the return (ns per fault). Installs its own
+/// handler for the duration and restores the previous one; call it before any migration.
+pub fn floor_sigsegv_mprotect(iters: usize) -> f64 {
+    let p = private_page();
+    let total = super::raw_uffd::with_handler(libc::SIGSEGV, reopen_page, || {
         let mut total = Duration::ZERO;
         for i in 0..iters {
-            libc::mprotect(p, PAGE, libc::PROT_NONE);
-            let t = Instant::now();
-            std::ptr::write_volatile((p as *mut u8).add(i % 64), i as u8);
-            total += t.elapsed();
+            // SAFETY: `p` is our private page; the handler opens it again.
+            unsafe {
+                libc::mprotect(p as *mut libc::c_void, PAGE, libc::PROT_NONE);
+                let t = Instant::now();
+                std::ptr::write_volatile((p as *mut u8).add(i % 64), i as u8);
+                total += t.elapsed();
+            }
         }
-        libc::sigaction(libc::SIGSEGV, &old, std::ptr::null_mut());
-        libc::munmap(p, PAGE);
-        total.as_nanos() as f64 / iters as f64
-    }
+        total
+    });
+    // SAFETY: the page this function mapped.
+    unsafe { libc::munmap(p as *mut libc::c_void, PAGE) };
+    total.as_nanos() as f64 / iters as f64
 }
 
 /// A buffer of `pages` pages, every page written.
@@ -226,50 +216,29 @@ pub fn fault_throughput(buf: &mut [u8], threads: usize, access: Access) -> f64 {
 /// has a private page of its own mapping, makes it `PROT_NONE` and writes it, and the SIGSEGV
 /// handler makes it writable again, `iters` times. Call before any migration.
 pub fn floor_sigsegv_mprotect_threads(threads: usize, iters: usize) -> f64 {
-    let pages: Vec<usize> = (0..threads)
-        .map(|_| {
-            // SAFETY: a fresh private page, kept apart from its neighbours as in
-            // `floor_sigsegv_mprotect`.
-            unsafe {
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    PAGE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                assert_ne!(p, libc::MAP_FAILED);
-                libc::madvise(p, PAGE, libc::MADV_DONTDUMP);
-                p as usize
-            }
-        })
-        .collect();
-    // SAFETY: a zeroed sigaction is valid; the handler only reopens the faulting page; the
-    // previous handler is put back before returning.
-    unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = any_page_handler as *const () as usize;
-        act.sa_flags = libc::SA_SIGINFO;
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGSEGV, &act, &mut old);
-        let secs = on_threads(threads, |t| {
+    let pages: Vec<usize> = (0..threads).map(|_| private_page()).collect();
+    let secs = super::raw_uffd::with_handler(libc::SIGSEGV, reopen_page, || {
+        on_threads(threads, |t| {
             let p = pages[t];
             for i in 0..iters {
-                libc::mprotect(p as *mut libc::c_void, PAGE, libc::PROT_NONE);
-                std::ptr::write_volatile((p as *mut u8).add(i % 64), i as u8);
+                // SAFETY: `p` is this thread's private page; the handler opens it again.
+                unsafe {
+                    libc::mprotect(p as *mut libc::c_void, PAGE, libc::PROT_NONE);
+                    std::ptr::write_volatile((p as *mut u8).add(i % 64), i as u8);
+                }
             }
-        });
-        libc::sigaction(libc::SIGSEGV, &old, std::ptr::null_mut());
-        for p in pages {
-            libc::munmap(p as *mut libc::c_void, PAGE);
-        }
-        (threads * iters) as f64 / secs
+        })
+    });
+    for p in pages {
+        // SAFETY: pages this function mapped.
+        unsafe { libc::munmap(p as *mut libc::c_void, PAGE) };
     }
+    (threads * iters) as f64 / secs
 }
 
-extern "C" fn any_page_handler(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo; the page is one the benchmark mapped.
+/// Opens the faulting page again (the floors' SIGSEGV handler).
+extern "C" fn reopen_page(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo; the page is one a floor mapped.
     unsafe {
         let p = (*info).si_addr() as usize & !(PAGE - 1);
         libc::mprotect(

@@ -192,17 +192,27 @@ extern "C" fn on_sigbus(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void
 /// `UFFDIO_MOVE`.
 pub fn raw_sigbus_move(pages: usize, access: Access) -> Option<f64> {
     let s = Setup::new(pages, true)?;
-    // SAFETY: a zeroed sigaction is valid; the handler only does one ioctl; the previous
-    // handler is put back before returning.
+    Some(with_handler(libc::SIGBUS, on_sigbus, || {
+        s.touch(pages, access)
+    }))
+}
+
+/// A signal handler that takes `siginfo` (`SA_SIGINFO`).
+pub type Handler = extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Runs `f` with `handler` installed for `sig`, then puts the previous handler back.
+pub fn with_handler<R>(sig: i32, handler: Handler, f: impl FnOnce() -> R) -> R {
+    // SAFETY: a zeroed sigaction is valid; the measurements' handlers only make system calls
+    // on memory of their own; the previous handler is put back before returning.
     unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = on_sigbus as *const () as usize;
+        act.sa_sigaction = handler as *const () as usize;
         act.sa_flags = libc::SA_SIGINFO;
         let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGBUS, &act, &mut old);
-        let ns = s.touch(pages, access);
-        libc::sigaction(libc::SIGBUS, &old, std::ptr::null_mut());
-        Some(ns)
+        libc::sigaction(sig, &act, &mut old);
+        let r = f();
+        libc::sigaction(sig, &old, std::ptr::null_mut());
+        r
     }
 }
 
@@ -295,17 +305,10 @@ fn touch_on_threads(s: &Setup, threads: usize, pages: usize, access: Access) -> 
 /// per second. None when the kernel lacks SIGBUS mode or `UFFDIO_MOVE`.
 pub fn raw_sigbus_move_threads(threads: usize, pages: usize, access: Access) -> Option<f64> {
     let s = Setup::new(threads * pages, true)?;
-    // SAFETY: as in `raw_sigbus_move`.
-    unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = on_sigbus as *const () as usize;
-        act.sa_flags = libc::SA_SIGINFO;
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGBUS, &act, &mut old);
-        let secs = touch_on_threads(&s, threads, pages, access);
-        libc::sigaction(libc::SIGBUS, &old, std::ptr::null_mut());
-        Some((threads * pages) as f64 / secs)
-    }
+    let secs = with_handler(libc::SIGBUS, on_sigbus, || {
+        touch_on_threads(&s, threads, pages, access)
+    });
+    Some((threads * pages) as f64 / secs)
 }
 
 /// The bare transparent mechanism with `threads` threads faulting at once, `pages` faults
