@@ -80,7 +80,8 @@ pub struct PolicyRun {
     pub failed_launches: usize,
 }
 
-fn measure(f: impl FnOnce() -> usize) -> PolicyRun {
+/// Runs `f` (which returns its failed launches) and what it cost: time and the counters' change.
+pub fn measure(f: impl FnOnce() -> usize) -> PolicyRun {
     let a = tieralloc::stats();
     let t = Instant::now();
     let failed = f();
