@@ -165,6 +165,14 @@ const CASES: &[Case] = &[
         )
     },
     Case {
+        devices: "dev0=8MiB",
+        ..case(
+            "f08_failed_pin_wakes_a_parked_fault",
+            &["uffd"],
+            f08_failed_pin_wakes_parked,
+        )
+    },
+    Case {
         devices: "dev0=1MiB",
         ..case(
             "notes_panicking_policy",
@@ -1210,6 +1218,72 @@ fn f08_failed_pin_wakes() {
         r.join().unwrap();
     }
     filler.join().unwrap();
+}
+
+/// Finding 8, made deterministic: a launch over two arguments pins the first (which the
+/// kernel writes) and stalls before the second (fault injection). A reader faults on the pinned
+/// argument and parks (transparent mode: only the pin's end wakes it). Meanwhile the second
+/// argument moves to the host and another buffer fills the device, so the pin fails on the
+/// second argument and the launch's retry fails with `DeviceFull` (strict policy) before it
+/// pins anything again: only the failed pin's own wake-up can release the reader.
+fn f08_failed_pin_wakes_parked() {
+    #[cfg(feature = "fault-injection")]
+    {
+        tieralloc::set_policy(tieralloc::policy::Strict);
+        let mut a = vec![1u8; 4 * MIB];
+        let mut b = vec![2u8; 2 * MIB];
+        // Runs are pinned in address order: `first` is pinned, then the launch stalls.
+        if b.as_ptr() < a.as_ptr() {
+            std::mem::swap(&mut a, &mut b);
+        }
+        let (first, second) = (a, b);
+        to_device(&first, 0);
+        to_device(&second, 0);
+        let filler = vec![3u8; 8 * MIB - first.len()];
+        let (fp, fv) = (first.as_ptr() as usize, first[0]);
+        let (sp, sl) = (second.as_ptr() as usize, second.len());
+        // The first call (the first run) goes through, the second (the second run) stalls.
+        tieralloc::inject::arm(tieralloc::inject::Point::PinStall, 1, 300, 1);
+        let launcher = std::thread::spawn(move || {
+            let (mut first, second) = (first, second);
+            let dev = tieralloc::device(0).unwrap();
+            let r = dev
+                .run((&mut first[..], &second[..]), |(f, s)| f[0] = s[0])
+                .map(|_| ());
+            (r, first, second)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                // SAFETY: the first argument's first byte; its vector lives until the
+                // launcher is joined below, after this thread is done, and the kernel that
+                // would write it never runs (the launch fails).
+                let v = unsafe { std::ptr::read_volatile(fp as *const u8) };
+                done.store(true, Ordering::Release);
+                v
+            })
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        tieralloc::migrate(sp as *const u8, sl, Tier::Host).unwrap();
+        tieralloc::migrate(filler.as_ptr(), filler.len(), Tier::Device(0)).unwrap();
+        let t = Instant::now();
+        while !done.load(Ordering::Acquire) {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the reader of a page a failed pin had pinned is still parked after 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (launched, _first, _second) = launcher.join().unwrap();
+        assert_eq!(reader.join().unwrap(), fv);
+        assert!(
+            matches!(launched, Err(tieralloc::Error::DeviceFull { .. })),
+            "the launch was to fail on the full device: {launched:?}"
+        );
+        tieralloc::inject::disarm_all();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

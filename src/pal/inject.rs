@@ -36,10 +36,14 @@ pub enum Point {
     /// `mremap` of pages between the managed range and a device window (signal backend; a
     /// failure falls back to copying).
     Mremap = 9,
+    /// Not a failure: a kernel launch stalls for `errno` milliseconds before it pins each of
+    /// its argument runs (the runs before it pinned, the rest untouched), as when its thread is
+    /// descheduled (races with faults and migrations on the arguments' pages).
+    PinStall = 10,
 }
 
 #[cfg(feature = "fault-injection")]
-const POINTS: usize = 10;
+const POINTS: usize = 11;
 
 #[cfg(feature = "fault-injection")]
 mod armed {
