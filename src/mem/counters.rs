@@ -51,6 +51,12 @@ pub(crate) struct Counters {
     pub placement_fallbacks: AtomicU64,
     /// Pages chaos migration (`TIERALLOC_CHAOS`) moved to devices.
     pub chaos_pages: AtomicU64,
+    /// Transparent mode: faults the handler threads served.
+    pub handler_faults: AtomicU64,
+    /// Transparent mode: faults a handler found while it polled after a fault (no wake-up).
+    pub handler_poll_hits: AtomicU64,
+    /// Transparent mode: time handler threads spent polling for the next fault (ns).
+    pub handler_poll_ns: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -77,4 +83,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     placed_on_device: AtomicU64::new(0),
     placement_fallbacks: AtomicU64::new(0),
     chaos_pages: AtomicU64::new(0),
+    handler_faults: AtomicU64::new(0),
+    handler_poll_hits: AtomicU64::new(0),
+    handler_poll_ns: AtomicU64::new(0),
 };

@@ -33,6 +33,14 @@ pub fn now_ns() -> u64 {
     }
 }
 
+/// CPU time the calling thread has used, in nanoseconds. Async-signal-safe.
+pub fn cpu_ns() -> u64 {
+    match clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID) {
+        Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}
+
 /// The CPUs this process may run on, in order, at most `out.len()`; returns how many.
 pub fn allowed_cpus(out: &mut [usize]) -> Result<usize, i32> {
     let set = sched_getaffinity(Pid::from_raw(0)).map_err(|e| e as i32)?;

@@ -224,6 +224,38 @@ pub fn wake(addr: usize, len: usize) {
     let _ = unsafe { ioctls::wake(fd(), &mut r) };
 }
 
+/// Transparent mode: makes reads of the descriptor return `EAGAIN` instead of blocking, so
+/// several handler threads can poll it and one that finds a message gone (another read it)
+/// does not sleep in `read`. They sleep in [`wait_message`] instead.
+pub fn set_nonblocking() -> Result<(), i32> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fd = fd();
+    if fd < 0 {
+        return Err(libc::EBADF);
+    }
+    // SAFETY: the descriptor stays open while the process uses it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map(|_| ())
+        .map_err(|e| e as i32)
+}
+
+/// Waits until a message may be read from the descriptor: at most `timeout_ms` milliseconds
+/// (`None`: as long as it takes; `Some(0)`: only looks). True if one is waiting; another
+/// handler thread may still read it first.
+pub fn wait_message(timeout_ms: Option<u16>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let fd = fd();
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the descriptor stays open while the process uses it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let timeout = timeout_ms.map_or(PollTimeout::NONE, PollTimeout::from);
+    matches!(poll(&mut fds, timeout), Ok(1..))
+}
+
 /// One message from the descriptor: `struct uffd_msg` (32 bytes).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -237,9 +269,9 @@ struct Msg {
     _feat: u64,
 }
 
-/// Reads the pending page-fault messages into `out` (blocking until one comes) and returns
-/// how many faulting addresses it stored; other events are skipped. `Err(errno)` when the
-/// read failed. Allocates nothing.
+/// Reads the pending page-fault messages into `out` and returns how many faulting addresses
+/// it stored; other events are skipped. `Err(errno)` when the read failed (`EAGAIN`: nothing
+/// to read, once [`set_nonblocking`]). Allocates nothing.
 pub fn read_faults(out: &mut [usize; 16]) -> Result<usize, i32> {
     let mut msgs = [Msg {
         event: 0,

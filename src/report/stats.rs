@@ -95,6 +95,15 @@ pub struct Stats {
     /// Bytes chaos migration (`TIERALLOC_CHAOS`, [`chaos`](crate::chaos)) moved to devices;
     /// [`fault_pages`](Self::fault_pages) counts what CPU touches brought back.
     pub chaos_bytes: u64,
+    /// Transparent (`uffd`) mode: faults the handler threads served.
+    pub handler_faults: u64,
+    /// Of those, faults a handler found while it polled after the previous one (the burst
+    /// went on, and no sleeping thread had to be woken).
+    pub handler_poll_hits: u64,
+    /// CPU time the handler threads spent polling for the next fault, in ns, the faults
+    /// found meanwhile included (polling lasts at most 50 µs after each fault, adaptively
+    /// less when faults are isolated).
+    pub handler_poll_ns: u64,
     /// The placement policy in use.
     pub policy: String,
     /// The devices, with capacity and bytes used.
@@ -161,6 +170,9 @@ pub fn stats() -> Stats {
         placed_on_device: pages_to_bytes(&COUNTERS.placed_on_device),
         placement_fallbacks: COUNTERS.placement_fallbacks.load(Ordering::Relaxed),
         chaos_bytes: pages_to_bytes(&COUNTERS.chaos_pages),
+        handler_faults: COUNTERS.handler_faults.load(Ordering::Relaxed),
+        handler_poll_hits: COUNTERS.handler_poll_hits.load(Ordering::Relaxed),
+        handler_poll_ns: COUNTERS.handler_poll_ns.load(Ordering::Relaxed),
         policy: crate::tiering::policy::name(),
         devices: device::infos(),
     }
