@@ -109,6 +109,58 @@ pub fn fault_back_per_page(buf: &mut [u8], access: Access) -> f64 {
     ns / n as f64
 }
 
+/// How the touches of [`fault_back_timed`] follow each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spacing {
+    /// 2 ms apart: every fault finds the handlers asleep (their polling window is 50 µs at
+    /// most).
+    Isolated,
+    /// In a seeded random order, with 1-10 µs of work between touches: a burst.
+    Burst,
+}
+
+/// Fault-back cost of one 4 KiB page (ns per fault), each touch timed on its own: every other
+/// page of `buf` is moved to device 0 on its own (no neighbour to bring along), then one byte
+/// of each is read or written, spaced as `spacing` says. Under a policy without the density
+/// prefetcher, which is put back afterwards.
+pub fn fault_back_timed(buf: &mut [u8], access: Access, spacing: Spacing) -> f64 {
+    tieralloc::set_policy(IsolatedFaults);
+    let pages = buf.len() / PAGE;
+    let base = buf.as_ptr() as usize;
+    let mut order: Vec<usize> = (0..pages).step_by(2).collect();
+    for p in &order {
+        tieralloc::migrate((base + p * PAGE) as *const u8, PAGE, Tier::Device(0)).unwrap();
+    }
+    let mut rng = Rng::new(7);
+    if spacing == Spacing::Burst {
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+    }
+    let faults = tieralloc::stats().cpu_faults;
+    let mut total = Duration::ZERO;
+    for p in order {
+        match spacing {
+            Spacing::Isolated => std::thread::sleep(Duration::from_millis(2)),
+            Spacing::Burst => {
+                let until =
+                    Instant::now() + Duration::from_nanos(1000 + 1000 * rng.below(10) as u64);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let t = Instant::now();
+        // SAFETY: inside the buffer.
+        unsafe { access.touch(buf.as_mut_ptr().add(p * PAGE + 8)) };
+        total += t.elapsed();
+    }
+    let n = tieralloc::stats().cpu_faults - faults;
+    tieralloc::set_policy(tieralloc::policy::Adaptive::default());
+    assert_eq!(n as usize, pages.div_ceil(2), "one fault per isolated page");
+    total.as_nanos() as f64 / n as f64
+}
+
 /// Sums a device-resident buffer from the CPU, sequentially (bytes per second). Every page
 /// faults back, with fault-around.
 pub fn sequential_read(buf: &[u64]) -> f64 {
