@@ -221,11 +221,17 @@ fn main() {
 
 /// Runs case `c` under `backend` in a child; kills it when it outlives its watchdog.
 fn run_child(c: &Case, backend: &str) -> Result<(), String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("RACE_CASE", c.name)
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("RACE_CASE", c.name)
         .env("TIERALLOC_FAULT", backend)
-        .env("TIERALLOC_DEVICES", c.devices)
-        .env("TIERALLOC_PURGE_DELAY", c.purge_delay)
+        .env("TIERALLOC_DEVICES", c.devices);
+    // Unset, not empty: an empty value is a malformed delay, which tieralloc warns about.
+    if c.purge_delay.is_empty() {
+        cmd.env_remove("TIERALLOC_PURGE_DELAY");
+    } else {
+        cmd.env("TIERALLOC_PURGE_DELAY", c.purge_delay);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
