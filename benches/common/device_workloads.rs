@@ -124,6 +124,11 @@ pub fn ping_pong(rounds: usize) -> PolicyRun {
 /// each scanned by a kernel in turn, `passes` times. Launches that fail (strict mode:
 /// `DeviceFull`) are counted. Checks every kernel's result.
 pub fn oversubscribed_scan(buffers: usize, each: usize, passes: usize) -> PolicyRun {
+    scan_on(0, buffers, each, passes)
+}
+
+/// [`oversubscribed_scan`] with the kernels on `device`; the buffers start on the host.
+pub fn scan_on(device: u16, buffers: usize, each: usize, passes: usize) -> PolicyRun {
     let bufs: Vec<Vec<u64>> = (0..buffers)
         .map(|k| (0..each / 8).map(|i| i as u64 ^ k as u64).collect())
         .collect();
@@ -132,7 +137,7 @@ pub fn oversubscribed_scan(buffers: usize, each: usize, passes: usize) -> Policy
         .map(|b| b.iter().fold(0, |a: u64, x| a.wrapping_add(*x)))
         .collect();
     let mut sums = vec![0u64; buffers];
-    let dev = tieralloc::device(0).unwrap();
+    let dev = tieralloc::device(device).unwrap();
     measure(|| {
         let mut failed = 0;
         for _ in 0..passes {

@@ -58,39 +58,6 @@ const POLICIES: [(&str, Setter); 3] = [
     ("adaptive", || tieralloc::set_policy(Adaptive::default())),
 ];
 
-/// `buffers` buffers of `EACH` bytes, each summed by a kernel on `device` in turn, `passes`
-/// times; checks every sum and counts failed launches.
-fn stream(device: u16, buffers: usize, passes: usize) -> PolicyRun {
-    let bufs: Vec<Vec<u64>> = (0..buffers)
-        .map(|k| (0..EACH / 8).map(|i| i as u64 ^ k as u64).collect())
-        .collect();
-    let want: Vec<u64> = bufs
-        .iter()
-        .map(|b| b.iter().fold(0, |a: u64, x| a.wrapping_add(*x)))
-        .collect();
-    let mut sums = vec![0u64; buffers];
-    let dev = tieralloc::device(device).unwrap();
-    // Every buffer starts on the host: the first pass moves them all in either case.
-    for b in &bufs {
-        tieralloc::migrate(b.as_ptr().cast(), EACH, Tier::Host).unwrap();
-    }
-    measure(|| {
-        let mut failed = 0;
-        for _ in 0..passes {
-            for (k, b) in bufs.iter().enumerate() {
-                match dev.run((&b[..], &mut sums[k..k + 1]), |(b, s)| {
-                    s[0] = b.iter().fold(0, |a: u64, x| a.wrapping_add(*x))
-                }) {
-                    Ok(_) => assert_eq!(sums[k], want[k], "wrong sum"),
-                    Err(tieralloc::Error::DeviceFull { .. }) => failed += 1,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        }
-        failed
-    })
-}
-
 /// CPU/device ping-pong over a hot set: `rounds` times, a kernel on device 0 updates the first
 /// `hot` bytes of a 32 MiB buffer and the CPU then updates them too; the cold rest stays
 /// where it is. Checks the result.
@@ -143,8 +110,16 @@ fn main() -> Result<(), tieralloc::Error> {
         let mut points = Vec::new();
         for r in RATIOS {
             let buffers = (r * (SMALL / EACH) as f64).round() as usize;
-            let fits = median_run((0..rounds).map(|_| stream(1, buffers, passes)).collect());
-            let over = median_run((0..rounds).map(|_| stream(0, buffers, passes)).collect());
+            let fits = median_run(
+                (0..rounds)
+                    .map(|_| scan_on(1, buffers, EACH, passes))
+                    .collect(),
+            );
+            let over = median_run(
+                (0..rounds)
+                    .map(|_| scan_on(0, buffers, EACH, passes))
+                    .collect(),
+            );
             let slowdown = over.ms / fits.ms;
             println!(
                 "| {r}× ({} MiB) | {name} | {:.1} | {:.1} | {} | {} MiB | {} MiB | {} | {} | {} |",
