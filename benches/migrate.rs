@@ -63,6 +63,57 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Spaced touches (`fault_report` prints them against the kernel mechanism): isolated ones
+    // find the transparent handlers asleep, bursts find them polling.
+    let mut few = filled_pages(40);
+    g.bench_function("fault-back, isolated (2 ms apart), write", |b| {
+        b.iter_custom(|iters| {
+            let mut total = 0.0;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(20);
+                total +=
+                    fault_back_timed(&mut few[..2 * n * PAGE], Access::Write, Spacing::Isolated)
+                        * n as f64;
+                left -= n;
+            }
+            Duration::from_nanos(total as u64)
+        })
+    });
+    g.bench_function("fault-back, burst (1-10 µs apart), write", |b| {
+        b.iter_custom(|iters| {
+            let mut total = 0.0;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(1000);
+                total += fault_back_timed(&mut buf[..2 * n * PAGE], Access::Write, Spacing::Burst)
+                    * n as f64;
+                left -= n;
+            }
+            Duration::from_nanos(total as u64)
+        })
+    });
+    g.finish();
+
+    // Several threads faulting at once: one iteration is one touch of each 64 KiB block of
+    // 32 MiB on the device (nearly one fault each), spread over the threads.
+    let mut g = c.benchmark_group("fault throughput, 32 MiB on the device");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    let mut many = filled_pages(32 * MIB / PAGE);
+    g.throughput(Throughput::Elements(
+        (32 * MIB / (BLOCK_PAGES * PAGE)) as u64,
+    ));
+    for threads in [1, 2, 4, 8] {
+        g.bench_function(format!("{threads} threads"), |b| {
+            b.iter_custom(|iters| {
+                let secs: f64 = (0..iters)
+                    .map(|_| timed_faults(&mut many, threads, Access::Write).1)
+                    .sum();
+                Duration::from_secs_f64(secs)
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("migrate 64 MiB");

@@ -238,6 +238,12 @@ pub fn on_threads(threads: usize, work: impl Fn(usize) + Sync) -> f64 {
 /// robin, visited in a seeded random order) under a policy without the density prefetcher,
 /// so nearly every touch is a fault that brings 64 KiB back. Counts the faults that happened.
 pub fn fault_throughput(buf: &mut [u8], threads: usize, access: Access) -> f64 {
+    let (faults, secs) = timed_faults(buf, threads, access);
+    faults as f64 / secs
+}
+
+/// [`fault_throughput`]'s run: the faults it took and its wall time in seconds.
+pub fn timed_faults(buf: &mut [u8], threads: usize, access: Access) -> (u64, f64) {
     tieralloc::set_policy(IsolatedFaults);
     tieralloc::migrate(buf.as_ptr(), buf.len(), Tier::Device(0)).unwrap();
     let blocks = buf.len() / (BLOCK_PAGES * PAGE);
@@ -261,7 +267,7 @@ pub fn fault_throughput(buf: &mut [u8], threads: usize, access: Access) -> f64 {
     // Nearly one fault per block: a fault brings back the 16 pages from its own (its block's
     // start to 16 pages on), so a touch low in the next block may find its page home already.
     assert!(n as usize > blocks / 2, "{n} faults for {blocks} blocks");
-    n as f64 / secs
+    (n, secs)
 }
 
 /// The signal backend's bare mechanism with `threads` threads (faults per second): each thread
