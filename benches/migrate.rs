@@ -37,16 +37,11 @@ fn bench(c: &mut Criterion) {
             access.name()
         );
         g.bench_function(name, |b| {
+            // In batches, so that a long measurement does not map gigabytes at once.
             b.iter_custom(|iters| {
-                // In batches, so that a long measurement does not map gigabytes at once.
-                let mut total = 0.0;
-                let mut left = iters as usize;
-                while left > 0 {
-                    let n = left.min(2000);
-                    total += raw_uffd::raw_sigbus_move(n, access).unwrap() * n as f64;
-                    left -= n;
-                }
-                Duration::from_nanos(total as u64)
+                in_batches(iters, 2000, |n| {
+                    raw_uffd::raw_sigbus_move(n, access).unwrap()
+                })
             })
         });
     }
@@ -68,29 +63,16 @@ fn bench(c: &mut Criterion) {
     let mut few = filled_pages(40);
     g.bench_function("fault-back, isolated (2 ms apart), write", |b| {
         b.iter_custom(|iters| {
-            let mut total = 0.0;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(20);
-                total +=
-                    fault_back_timed(&mut few[..2 * n * PAGE], Access::Write, Spacing::Isolated)
-                        * n as f64;
-                left -= n;
-            }
-            Duration::from_nanos(total as u64)
+            in_batches(iters, 20, |n| {
+                fault_back_timed(&mut few[..2 * n * PAGE], Access::Write, Spacing::Isolated)
+            })
         })
     });
     g.bench_function("fault-back, burst (1-10 µs apart), write", |b| {
         b.iter_custom(|iters| {
-            let mut total = 0.0;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(1000);
-                total += fault_back_timed(&mut buf[..2 * n * PAGE], Access::Write, Spacing::Burst)
-                    * n as f64;
-                left -= n;
-            }
-            Duration::from_nanos(total as u64)
+            in_batches(iters, 1000, |n| {
+                fault_back_timed(&mut buf[..2 * n * PAGE], Access::Write, Spacing::Burst)
+            })
         })
     });
     g.finish();
@@ -142,6 +124,19 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// `iters` faults measured `batch` at a time: `per_fault(n)` runs `n` of them and returns ns
+/// per fault; the total time.
+fn in_batches(iters: u64, batch: usize, mut per_fault: impl FnMut(usize) -> f64) -> Duration {
+    let mut total = 0.0;
+    let mut left = iters as usize;
+    while left > 0 {
+        let n = left.min(batch);
+        total += per_fault(n) * n as f64;
+        left -= n;
+    }
+    Duration::from_nanos(total as u64)
 }
 
 criterion_group!(benches, bench);
