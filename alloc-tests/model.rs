@@ -191,6 +191,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let p = o.buf[start..].as_ptr();
                 let target = tier(t);
                 let before = (len > 0).then(|| states(p, len));
+                let faults = tieralloc::stats().cpu_faults;
                 let r = tieralloc::migrate(p, len, target);
                 match (r, target) {
                     (Err(Error::ZeroLength), _) => prop_assert_eq!(len, 0),
@@ -210,7 +211,21 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                             Tier::Host => r.host_bytes(),
                             Tier::Device(d) => r.device_bytes(d) + r.duplicated_bytes(d),
                         };
-                        prop_assert_eq!(on, len, "{:?} after {:?}", r.runs(), m);
+                        // A small object shares its page: the check's own allocations (the
+                        // residency runs, the stats) may land on that page and write it, and
+                        // the page comes back by a CPU fault (signal backend, CI, about once
+                        // in 400 cases). Host bytes short of the target are fine only then.
+                        let brought_back = len < PAGE
+                            && target != Tier::Host
+                            && r.host_bytes() == len - on
+                            && tieralloc::stats().cpu_faults > faults;
+                        prop_assert!(
+                            on == len || brought_back,
+                            "{:?} after {:?}: {on} of {len} B on {:?}",
+                            r.runs(),
+                            m,
+                            target
+                        );
                     }
                     (r, target) => prop_assert!(false, "migrate {len} B to {target:?}: {r:?}"),
                 }
