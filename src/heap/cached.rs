@@ -58,3 +58,14 @@ pub fn clear(p: *mut u8) {
     let (w, b) = bit(p);
     w.fetch_and(!b, Ordering::Relaxed);
 }
+
+/// [`clear`] for an object that may not be marked (flushed from the clean part of a stack, or
+/// straight to its span): the plain load spares the atomic operation when the bit is clear.
+/// Only this thread sets or clears `p`'s own bit while it holds `p`, so the load is exact.
+#[inline(always)]
+pub fn clear_if_set(p: *mut u8) {
+    let (w, b) = bit(p);
+    if w.load(Ordering::Relaxed) & b != 0 {
+        w.fetch_and(!b, Ordering::Relaxed);
+    }
+}

@@ -74,11 +74,22 @@ pub fn size_of(c: usize) -> usize {
     SIZES[c] as usize
 }
 
-/// Objects per span for class `c`.
-#[inline]
+/// Objects per span for class `c`, from a table: the division it replaces was the one `div`
+/// on the path that returns objects to their spans (2% of a 16-byte batch's samples).
+#[inline(always)]
 pub fn objects_per_span(c: usize) -> usize {
-    SPAN_SIZE / size_of(c)
+    PER_SPAN[c] as usize
 }
+
+static PER_SPAN: [u32; NCLASSES] = {
+    let mut t = [0u32; NCLASSES];
+    let mut c = 0;
+    while c < NCLASSES {
+        t[c] = (SPAN_SIZE / SIZES[c] as usize) as u32;
+        c += 1;
+    }
+    t
+};
 
 /// Multiplier that turns a byte offset inside a span into an object index without dividing:
 /// `index = (offset * RECIP[c]) >> 32`. Exact for every offset below `SPAN_SIZE`

@@ -304,7 +304,7 @@ fn flush_one(bin: &mut Bin, t: TierIndex, c: usize, p: *mut u8) -> Option<usize>
         sys::fatal("double free detected");
     }
     *word |= bit;
-    super::cached::clear(p);
+    super::cached::clear_if_set(p);
     sp.hint = sp.hint.min((i / 64) as u16);
     sp.nfree += 1;
     let (state, nfree) = (sp.state, sp.nfree as usize);
