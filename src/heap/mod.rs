@@ -191,15 +191,20 @@ fn alloc_large<H: Hooks>(size: usize, align: usize, zero: bool, t: TierIndex) ->
     let Some(n) = pages_for(size) else {
         return core::ptr::null_mut();
     };
-    if align <= sys::PAGE_SIZE && (t == 0 || t == scope::INTERNAL) && !pagemap::claims_enabled() {
+    if align <= sys::PAGE_SIZE && (t == 0 || t == scope::INTERNAL) {
         if let Some(page) = run_cache::pop(n) {
-            run_cache::set_live(page, n);
-            let p = arena::addr_of(page) as *mut u8;
-            if zero {
-                // SAFETY: the run is ours and `n` pages long; it was used before (warm).
-                unsafe { core::ptr::write_bytes(p, 0, size) };
+            if cached_run_is_fresh(page, n) {
+                run_cache::set_live(page, n);
+                let p = arena::addr_of(page) as *mut u8;
+                if zero {
+                    // SAFETY: the run is ours and `n` pages long; it was used before (warm).
+                    unsafe { core::ptr::write_bytes(p, 0, size) };
+                }
+                return p;
             }
-            return p;
+            // Moved, locked or advised while it waited (a policy or chaos may move any
+            // large run's pages): freed the way every run is once pages can be claimed.
+            end_large::<H>(page);
         }
     }
     let align = align.max(sys::PAGE_SIZE);
@@ -243,11 +248,24 @@ fn free_large<H: Hooks>(p: *mut u8) {
     if n == 0 {
         sys::fatal("free of a large pointer that is not live (double free or wrong layout)");
     }
-    if !pagemap::claims_enabled() && run_cache::push(h, n) {
+    if cached_run_is_fresh(h, n) && run_cache::push(h, n) {
         purge::ensure_running::<H>();
         return;
     }
     end_large::<H>(h);
+}
+
+/// Whether the large run `[h, h+n)` may enter or leave the run cache as it is: always while
+/// no page can be locked ([`pagemap::claims_enabled`] false); after that, only if every page
+/// reads as the heap hands a page out (on the host, unlocked, no duplicate, no advice), so
+/// that a run from the cache is indistinguishable from a fresh one. A run that fails the
+/// check goes through the take-back of freed pages ([`end_large`]), which waits for the
+/// migrations holding its pages and releases its device frames and duplicates. The check is
+/// a snapshot: a migration that locks a page just after it finds a live run (the run was
+/// popped) or a cached one (the next pop checks again), never a run in the free runs.
+#[inline]
+fn cached_run_is_fresh(h: usize, n: usize) -> bool {
+    !pagemap::claims_enabled() || pagemap::all_fresh_entries(h, n, pagemap::Use::Large)
 }
 
 /// Ends the large run at page `h` and gives its pages back. The run is ended under the
@@ -365,6 +383,20 @@ fn resize_large<H: Hooks>(page: usize, n: usize, align: usize, t: TierIndex) -> 
         give_back::<H>(page + n, old - n, |heap| heap.shrink_large(page, old, n));
         return Some(p);
     }
+    if pagemap::claims_enabled() && n > old {
+        // A cached run right after this one: take it out of the cache and free it the way
+        // freed runs are once pages can be claimed, then try to grow into its pages.
+        if let Some(len) = heap.cached_after(page, old) {
+            if run_cache::steal(page + old, len) {
+                drop(heap);
+                end_large::<H>(page + old);
+                heap = PAGES.lock();
+                if heap.large_len(page) != Some(old) {
+                    sys::fatal("a large run changed length while its owner resized it");
+                }
+            }
+        }
+    }
     if heap.grow_large(page, old, n) {
         drop(heap);
         if t != 0 && t != scope::INTERNAL && n > old {
@@ -401,7 +433,7 @@ pub fn trim<H: Hooks>() {
 /// of freed pages (a migration may hold them, or have moved them to a device).
 pub(crate) fn drain_run_cache<H: Hooks>(all: bool) {
     if pagemap::claims_enabled() {
-        run_cache::drain(true, |h, n| {
+        run_cache::drain(all, |h, n| {
             let len = end_large::<H>(h);
             debug_assert_eq!(len, n, "a cached run keeps its length");
         });

@@ -416,6 +416,17 @@ impl PageHeap {
         self.release_run(h + new, old - new, true);
     }
 
+    /// The length of the run that waits in the run cache right after the large run at `h`
+    /// (`old` pages long), if one does.
+    pub fn cached_after(&mut self, h: usize, old: usize) -> Option<usize> {
+        let next = h + old;
+        let cached = next < self.top
+            && pagemap::get(next).use_() == Use::Large
+            && super::run_cache::live_len(next) == 0
+            && self.tag(next).flags & LARGE != 0;
+        cached.then(|| self.tag(next).len as usize)
+    }
+
     /// Grows the large allocation at page `h` (of `old` pages) to `new` >= `old` pages without
     /// moving it, into the next free run or fresh pages. Returns false (and changes nothing)
     /// if it cannot.
@@ -426,15 +437,15 @@ impl PageHeap {
         let extra = new - old;
         let next = h + old;
         // A freed run waiting in the run cache right after this one: take it back, so that
-        // the cache does not stop a neighbour from growing in place.
-        if next < self.top
-            && pagemap::get(next).use_() == Use::Large
-            && super::run_cache::live_len(next) == 0
-        {
-            let n = self.tag(next).len as usize;
-            if self.tag(next).flags & LARGE != 0 && super::run_cache::steal(next, n) {
-                self.take_large(next);
-                self.release_run(next, n, true);
+        // the cache does not stop a neighbour from growing in place. Once pages can be
+        // claimed, its pages may be locked or on a device: the caller frees it through the
+        // take-back of freed pages instead, outside this lock, and asks again.
+        if !pagemap::claims_enabled() {
+            if let Some(n) = self.cached_after(h, old) {
+                if super::run_cache::steal(next, n) {
+                    self.take_large(next);
+                    self.release_run(next, n, true);
+                }
             }
         }
         if next < self.top

@@ -10,10 +10,12 @@
 //!   racing frees of one run cannot both get it.
 //! - A cached run stays a large run for the page heap (its tag and page-map entries unchanged):
 //!   the heap's invariants hold with no change, and nothing but this cache can hand it out.
-//! - Only while no page can be locked by anyone (no device was ever used,
-//!   `pagemap::claims_enabled` false): a freed run that a migration may hold, or whose pages
-//!   live on a device, must go through the heap's take-back (`heap::give_back`). Once devices
-//!   start, nothing more is cached or taken from here, and what is left drains.
+//! - Once devices run (`pagemap::claims_enabled`), a run enters and leaves the cache only if
+//!   every page reads as the heap hands a page out (on the host, unlocked, no duplicate, no
+//!   advice); one that a migration holds, or whose pages moved to a device while it waited,
+//!   goes through the heap's take-back of freed pages (`heap::give_back`) instead. Before
+//!   this check, nothing was cached once devices ran: a 64 KiB allocate-free pair on the host
+//!   took 2.7 us instead of 14 ns in any program that had started its devices.
 //! - Bounded: 4 slots per size, at most 32 MiB in all. A size unused for a whole purger period
 //!   drains back to the page runs, decommitted at once, so a program that frees and sleeps
 //!   gets its memory back within about one purge delay.

@@ -290,6 +290,13 @@ pub fn set_range(page: usize, n: usize, e: Entry) {
     }
 }
 
+/// True if every page of `[page, page+n)` reads as the heap publishes a page it hands out as
+/// `u`: on the host, unlocked, no duplicate, no advice. A snapshot: a locker may change any
+/// of them right after (as it may for any handed-out page).
+pub fn all_fresh_entries(page: usize, n: usize, u: Use) -> bool {
+    (page..page + n).all(|p| get(p) == Entry::host(u))
+}
+
 /// Locks page `page` if its entry is unlocked and the page is handed out; returns the entry
 /// it had. A free page is never locked: only the heap changes free pages, so a migration that
 /// started before its memory was freed cannot hold a page the heap hands out again.
