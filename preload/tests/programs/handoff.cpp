@@ -1,5 +1,7 @@
 // Threads that build containers and strings and hand them to each other through queues: every
-// object is freed by another thread than the one that allocated it.
+// object is freed by another thread than the one that allocated it. The consumer also keeps
+// every item's sum in one large table, live for the whole run: chaos migration always has
+// large blocks to move (the items are small objects, which it leaves alone).
 #include <condition_variable>
 #include <cstdio>
 #include <map>
@@ -12,6 +14,7 @@
 #include <vector>
 
 struct Item {
+    int id;
     std::string name;
     std::vector<int> values;
     std::map<std::string, std::string> tags;
@@ -47,6 +50,7 @@ int main() {
         threads.emplace_back([&, p] {
             for (int i = 0; i < per; i++) {
                 auto it = std::make_unique<Item>();
+                it->id = p * per + i;
                 it->name = "item-" + std::to_string(p) + "-" + std::to_string(i);
                 for (int k = 0; k < (i % 50); k++)
                     it->values.push_back(k * p + i);
@@ -66,6 +70,7 @@ int main() {
             }
         });
     std::unordered_map<std::string, long> sums;
+    std::vector<long> by_item(producers * per);
     long total = 0, tags = 0;
     for (int i = 0; i < producers * per; i++) {
         auto it = queues[stages].pop();
@@ -75,12 +80,16 @@ int main() {
         sums[it->name.substr(0, it->name.find('-', 5))] += sum;
         total += sum;
         tags += it->tags.size();
+        by_item[it->id] = sum;
     }
     for (auto &t : threads)
         t.join();
     std::map<std::string, long> sorted(sums.begin(), sums.end());
     for (auto &kv : sorted)
         std::printf("%s %ld\n", kv.first.c_str(), kv.second);
-    std::printf("total %ld tags %ld\n", total, tags);
+    unsigned long check = 0;
+    for (size_t i = 0; i < by_item.size(); i++)
+        check = check * 31 + (unsigned long)by_item[i];
+    std::printf("total %ld tags %ld check %lu\n", total, tags, check);
     return 0;
 }
