@@ -80,26 +80,52 @@ thread_local! {
 /// Allocates a host object of class `c`, or returns null when memory is exhausted.
 #[inline(always)]
 pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
-    CACHE.with(|cache| {
-        // SAFETY: the cache is this thread's own; no reference to it outlives this call, and the
-        // allocator is never re-entered from inside (nothing here allocates).
-        pop::<H>(unsafe { &mut *cache.get() }, c)
-    })
+    let p = CACHE.with(|cache| {
+        // SAFETY: the cache is this thread's own; no reference to it outlives this call, and
+        // the allocator is never re-entered from inside (nothing here allocates).
+        pop_cached(unsafe { &mut *cache.get() }, c)
+    });
+    if !p.is_null() {
+        return p;
+    }
+    alloc_host_slow::<H>(c)
+}
+
+/// [`alloc`] when the class's stack is empty.
+#[cold]
+#[inline(never)]
+fn alloc_host_slow<H: Hooks>(c: usize) -> *mut u8 {
+    // SAFETY: as in `alloc`.
+    alloc_slow::<H>(unsafe { &mut *host_cache() }, c)
 }
 
 /// Frees a host object of class `c`.
 #[inline(always)]
 pub fn free<H: Hooks>(c: usize, p: *mut u8) {
     // SAFETY: as in `alloc`.
-    push::<H>(unsafe { &mut *host_cache() }, c, p)
+    if !push_cached(unsafe { &mut *host_cache() }, c, p) {
+        free_host_slow::<H>(c, p);
+    }
+}
+
+/// [`free`] when the class's stack is full or the cache is not in use.
+#[cold]
+#[inline(never)]
+fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
+    // SAFETY: as in `alloc`.
+    free_slow::<H>(unsafe { &mut *host_cache() }, c, p)
 }
 
 /// This thread's host cache, taken as a pointer by a closure that does nothing else, so that
-/// `LocalKey::with` inlines to one TLS offset. With the whole push inside the closure, `free`
-/// compiled to an out-of-line `with` that reached the key's accessor by an indirect call: 42%
-/// of the samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a pair against 9.5 after
-/// (2026-12-02). `alloc` keeps the closure form, which inlines already: with both in this form,
-/// rustc 1.95's LLVM crashed (SIGSEGV in `TargetMachine::getSymbol`) compiling `alloc_races`.
+/// `LocalKey::with` inlines to one TLS offset. With the whole push or pop inside the closure,
+/// `with` was compiled out of line in some programs and reached the key's accessor by an
+/// indirect call: 42% of the samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a pair
+/// against 9.5 after (2026-12-02).
+///
+/// The fast paths never pass the pointer to a function that is not inlined: the slow paths
+/// take it again themselves. When `alloc` passed it to `alloc_slow`, rustc 1.95's LLVM crashed
+/// compiling `alloc_races` (SIGSEGV in `TargetMachine::getSymbol` under ThinLTO, not with one
+/// codegen unit).
 #[inline(always)]
 fn host_cache() -> *mut Cache {
     CACHE.with(|cache| cache.get())
@@ -139,37 +165,56 @@ fn other_cache() -> *mut Cache {
 
 #[inline(always)]
 fn pop<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
-    let s = &mut cache.stacks[c];
-    if s.n > 0 {
-        s.n -= 1;
-        let p = s.items[s.n as usize];
-        if s.n >= s.clean {
-            cached::clear(p);
-        } else {
-            s.clean = s.n;
-        }
+    let p = pop_cached(cache, c);
+    if !p.is_null() {
         return p;
     }
     alloc_slow::<H>(cache, c)
 }
 
+/// The most recently freed object of class `c`, or null if the stack is empty (a stack never
+/// holds null).
+#[inline(always)]
+fn pop_cached(cache: &mut Cache, c: usize) -> *mut u8 {
+    let s = &mut cache.stacks[c];
+    if s.n == 0 {
+        return core::ptr::null_mut();
+    }
+    s.n -= 1;
+    let p = s.items[s.n as usize];
+    if s.n >= s.clean {
+        cached::clear(p);
+    } else {
+        s.clean = s.n;
+    }
+    p
+}
+
 #[inline(always)]
 fn push<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
-    let s = &mut cache.stacks[c];
-    if s.n < s.cap {
-        if !cached::mark(p) {
-            double_free();
-        }
-        s.items[s.n as usize] = p;
-        s.n += 1;
-        return;
+    if !push_cached(cache, c, p) {
+        free_slow::<H>(cache, c, p)
     }
-    free_slow::<H>(cache, c, p)
+}
+
+/// Pushes `p` on its class's stack; false if the stack is full (or not in use yet).
+#[inline(always)]
+fn push_cached(cache: &mut Cache, c: usize, p: *mut u8) -> bool {
+    let s = &mut cache.stacks[c];
+    if s.n >= s.cap {
+        return false;
+    }
+    if !cached::mark(p) {
+        double_free();
+    }
+    s.items[s.n as usize] = p;
+    s.n += 1;
+    true
 }
 
 #[cold]
 fn double_free() -> ! {
-    crate::pal::sys::fatal("double free detected (the object is already in a thread cache)")
+    crate::pal::sys::fatal("double free detected (the object was freed already)")
 }
 
 #[cold]
