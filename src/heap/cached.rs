@@ -1,11 +1,19 @@
-//! Which small objects sit freed in a thread cache: one bit per 8-byte granule of the managed
-//! range (the first granule of each object), in a table outside the range.
+//! Which small objects are freed: one bit per 8-byte granule of the managed range (the first
+//! granule of each object), in a table outside the range.
 //!
-//! Invariant: an object's bit is set exactly while it is on some thread cache's stack because
-//! it was freed there ([`super::tcache::free`] sets it, popping it for an allocation or flushing
-//! it to its span clears it). A second free of an object whose bit is set is a double free: it
-//! is refused before the cache could hand the same block out twice. Objects in span bitmaps
-//! have the bit clear; the span's bitmap catches a double free of those ([`super::span::flush`]).
+//! Invariant: the bit of an object that is handed out (live) is clear. Freeing sets it
+//! ([`mark`]: a thread cache's `free`, or [`super::span::flush`] for an object freed straight
+//! to its span); handing the object out again clears it: popping a freed object from a thread
+//! cache ([`clear`]), or taking objects from their spans ([`clear_taken`], a table word at a
+//! time). A free that finds the bit set is a double free, caught whether the first free left
+//! the object in a thread cache or already back in its span. Bits at granules where no object
+//! of the current span starts mean nothing (left over from a span of another class).
+//!
+//! Leaving the bit set while an object waits in its span is what keeps this cheap: returning
+//! a thread cache's objects to their spans touches no bit, and a refill clears the bits of up
+//! to 64 objects with one atomic operation (16-byte objects: 32 to a word). Before, both
+//! took one atomic per object: a batch of 100k 16-byte objects spent about a quarter of its
+//! time in the flush that cleared them.
 //!
 //! The table costs 1/64 of the memory in spans (one 4 KiB page of bits per 256 KiB of small
 //! objects), mapped `MAP_NORESERVE` so untouched parts cost nothing. The bits are atomics
@@ -41,8 +49,8 @@ fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
     (w, 1 << (g % 64))
 }
 
-/// Marks `p` as freed into a thread cache; false if it already was (a double free). Aborts on
-/// a pointer outside the managed range.
+/// Marks `p` as freed; false if it already was (a double free). Aborts on a pointer outside the
+/// managed range.
 #[inline(always)]
 pub fn mark(p: *mut u8) -> bool {
     if !arena::contains(p as usize) {
@@ -59,13 +67,37 @@ pub fn clear(p: *mut u8) {
     w.fetch_and(!b, Ordering::Relaxed);
 }
 
-/// [`clear`] for an object that may not be marked (flushed from the clean part of a stack, or
-/// straight to its span): the plain load spares the atomic operation when the bit is clear.
-/// Only this thread sets or clears `p`'s own bit while it holds `p`, so the load is exact.
+/// Clears the bits of `objs`, objects just taken from their spans to be handed out (in the
+/// order a refill takes them: ascending addresses, so neighbours share a word). One atomic
+/// operation per table word that has any of their bits set; none for objects of a span that
+/// never gave an object back.
+pub fn clear_taken(objs: &[*mut u8]) {
+    let mut i = 0;
+    while i < objs.len() {
+        let (w, mut mask) = bit(objs[i]);
+        i += 1;
+        while i < objs.len() {
+            let (w2, b) = bit(objs[i]);
+            if !core::ptr::eq(w, w2) {
+                break;
+            }
+            mask |= b;
+            i += 1;
+        }
+        if w.load(Ordering::Relaxed) & mask != 0 {
+            w.fetch_and(!mask, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Keeps the invariant for an object returned to its span (`span::flush`): one that went
+/// through a thread cache is marked already (the plain load spares the atomic operation), one
+/// freed straight to its span is marked now. The span's bitmap decides about double frees
+/// there.
 #[inline(always)]
-pub fn clear_if_set(p: *mut u8) {
+pub fn mark_returned(p: *mut u8) {
     let (w, b) = bit(p);
-    if w.load(Ordering::Relaxed) & b != 0 {
-        w.fetch_and(!b, Ordering::Relaxed);
+    if w.load(Ordering::Relaxed) & b == 0 {
+        w.fetch_or(b, Ordering::Relaxed);
     }
 }

@@ -204,6 +204,7 @@ pub fn refill<H: Hooks>(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
                     super::give_back::<H>(page, PAGES_PER_SPAN, |h| {
                         h.free_span(page, PAGES_PER_SPAN)
                     });
+                    super::cached::clear_taken(&out[..got]);
                     return got;
                 };
                 if bin.current != NIL {
@@ -243,6 +244,9 @@ pub fn refill<H: Hooks>(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
             bin.current = NIL;
         }
     }
+    drop(bin);
+    // They are handed out: their freed bits go (the objects are ours alone now).
+    super::cached::clear_taken(&out[..got]);
     got
 }
 
@@ -304,7 +308,7 @@ fn flush_one(bin: &mut Bin, t: TierIndex, c: usize, p: *mut u8) -> Option<usize>
         sys::fatal("double free detected");
     }
     *word |= bit;
-    super::cached::clear_if_set(p);
+    super::cached::mark_returned(p);
     sp.hint = sp.hint.min((i / 64) as u16);
     sp.nfree += 1;
     let (state, nfree) = (sp.state, sp.nfree as usize);
