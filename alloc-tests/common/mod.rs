@@ -143,11 +143,21 @@ pub fn fork_status(child: impl FnOnce() -> bool) -> i32 {
 /// instead of letting two later allocations share the block. The calls go to the allocator
 /// directly: `std::alloc::alloc` pairs may be optimised away.
 pub fn assert_double_free_aborts<A: std::alloc::GlobalAlloc>(a: &A, l: std::alloc::Layout) {
+    assert_second_free_aborts(a, l, || {});
+}
+
+/// [`assert_double_free_aborts`] with `between` run between the two frees.
+pub fn assert_second_free_aborts<A: std::alloc::GlobalAlloc>(
+    a: &A,
+    l: std::alloc::Layout,
+    between: impl FnOnce(),
+) {
     let status = fork_status(|| {
         // SAFETY: a valid layout; the second dealloc is the bug under test.
         unsafe {
             let p = a.alloc(l);
             a.dealloc(p, l);
+            between();
             a.dealloc(p, l);
             let x = a.alloc(l);
             let y = a.alloc(l);
