@@ -43,7 +43,7 @@ pub fn delay_ms() -> u32 {
 /// Now, as a stamp.
 #[inline]
 pub fn now() -> u32 {
-    (thread::now_ns() / 1_000_000) as u32 & STAMP_MASK
+    thread::coarse_now_ms() as u32 & STAMP_MASK
 }
 
 /// Milliseconds from stamp `then` to stamp `now`.

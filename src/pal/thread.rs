@@ -33,6 +33,19 @@ pub fn now_ns() -> u64 {
     }
 }
 
+/// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`: the kernel's last
+/// tick, 1-4 ms resolution), for stamps that only need milliseconds. Reading it costs a
+/// quarter of the precise clock on this VM (12 against 52 ns a call): the page heap stamps
+/// every run it frees, and the precise clock was 18% of a batch of 16 KiB allocations under
+/// `perf` (2026-12-02). Async-signal-safe (vDSO).
+#[inline]
+pub fn coarse_now_ms() -> u64 {
+    match clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE) {
+        Ok(t) => t.tv_sec() as u64 * 1_000 + t.tv_nsec() as u64 / 1_000_000,
+        Err(_) => 0,
+    }
+}
+
 /// CPU time the calling thread has used, in nanoseconds. Async-signal-safe.
 pub fn cpu_ns() -> u64 {
     match clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID) {
