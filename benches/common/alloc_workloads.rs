@@ -13,7 +13,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub static SYSTEM: System = System;
 pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-pub static TIERALLOC: tieralloc::TierAlloc = tieralloc::TierAlloc::new();
+pub static TIERALLOC: Outlined = Outlined(tieralloc::TierAlloc::new());
+
+/// tieralloc reached through a call that is never inlined. A program reaches its
+/// `#[global_allocator]` through the `__rust_alloc` shim, a call, and the peers here are C
+/// calls (`malloc`, `mi_malloc_aligned`, `mallocx`); `TierAlloc` called directly from generic
+/// workload code would have its fast path inlined into the loop and be flattered by it.
+pub struct Outlined(pub tieralloc::TierAlloc);
+
+// SAFETY: forwards every call to `TierAlloc` unchanged.
+unsafe impl GlobalAlloc for Outlined {
+    #[inline(never)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.alloc(layout) }
+    }
+    #[inline(never)]
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.dealloc(p, layout) }
+    }
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+    #[inline(never)]
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.realloc(p, layout, new_size) }
+    }
+}
 
 /// Names used in tables, in column order.
 pub const NAMES: [&str; 4] = ["glibc", "mimalloc", "jemalloc", "tieralloc"];
