@@ -122,10 +122,11 @@ fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
 /// indirect call: 42% of the samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a pair
 /// against 9.5 after (2026-12-02).
 ///
-/// The fast paths never pass the pointer to a function that is not inlined: the slow paths
-/// take it again themselves. When `alloc` passed it to `alloc_slow`, rustc 1.95's LLVM crashed
-/// compiling `alloc_races` (SIGSEGV in `TargetMachine::getSymbol` under ThinLTO, not with one
-/// codegen unit).
+/// `free` uses it; `alloc` keeps a closure that only pops (null when the stack is empty) and
+/// leaves the slow path outside it. With `alloc` in this pointer form, with or without its
+/// slow path split off, rustc 1.95's LLVM crashed compiling `alloc_races` (SIGSEGV in
+/// `TargetMachine::getSymbol` under ThinLTO, not with one codegen unit); the cause is not
+/// known, and the closure form compiles everywhere.
 #[inline(always)]
 fn host_cache() -> *mut Cache {
     CACHE.with(|cache| cache.get())
