@@ -159,6 +159,31 @@ fn a_failed_pagemap_read_loses_nothing() {
 }
 
 #[test]
+fn a_zero_page_call_the_kernel_asks_to_retry_is_retried() {
+    let _g = setup();
+    start_backend();
+    if !is_uffd() {
+        return;
+    }
+    // A device-resident block that must move when it grows: its bytes go frame to frame, into
+    // fresh device pages, whose frames get the zero page first.
+    let mut v = pattern(23, MIB / 8);
+    let (p, n) = bytes_of(&v);
+    tieralloc::migrate(p, n, Tier::Device(0)).unwrap();
+    let _keep = block_after(p, n);
+    // The kernel answers the first `UFFDIO_ZEROPAGE` with EAGAIN (nothing done, try again).
+    // It was taken as done: the frame stayed missing, and the copy into it raised a fault in
+    // the device window that nothing resolves (uffd: a hang; uffd-fast: SIGBUS).
+    inject::arm(Point::UffdZeropage, 1, libc::EAGAIN, 1);
+    v.reserve_exact(MIB / 8);
+    inject::disarm_all();
+    assert_ne!(v.as_ptr().cast::<u8>(), p, "the block had to move");
+    let (q, cap) = (v.as_ptr().cast::<u8>(), v.capacity() * 8);
+    assert_eq!(tieralloc::residency(q, cap).unwrap().device_bytes(0), cap);
+    check(&v, 23);
+}
+
+#[test]
 fn a_failed_move_falls_back_to_copying() {
     let _g = setup();
     // Every move fails, there and back (`UFFDIO_MOVE`, or `mremap` in the signal backend):

@@ -710,8 +710,8 @@ fn prepare_pinned(backend: Backend, d: u16, run: &Run) {
             // Never-touched device pages get a frame (the zero page), so the window reads
             // zeros there and a later fault-back carries what the kernel wrote.
             (Place::Local, Some(_), _) if !e.filled() => {
-                if uffd {
-                    uffd::zeropage(dev::frame(d, p), PAGE, false);
+                if uffd && uffd::zeropage(dev::frame(d, p), PAGE, false).is_err() {
+                    sys::fatal("could not give a never-touched device page a frame");
                 }
                 e.on_device(d, true)
             }
@@ -728,7 +728,9 @@ fn prepare_pinned(backend: Backend, d: u16, run: &Run) {
         if uffd && run.place == Place::Remote {
             // A missing host page in a registered chunk would raise a userfault the kernel's
             // own pin would park: give it the zero page now.
-            uffd::zeropage(arena::addr_of(p), PAGE, false);
+            if uffd::zeropage(arena::addr_of(p), PAGE, false).is_err() {
+                sys::fatal("could not map a missing host page for a device kernel");
+            }
         }
         pagemap::pin(p, next, !run.write);
     }
@@ -749,8 +751,7 @@ fn stage(backend: Backend, d: u16, p: usize) {
     }
     // A missing host page gets the zero page first, so the copy does not raise a userfault
     // that would wait for this page's pin.
-    uffd::zeropage(addr, PAGE, false);
-    if uffd::copy(frame, addr, PAGE).is_err() {
+    if uffd::zeropage(addr, PAGE, false).is_err() || uffd::copy(frame, addr, PAGE).is_err() {
         sys::fatal("could not stage a page shared with a kernel argument on its device");
     }
 }

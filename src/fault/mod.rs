@@ -376,8 +376,10 @@ pub fn pages_handed_out(page: usize, n: usize) {
 fn zero_missing(page: usize, n: usize) {
     let mut vec = [0u8; CHUNK_PAGES];
     let addr = arena::addr_of(page);
+    // A host page left missing here is given the zero page when it faults (`fix_host`).
     if sys::mincore(addr, n, &mut vec).is_err() {
-        return uffd::zeropage(addr, n * sys::PAGE_SIZE, true);
+        let _ = uffd::zeropage(addr, n * sys::PAGE_SIZE, true);
+        return;
     }
     let mut i = 0;
     while i < n {
@@ -389,7 +391,7 @@ fn zero_missing(page: usize, n: usize) {
         while i < n && vec[i] & 1 == 0 {
             i += 1;
         }
-        uffd::zeropage(addr + s * sys::PAGE_SIZE, (i - s) * sys::PAGE_SIZE, true);
+        let _ = uffd::zeropage(addr + s * sys::PAGE_SIZE, (i - s) * sys::PAGE_SIZE, true);
     }
 }
 
@@ -413,7 +415,8 @@ pub fn fix_host(page: usize) {
     }
     if let Some(e) = crate::mem::pagemap::try_lock(page) {
         if e.device().is_none() {
-            uffd::zeropage(addr, sys::PAGE_SIZE, true);
+            // If it fails the access faults again and comes back here.
+            let _ = uffd::zeropage(addr, sys::PAGE_SIZE, true);
         }
         crate::mem::pagemap::unlock(page, e);
     }

@@ -40,10 +40,13 @@ pub enum Point {
     /// its argument runs (the runs before it pinned, the rest untouched), as when its thread is
     /// descheduled (races with faults and migrations on the arguments' pages).
     PinStall = 10,
+    /// `UFFDIO_ZEROPAGE` (`EAGAIN`: the kernel asks for a retry, as when a page table it
+    /// allocated went away under it).
+    UffdZeropage = 11,
 }
 
 #[cfg(feature = "fault-injection")]
-const POINTS: usize = 11;
+const POINTS: usize = 12;
 
 #[cfg(feature = "fault-injection")]
 mod armed {

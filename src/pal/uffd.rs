@@ -130,8 +130,8 @@ pub fn copy_write_protected(dst: usize, src: usize, len: usize) -> Result<(), i3
 }
 
 /// One `UFFDIO_MOVE` or `UFFDIO_COPY` (same argument layout: dst, src, len, mode, result),
-/// continued after partial progress (`EAGAIN`), never waking waiters. On failure returns the
-/// bytes done before it and the errno.
+/// continued after `EAGAIN` (with or without progress: see [`zeropage`]), never waking
+/// waiters. On failure returns the bytes done before it and the errno.
 fn transfer(
     move_: bool,
     mode: u64,
@@ -148,6 +148,7 @@ fn transfer(
         return Err((0, e));
     }
     let mut done = 0;
+    let mut stalls = 0;
     while done < len {
         let mut a = [
             (dst + done) as u64,
@@ -168,6 +169,7 @@ fn transfer(
         match r {
             Ok(()) => return Ok(()),
             Err(libc::EAGAIN) if n > 0 => done += n as usize,
+            Err(libc::EAGAIN) if stall(&mut stalls) => {}
             Err(e) => return Err((done + n.max(0) as usize, e)),
         }
     }
@@ -175,10 +177,18 @@ fn transfer(
 }
 
 /// Maps the zero page at every missing page of `[addr, addr+len)` (pages already there are
-/// skipped); wakes threads waiting on them if `wake`.
-pub fn zeropage(addr: usize, len: usize, wake: bool) {
+/// skipped); wakes threads waiting on them if `wake`. `Err(errno)` if a page of a registered
+/// range may still be missing.
+///
+/// `EAGAIN` means "nothing more done, call again" (Linux returns it when the mappings are
+/// changing, or when the page table it meant to fill went away under it): it is retried, also
+/// when the call made no progress. Before, such an answer was taken as done, and a device
+/// frame stayed missing where the caller was about to copy through the CPU (a fault in the
+/// window that nothing resolves: `a_zero_page_call_the_kernel_asks_to_retry_is_retried`).
+pub fn zeropage(addr: usize, len: usize, wake: bool) -> Result<(), i32> {
     let mut at = addr;
     let end = addr + len;
+    let mut stalls = 0;
     while at < end {
         let mut z = [
             at as u64,
@@ -186,17 +196,37 @@ pub fn zeropage(addr: usize, len: usize, wake: bool) {
             if wake { 0 } else { DONTWAKE },
             0,
         ];
-        // SAFETY: `z` is a struct uffdio_zeropage (range, mode, zeropage).
-        let r = check(unsafe { ioctls::zeropage(fd(), &mut z) });
+        let r = match inject::fail(Point::UffdZeropage) {
+            Some(e) => Err(e),
+            // SAFETY: `z` is a struct uffdio_zeropage (range, mode, zeropage).
+            None => check(unsafe { ioctls::zeropage(fd(), &mut z) }),
+        };
         let done = (z[3] as i64).max(0) as usize;
         match r {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err(libc::EAGAIN) if done > 0 => at += done,
+            Err(libc::EAGAIN) if stall(&mut stalls) => {}
             // A page already there: skip it and carry on after it.
             Err(libc::EEXIST) => at += done + sys::PAGE_SIZE,
-            Err(_) => return,
+            // Not registered with userfaultfd (a host chunk no device page was in yet): the
+            // kernel fills a missing page there on its first touch, nothing to do.
+            Err(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// After an `EAGAIN` that made no progress: true (call again) unless `stalls` reached the
+/// limit, yielding the CPU after the first few. The kernel's retry-later cases (mappings
+/// changing, a page table gone under the call) pass within microseconds.
+fn stall(stalls: &mut u32) -> bool {
+    const STALLS: u32 = 1000;
+    *stalls += 1;
+    if *stalls > 10 {
+        crate::pal::thread::yield_now();
+    }
+    *stalls <= STALLS
 }
 
 /// Write-protects (`on`) or unprotects `[addr, addr+len)`; unprotecting wakes waiting writers.

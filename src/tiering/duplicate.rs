@@ -39,12 +39,15 @@ pub(crate) fn create(
         Backend::Uffd | Backend::UffdFast => {
             // Missing host pages get the zero page first, so the write protection has a page
             // to sit on (a write to a missing page would otherwise fill it unprotected).
-            uffd::zeropage(addr, len, false);
-            uffd::write_protect(addr, len, true).and_then(|()| {
-                copy_into_window(addr, frame, len).inspect_err(|_| {
-                    let _ = uffd::write_protect(addr, len, false);
+            // (A missing page keeps no write protection: should the zero page fail, so does
+            // the duplicate.)
+            uffd::zeropage(addr, len, false)
+                .and_then(|()| uffd::write_protect(addr, len, true))
+                .and_then(|()| {
+                    copy_into_window(addr, frame, len).inspect_err(|_| {
+                        let _ = uffd::write_protect(addr, len, false);
+                    })
                 })
-            })
         }
         Backend::Signal => sys::protect(addr, len, libc::PROT_READ).map(|()| {
             runs_changed(s, n, true);

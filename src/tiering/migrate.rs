@@ -639,7 +639,8 @@ pub(crate) fn device_to_host(backend: Backend, d: u16, s: usize, n: usize) -> Re
             // woken by the caller once the entries say "host" (`fault::wake_pages`).
             for k in 0..n {
                 if !pagemap::get(s + k).filled() {
-                    uffd::zeropage(addr + k * PAGE, PAGE, false);
+                    // A host page left missing gets the zero page when it faults (`fix_host`).
+                    let _ = uffd::zeropage(addr + k * PAGE, PAGE, false);
                 }
             }
             Ok(())

@@ -174,8 +174,8 @@ fn unlock_two(a: usize, ea: Entry, b: usize, eb: Entry) {
 fn zero_frame(backend: Backend, d: u16, page: usize) {
     let f = device::frame(d, page);
     sys::discard(f, PAGE);
-    if backend != Backend::Signal {
-        uffd::zeropage(f, PAGE, false);
+    if backend != Backend::Signal && uffd::zeropage(f, PAGE, false).is_err() {
+        sys::fatal("could not give a device page a frame to copy into");
     }
 }
 
