@@ -49,6 +49,8 @@ pub fn bytes_of<T>(v: &[T]) -> (*const u8, usize) {
 /// The blocks are returned to be kept alive meanwhile.
 pub fn block_after(p: *const u8, len: usize) -> Vec<Vec<u8>> {
     let next = (p as usize + len).next_multiple_of(PAGE) as *const u8;
+    // Cached freed runs read as handed out, yet a growing block may take them: release them.
+    tieralloc::trim();
     let mut keep = Vec::new();
     while tieralloc::residency(next, 4 * PAGE).unwrap().free_bytes() == 4 * PAGE {
         assert!(
@@ -89,17 +91,14 @@ pub fn each_backend(child_var: &str, what: &str) {
         return;
     }
     for backend in ["uffd", "uffd-fast", "signal"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--test-threads=1", "--nocapture", "--skip", "each_backend"])
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--test-threads=1", "--nocapture", "--skip", "each_backend"])
             .env("TIERALLOC_FAULT", backend)
-            .env(child_var, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+            .env(child_var, "1");
+        let (ok, stdout, stderr) = run_with_watchdog(cmd, BACKEND_WATCHDOG);
         assert!(
-            out.status.success() && stdout.contains("test result: ok"),
-            "{what} failed with TIERALLOC_FAULT={backend}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            ok && stdout.contains("test result: ok"),
+            "{what} failed with TIERALLOC_FAULT={backend}:\n{stdout}\n{stderr}"
         );
         // Children report figures on lines that start with "summary:".
         for line in stdout
@@ -109,6 +108,54 @@ pub fn each_backend(child_var: &str, what: &str) {
             println!("{backend}: {line}");
         }
     }
+}
+
+/// How long one backend's run of a test file may take before it counts as hung: the longest
+/// takes about 40 s on this project's 2-vCPU machines.
+const BACKEND_WATCHDOG: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs `cmd` to its end, or kills it once `limit` has passed (a hang is a failure, not a
+/// stuck CI). Returns whether it exited with status 0, and its stdout and stderr.
+pub fn run_with_watchdog(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> (bool, String, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes while the child runs, so a full pipe cannot stall it.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = r.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (stdout, mut stderr) = (out.join().unwrap(), err.join().unwrap());
+    if status.is_none() {
+        stderr.push_str(&format!(
+            "\nwatchdog: killed after {} s (hung)",
+            limit.as_secs()
+        ));
+    }
+    (status.is_some_and(|s| s.success()), stdout, stderr)
 }
 
 /// Capacity of the small third device of [`serial_with_three_devices`], for eviction.
