@@ -385,6 +385,13 @@ fn check_accounting(what: &str) {
         if before != after && attempt < 50 {
             continue;
         }
+        // The purge thread locks the pages of a cached run it releases for as long as it takes
+        // their frames back (the check saw 50 pages so, once in a full-suite run): a leaked
+        // lock stays, a purge's goes within milliseconds.
+        if r.migrating_bytes() > 0 && attempt < 500 {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         assert_eq!(
             r.migrating_bytes(),
             0,
