@@ -138,6 +138,30 @@ fn freed_pages_leave_after_the_delay_without_another_call() {
 }
 
 #[test]
+fn freed_pages_stay_for_the_delay_while_the_purger_runs() {
+    if !in_child("freed_pages_stay_for_the_delay_while_the_purger_runs", "4s") {
+        return;
+    }
+    // Start the purger (the first retained run does) and let it tick: from then on, freed runs
+    // take their stamps from it instead of the clock.
+    drop(vec![1u8; MIB]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = rss();
+    free_scrambled(working_set());
+    let freed = Instant::now();
+    // Half the delay later, nothing went back: a stamp taken ahead of the clock must not
+    // read as old (it read as 4.6 hours old, and the next tick, within 1 s, gave it back).
+    std::thread::sleep(Duration::from_secs(2));
+    let kept = rss();
+    assert!(
+        kept >= before + 200 * MIB || freed.elapsed() >= Duration::from_secs(4),
+        "{} ms after the frees, with a 4 s delay, RSS is only {} MiB above the start",
+        freed.elapsed().as_millis(),
+        kept.saturating_sub(before) / MIB
+    );
+}
+
+#[test]
 fn a_zero_delay_gives_pages_back_at_free() {
     if !in_child("a_zero_delay_gives_pages_back_at_free", "0") {
         return;

@@ -170,7 +170,7 @@ impl PageHeap {
             len: len as u32,
             flags: FREE
                 | if dirty {
-                    DIRTY | super::purge::now() << STAMP_SHIFT
+                    DIRTY | super::purge::stamp() << STAMP_SHIFT
                 } else {
                     0
                 },
@@ -564,7 +564,7 @@ impl PageHeap {
     }
 
     /// Gives back every dirty free run that has stayed free for `delay` ms at stamp `now` (the
-    /// purger thread, every half delay).
+    /// purger thread, every quarter delay).
     pub fn purge_expired(&mut self, now: u32, delay: u32) {
         for b in 0..NBINS {
             if self.dirty == 0 {
