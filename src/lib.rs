@@ -263,6 +263,7 @@ unsafe impl GlobalAlloc for TierAlloc {
 /// let local = 5u32;
 /// assert!(!tieralloc::is_managed(&local as *const u32 as *const u8));
 /// ```
+#[inline]
 pub fn is_managed(ptr: *const u8) -> bool {
     heap::is_ready() && arena::contains(ptr as usize)
 }

@@ -33,8 +33,49 @@ pub const MIN_ALIGN: usize = by_address::MIN_ALIGN;
 /// // SAFETY: from `malloc`, freed once.
 /// unsafe { tieralloc::malloc::free(p) };
 /// ```
+#[inline]
 pub fn malloc(size: usize) -> *mut u8 {
     heap::alloc::<HeapHooks>(size, MIN_ALIGN)
+}
+
+/// [`malloc`]'s fast path alone: a block from this thread's cache of freed small blocks, or
+/// null when [`malloc`] must be called (the cache is empty, the size is a page run, or a tier
+/// scope is active). It makes no system call and leaves `errno` alone, so a C wrapper can skip
+/// saving `errno` when it succeeds.
+///
+/// ```
+/// let p = tieralloc::malloc::malloc(24);
+/// // SAFETY: from `malloc`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// let q = tieralloc::malloc::malloc_cached(24); // the block just freed, from the cache
+/// assert_eq!(q, p);
+/// // SAFETY: from `malloc_cached`, freed once.
+/// unsafe { tieralloc::malloc::free(q) };
+/// ```
+#[inline]
+pub fn malloc_cached(size: usize) -> *mut u8 {
+    heap::alloc_cached(size, MIN_ALIGN)
+}
+
+/// [`free`]'s fast path alone: true if `p` went into this thread's cache of freed small blocks;
+/// false when [`free`] must be called (a page run, a block of a device tier, a full cache, or a
+/// pointer outside the managed range). It makes no system call and leaves `errno` alone.
+///
+/// ```
+/// let p = tieralloc::malloc::malloc(24);
+/// // SAFETY: from `malloc`, not used again if it was freed.
+/// if !unsafe { tieralloc::malloc::free_cached(p) } {
+///     // SAFETY: as above; `free_cached` left it live.
+///     unsafe { tieralloc::malloc::free(p) };
+/// }
+/// ```
+///
+/// # Safety
+/// As [`free`], for `p` non-null; after it returns false, `p` is still live.
+#[inline]
+pub unsafe fn free_cached(p: *mut u8) -> bool {
+    // SAFETY: inside the managed range (checked first); the caller's contract for the rest.
+    crate::is_managed(p) && unsafe { by_address::free_cached(p) }
 }
 
 /// Allocates `size` bytes aligned to `align`, a power of two (smaller ones are raised to 16).
@@ -101,6 +142,7 @@ pub fn usable_size(p: *const u8) -> Option<usize> {
 /// # Safety
 /// `p` is null or was returned by this module and is not used afterwards; a pointer outside
 /// the managed range ([`crate::is_managed`]) is not tieralloc's: give it to its own allocator.
+#[inline]
 pub unsafe fn free(p: *mut u8) {
     if p.is_null() {
         return;

@@ -37,6 +37,7 @@ pub enum Block {
 }
 
 /// What `p` heads.
+#[inline]
 pub fn block_at(p: *const u8) -> Block {
     let addr = p as usize;
     if !arena::contains(addr) {
@@ -64,6 +65,21 @@ pub fn usable_size(b: Block) -> usize {
         Block::Small { class, .. } => size_class::size_of(class),
         Block::Large { pages, .. } => pages * sys::PAGE_SIZE,
         Block::Foreign | Block::Invalid => 0,
+    }
+}
+
+/// The fast path of [`free`] alone: `p`, a host object of the managed range, goes on this
+/// thread's cache. False when it is anything else or the stack is full: the caller takes
+/// [`block_at`] and [`free`]. Makes no system call (a C wrapper need not save `errno` for it).
+///
+/// # Safety
+/// `p` is inside the managed range and, if it heads a live object, not used after this call
+/// returns true.
+#[inline(always)]
+pub unsafe fn free_cached(p: *mut u8) -> bool {
+    match span::class_at(p as usize) {
+        Some(class) if span::tier_of(p) == 0 => tcache::push_host(class, p),
+        _ => false,
     }
 }
 

@@ -139,6 +139,20 @@ pub fn alloc<H: Hooks>(size: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// The fast path of [`alloc`] alone: a host object from this thread's cache, or null when the
+/// caller must take [`alloc`] (a tier scope, a page run, an empty stack). Makes no system
+/// call, so a C wrapper need not save `errno` around it.
+#[inline(always)]
+pub fn alloc_cached(size: usize, align: usize) -> *mut u8 {
+    if scope::current() != 0 {
+        return core::ptr::null_mut();
+    }
+    match size_class::class_of(size, align) {
+        Some(c) => tcache::pop_host(c),
+        None => core::ptr::null_mut(),
+    }
+}
+
 /// Allocates zeroed memory on this thread's scope tier. Fresh pages are known to be zero and
 /// are not written.
 #[inline]
@@ -446,6 +460,7 @@ pub(crate) fn drain_run_cache<H: Hooks>(all: bool) {
 }
 
 /// True once the heap has been initialised.
+#[inline]
 pub fn is_ready() -> bool {
     INIT.get() == Some(&true)
 }

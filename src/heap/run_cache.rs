@@ -77,6 +77,7 @@ pub fn take_live(h: usize) -> usize {
 }
 
 /// Length of the live run headed at `h` (0: none), for the heap's walkers.
+#[inline]
 pub fn live_len(h: usize) -> usize {
     live(h).load(Ordering::Acquire) as usize
 }

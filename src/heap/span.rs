@@ -119,6 +119,7 @@ pub fn init(pages: usize) -> bool {
 }
 
 /// The class side-table byte of span slot `si`.
+#[inline]
 fn class_slot(si: usize) -> &'static AtomicU8 {
     debug_assert!(si < TABLE_LEN.load(Ordering::Relaxed));
     // SAFETY: as for `tier_slot`, for the class table.
@@ -153,6 +154,7 @@ pub fn tier_of(p: *mut u8) -> TierIndex {
 
 /// The size class of the live span holding address `addr` of the managed range, or `None` if
 /// no span covers it (a page run, or free pages). Lock-free: read from the class side table.
+#[inline]
 pub fn class_at(addr: usize) -> Option<usize> {
     debug_assert!(arena::contains(addr));
     let class = class_slot((addr - arena::base()) >> SPAN_SHIFT).load(Ordering::Acquire);

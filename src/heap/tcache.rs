@@ -91,6 +91,25 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
     alloc_host_slow::<H>(c)
 }
 
+/// The fast path of [`alloc`] alone: the most recently freed host object of class `c` in this
+/// thread's cache, or null (the caller takes [`alloc`]). Makes no system call.
+#[inline(always)]
+pub fn pop_host(c: usize) -> *mut u8 {
+    CACHE.with(|cache| {
+        // SAFETY: as in `alloc`.
+        pop_cached(unsafe { &mut *cache.get() }, c)
+    })
+}
+
+/// The fast path of [`free`] alone: pushes host object `p` of class `c` on this thread's
+/// cache; false if the stack is full or not in use yet (the caller takes [`free`]). Makes no
+/// system call; a second free ends the process, as in [`free`].
+#[inline(always)]
+pub fn push_host(c: usize, p: *mut u8) -> bool {
+    // SAFETY: as in `alloc`.
+    push_cached(unsafe { &mut *host_cache() }, c, p)
+}
+
 /// [`alloc`] when the class's stack is empty.
 #[cold]
 #[inline(never)]
