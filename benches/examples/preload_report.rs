@@ -10,6 +10,8 @@
 //!
 //! It builds the three libraries first. Runs are interleaved (each round runs every allocator
 //! once per program) and the median is printed; ratios are against mimalloc, in the same run.
+//! A last table times malloc+free alone through the C ABI (`benches/c/malloc_loop.c`, built
+//! with `cc`, preloaded the same way).
 
 #[path = "../../preload/tests/common/mod.rs"]
 mod programs;
@@ -133,7 +135,58 @@ fn main() {
             moved_per_s / (1024.0 * 1024.0),
         );
     }
+    malloc_loop(root, &allocators[..4], rounds, &tmp);
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `benches/c/malloc_loop.c` under each allocator, preloaded: malloc+free through the C ABI,
+/// the path every unmodified program takes, without the program around it.
+fn malloc_loop(root: &Path, allocators: &[Allocator], rounds: usize, tmp: &Path) {
+    let bin = tmp.join("malloc_loop");
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(root.join("benches/c/malloc_loop.c"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        println!("\nmalloc_loop skipped: no C compiler (cc)");
+        return;
+    }
+    let mut figures: Vec<Vec<(f64, f64)>> = allocators.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (a, out) in allocators.iter().zip(figures.iter_mut()) {
+            let o = Command::new(&bin)
+                .envs(a.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "malloc_loop failed under {}", a.name);
+            let s = String::from_utf8_lossy(&o.stdout);
+            let mut f = s.split_whitespace().map(|x| x.parse::<f64>().unwrap());
+            out.push((f.next().unwrap(), f.next().unwrap()));
+        }
+    }
+    println!("\nmalloc+free through the C ABI (benches/c/malloc_loop.c, preloaded), median ns per pair\n");
+    println!("| loop | glibc | mimalloc | jemalloc | tieralloc | tieralloc / mimalloc | tieralloc / glibc |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, pick) in [
+        (
+            "pairs, 16-128 B",
+            (|f: &(f64, f64)| f.0) as fn(&(f64, f64)) -> f64,
+        ),
+        ("batch of 10,000, 16-128 B, scrambled free", |f| f.1),
+    ] {
+        let m: Vec<f64> = figures.iter().map(|v| median(v.iter().map(pick))).collect();
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× |",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[3] / m[1],
+            m[3] / m[0]
+        );
+    }
 }
 
 const LIMIT: Duration = Duration::from_secs(600);
