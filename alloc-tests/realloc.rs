@@ -161,6 +161,64 @@ fn host_pages_move_instead_of_being_copied_under_userfaultfd() {
 }
 
 #[test]
+fn a_block_with_a_page_given_back_by_the_program_moves_without_hanging() {
+    let _g = setup();
+    const PAGES: usize = 7;
+    let layout = std::alloc::Layout::from_size_align(PAGES * PAGE, PAGE).unwrap();
+    // SAFETY: non-zero size; freed below.
+    let b = unsafe { std::alloc::alloc(layout) };
+    // SAFETY: `b` holds PAGES pages.
+    unsafe { b.write_bytes(7, PAGES * PAGE) };
+    // Most of it on a device, so the block follows the device when it grows; its first page
+    // on the host, given back to the OS by the program itself (as allocators and caches that
+    // know their pages do): missing, and reading as zero.
+    let rest = b.wrapping_add(PAGE);
+    tieralloc::migrate(rest, (PAGES - 1) * PAGE, Tier::Device(0)).unwrap();
+    // SAFETY: the block's own first page.
+    assert_eq!(
+        unsafe { libc::madvise(b.cast(), PAGE, libc::MADV_DONTNEED) },
+        0
+    );
+    assert!(!page_resident(b), "the first page is missing");
+    // The bytes are copied page by page under the pages' locks. The missing host page raised
+    // a userfault there whose handler waited for the lock the copying thread held: a hang
+    // (uffd, uffd-fast; alloc_races' realloc case hung so, 1 run in 15).
+    let _keep = block_after(b, PAGES * PAGE);
+    // SAFETY: `b` is live with `layout`; the new size is non-zero.
+    let q = unsafe { std::alloc::realloc(b, layout, 2 * PAGES * PAGE) };
+    assert!(!q.is_null() && q != b, "the block had to move");
+    let r = tieralloc::residency(q, 2 * PAGES * PAGE).unwrap();
+    assert_eq!(r.device_bytes(0), 2 * PAGES * PAGE, "{:?}", r.runs());
+    // SAFETY: `q` holds the PAGES pages copied.
+    let bytes = unsafe { std::slice::from_raw_parts(q, PAGES * PAGE) };
+    assert!(
+        bytes[..PAGE].iter().all(|&x| x == 0),
+        "the page given back reads as zero"
+    );
+    assert!(
+        bytes[PAGE..].iter().all(|&x| x == 7),
+        "the other pages kept their bytes"
+    );
+    // SAFETY: `q` is live with the grown layout.
+    unsafe {
+        std::alloc::dealloc(
+            q,
+            std::alloc::Layout::from_size_align(2 * PAGES * PAGE, PAGE).unwrap(),
+        )
+    };
+    assert_invariants("after a realloc of a block with a page given back");
+}
+
+/// Whether the page holding `p` is in memory (`mincore`).
+fn page_resident(p: *const u8) -> bool {
+    let page = (p as usize & !(PAGE - 1)) as *mut libc::c_void;
+    let mut v = 0u8;
+    // SAFETY: one page of this process's address space, one byte of output.
+    let r = unsafe { libc::mincore(page, PAGE, &mut v) };
+    r == 0 && v & 1 != 0
+}
+
+#[test]
 fn each_backend() {
     common::each_backend("ALLOC_TEST_REALLOC_CHILD", "realloc test");
 }

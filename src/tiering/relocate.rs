@@ -183,6 +183,17 @@ fn zero_frame(backend: Backend, d: u16, page: usize) {
 fn copy_piece(backend: Backend, d: usize, s: usize, k: usize) {
     let (sp, dp) = (arena::page_of(s), arena::page_of(d));
     let (se, mut de) = lock_two(sp, dp);
+    if backend != Backend::Signal {
+        // A host page of a registered chunk may be missing (freed while device-resident, its
+        // frame dropped, and handed out again untouched): the CPU access below would raise a
+        // userfault, and its handler would wait for the lock this thread holds. It gets the
+        // zero page first (nothing if it is there).
+        for (p, e) in [(sp, se), (dp, de)] {
+            if e.device().is_none() && uffd::zeropage(arena::addr_of(p), PAGE, false).is_err() {
+                sys::fatal("could not map a missing host page for a realloc copy");
+            }
+        }
+    }
     // Where the bytes are: a device page's frame, or nothing (never touched: zeros).
     let from = match se.device() {
         Some(e) if se.filled() => Some(device::frame(e, sp) + s % PAGE),
