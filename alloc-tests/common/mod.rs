@@ -308,10 +308,11 @@ pub fn settled_invariants() -> Result<(), tieralloc::Invalid> {
 
 /// Where `[p, p+len)` lives once no page of it is held by a migration or a fault-back: as
 /// [`settled_invariants`], work that outlived the call that started it may hold a page's lock
-/// for a moment (retried for up to half a second; a page that stays held is reported as such).
+/// for a moment (a read-ahead still bringing 2 MiB back after the reader had its bytes: retried
+/// for up to 5 s; a page that stays held is reported as such).
 pub fn settled_residency(p: *const u8, len: usize) -> tieralloc::Residency {
     let mut r = tieralloc::residency(p, len).unwrap();
-    for _ in 0..50 {
+    for _ in 0..500 {
         if r.migrating_bytes() == 0 {
             break;
         }
