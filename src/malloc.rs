@@ -20,6 +20,7 @@
 
 use crate::heap::{self, by_address, by_address::Block};
 use crate::init::HeapHooks;
+use crate::mem::scope::INTERNAL;
 
 /// The smallest alignment of every block handed out here (16 bytes).
 pub const MIN_ALIGN: usize = by_address::MIN_ALIGN;
@@ -171,4 +172,93 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     }
     // SAFETY: the block is what `block_at` found; `new_size` is non-zero and in range.
     unsafe { by_address::realloc::<HeapHooks>(p, by_address::block_at(p), new_size) }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two, taken as given: a block for
+/// [`free`] needs [`MIN_ALIGN`], one for `GlobalAlloc` its layout's) for data that must
+/// stay in host memory for good: tieralloc's own structures, and the C library's and the
+/// dynamic loader's (see [`keep_system_allocations_home`]). Such blocks live in spans and runs
+/// of their own, which no migration, kernel pin or chaos round ever moves. Zeroed if `zeroed`.
+/// Freed as it was allocated: with [`free`], or with `GlobalAlloc::dealloc` and its layout.
+///
+/// ```
+/// let p = tieralloc::malloc::internal(64, 16, true);
+/// // SAFETY: 64 zeroed bytes were allocated.
+/// assert_eq!(unsafe { *p.cast::<[u8; 64]>() }, [0; 64]);
+/// // SAFETY: from `internal`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// ```
+pub fn internal(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if !align.is_power_of_two() || size > isize::MAX as usize - align {
+        return core::ptr::null_mut();
+    }
+    heap::alloc_in::<HeapHooks>(INTERNAL, size, align, zeroed)
+}
+
+/// From now on, blocks that the dynamic loader and the C library allocate for themselves (a
+/// thread's TLS vector, a `FILE`, the loader's lists) come from [`internal`] memory when the
+/// C entry points pass their caller ([`malloc_from`], [`calloc_from`]). A `fork` child reads
+/// some of them before tieralloc's fault handlers exist in it: moved to a device, one hangs
+/// the child (git under chaos migration of small objects hung 20 runs in 20 without this).
+/// With them kept home, chaos may move small objects too ([`keeps_system_allocations_home`]).
+/// False if the loader's and the C library's code could not be found (nothing changes then).
+///
+/// ```
+/// // A Rust program allocates through `GlobalAlloc`, not through the C entry points: this
+/// // only marks where the C library's code lies.
+/// let _found = tieralloc::malloc::keep_system_allocations_home();
+/// ```
+pub fn keep_system_allocations_home() -> bool {
+    crate::mem::scope::keep_system_home()
+}
+
+/// Whether [`keep_system_allocations_home`] is in force.
+///
+/// ```
+/// let _ = tieralloc::malloc::keeps_system_allocations_home();
+/// ```
+pub fn keeps_system_allocations_home() -> bool {
+    crate::mem::scope::keeps_system_home()
+}
+
+/// Whether `caller` (a return address) lies in the loader's or the C library's code, once
+/// [`keep_system_allocations_home`] is in force.
+#[inline]
+fn from_system(caller: usize) -> bool {
+    crate::mem::scope::from_system(caller)
+}
+
+/// [`malloc`] called from code at `caller` (the C entry point's return address): from
+/// [`internal`] memory for the loader and the C library, once [`keep_system_allocations_home`]
+/// is in force.
+///
+/// ```
+/// let p = tieralloc::malloc::malloc_from(32, 0);
+/// // SAFETY: from `malloc_from`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// ```
+#[inline]
+pub fn malloc_from(size: usize, caller: usize) -> *mut u8 {
+    if from_system(caller) {
+        return internal(size, MIN_ALIGN, false);
+    }
+    malloc(size)
+}
+
+/// [`calloc`] called from code at `caller`, as [`malloc_from`].
+///
+/// ```
+/// let p = tieralloc::malloc::calloc_from(4, 8, 0);
+/// // SAFETY: from `calloc_from`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// ```
+#[inline]
+pub fn calloc_from(n: usize, size: usize, caller: usize) -> *mut u8 {
+    if from_system(caller) {
+        return match n.checked_mul(size) {
+            Some(bytes) if bytes <= isize::MAX as usize => internal(bytes, MIN_ALIGN, true),
+            _ => core::ptr::null_mut(),
+        };
+    }
+    calloc(n, size)
 }

@@ -29,14 +29,45 @@ use core::ffi::{c_int, c_void};
 use libc::size_t;
 use tieralloc_core::malloc as heap;
 
-// The library's own Rust code (start-up, the purge thread) allocates from the heap directly.
+/// The library's own Rust code (start-up, the purge, chaos and worker threads, the policy)
+/// allocates from the heap directly, in internal memory (`tieralloc::malloc::internal`): a
+/// fault handler that read a structure of tieralloc's which chaos had moved to a device would
+/// wait for itself.
+struct Internal;
+
+// SAFETY: blocks come from `malloc::internal` with the layout's size and alignment, and go
+// back through `TierAlloc`, which finds their span or run (and tier) from the address.
+unsafe impl core::alloc::GlobalAlloc for Internal {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        heap::internal(layout.size(), layout.align(), false)
+    }
+    unsafe fn alloc_zeroed(&self, layout: core::alloc::Layout) -> *mut u8 {
+        heap::internal(layout.size(), layout.align(), true)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { TIERS.dealloc(p, layout) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, layout: core::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY: forwarded contract; a block keeps its tier when it moves.
+        unsafe { TIERS.realloc(p, layout, new) }
+    }
+}
+
+static TIERS: tieralloc_core::TierAlloc = tieralloc_core::TierAlloc::new();
+
 #[global_allocator]
-static RUST: tieralloc_core::TierAlloc = tieralloc_core::TierAlloc::new();
+static RUST: Internal = Internal;
 
 /// Starts chaos migration when `TIERALLOC_CHAOS` asks for it, once the C library is up (a
 /// constructor of this library: it runs before the program's `main`, after libc's start-up,
 /// so the chaos thread can be created). A backend that cannot serve it is said in one line.
+/// With chaos, the C library's and the loader's own blocks are kept apart, so that chaos can
+/// move the program's small objects too.
 extern "C" fn start_chaos() {
+    if std::env::var_os("TIERALLOC_CHAOS").is_some() {
+        heap::keep_system_allocations_home();
+    }
     if let Err(e) = tieralloc_core::chaos::start_from_env() {
         eprintln!("tieralloc: {e}");
     }
@@ -88,23 +119,45 @@ fn keeping_errno(fail: Option<c_int>, f: impl FnOnce() -> *mut u8) -> *mut c_voi
 ///
 /// # Safety
 /// None beyond C's: the block is freed at most once, with `free` or `realloc`.
+// SAFETY (naked): on entry (System V x86-64) the caller's return address is at `[rsp]` and
+// the arguments are in registers; the jump leaves the stack as the caller left it, so
+// `malloc_from` runs as if called directly and returns straight to the caller.
 #[no_mangle]
+#[unsafe(naked)]
 pub unsafe extern "C" fn malloc(size: size_t) -> *mut c_void {
+    // The caller's return address, still on top of the stack, as a second argument.
+    core::arch::naked_asm!("mov rsi, [rsp]", "jmp {f}", f = sym malloc_from)
+}
+
+/// [`malloc`] with its caller's return address (see `malloc::malloc_from`).
+unsafe extern "C" fn malloc_from(size: size_t, caller: usize) -> *mut c_void {
     // The cache's fast path makes no system call: `errno` needs no saving around it.
-    let p = heap::malloc_cached(size);
-    if !p.is_null() {
-        return p.cast();
+    if !heap::keeps_system_allocations_home() {
+        let p = heap::malloc_cached(size);
+        if !p.is_null() {
+            return p.cast();
+        }
     }
-    keeping_errno(Some(libc::ENOMEM), || heap::malloc(size))
+    keeping_errno(Some(libc::ENOMEM), || heap::malloc_from(size, caller))
 }
 
 /// `calloc(3)`: null with `ENOMEM` when `n * size` overflows.
 ///
 /// # Safety
 /// As [`malloc`].
+// SAFETY (naked): on entry (System V x86-64) the caller's return address is at `[rsp]` and
+// the arguments are in registers; the jump leaves the stack as the caller left it, so
+// `calloc_from` runs as if called directly and returns straight to the caller.
 #[no_mangle]
+#[unsafe(naked)]
 pub unsafe extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
-    keeping_errno(Some(libc::ENOMEM), || heap::calloc(n, size))
+    // The caller's return address as a third argument, as in `malloc`.
+    core::arch::naked_asm!("mov rdx, [rsp]", "jmp {f}", f = sym calloc_from)
+}
+
+/// [`calloc`] with its caller's return address.
+unsafe extern "C" fn calloc_from(n: size_t, size: size_t, caller: usize) -> *mut c_void {
+    keeping_errno(Some(libc::ENOMEM), || heap::calloc_from(n, size, caller))
 }
 
 /// `free(3)`.
@@ -136,14 +189,27 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 ///
 /// # Safety
 /// As [`free`] for `p`.
+// SAFETY (naked): on entry (System V x86-64) the caller's return address is at `[rsp]` and
+// the arguments are in registers; the jump leaves the stack as the caller left it, so
+// `realloc_from` runs as if called directly and returns straight to the caller.
 #[no_mangle]
+#[unsafe(naked)]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: size_t) -> *mut c_void {
-    if !p.is_null() && !tieralloc_core::is_managed(p.cast()) {
+    // The caller's return address as a third argument, as in `malloc`.
+    core::arch::naked_asm!("mov rdx, [rsp]", "jmp {f}", f = sym realloc_from)
+}
+
+/// [`realloc`] with its caller's return address: a null `p` allocates as `malloc` does.
+unsafe extern "C" fn realloc_from(p: *mut c_void, size: size_t, caller: usize) -> *mut c_void {
+    if p.is_null() {
+        return keeping_errno(Some(libc::ENOMEM), || heap::malloc_from(size, caller));
+    }
+    if !tieralloc_core::is_managed(p.cast()) {
         // SAFETY: not ours: the caller's contract holds for the allocator that made it.
         return unsafe { next::realloc(p, size) };
     }
     let fail = (size != 0).then_some(libc::ENOMEM);
-    // SAFETY: `p` is null or a live block of ours (the caller's contract).
+    // SAFETY: `p` is a live block of ours (the caller's contract).
     keeping_errno(fail, || unsafe { heap::realloc(p.cast(), size) })
 }
 

@@ -4,8 +4,9 @@
 //! `libtieralloc.so`; [`start`] from Rust).
 //!
 //! Each round walks the page map up to the heap's top and takes each chunk (at most
-//! [`CHUNK_PAGES`] host pages of large runs in a row) with a probability of the share. Small
-//! objects are left alone (see `live_host_run`). A chunk that is
+//! [`CHUNK_PAGES`] host pages of large runs, and of small-object spans once the C library's
+//! own blocks are kept apart, in a row) with a probability of the share (see
+//! `live_host_run`). A chunk that is
 //! freed, reallocated or touched meanwhile is simply migrated as the protocol allows (the
 //! migration fails cleanly on pages freed under it; those errors are ignored). Pages the
 //! program touches again come back through faults, as with any migration.
@@ -108,10 +109,11 @@ fn round(rng: &mut Rng, share: u32) {
     if devices == 0 {
         return;
     }
+    let small = crate::mem::scope::keeps_system_home();
     let top = TOP.load(Ordering::Acquire);
     let mut p = 0;
     while p < top {
-        let n = live_host_run(p, top.min(p + CHUNK_PAGES));
+        let n = live_host_run(p, top.min(p + CHUNK_PAGES), small);
         if n == 0 {
             p += 1;
             continue;
@@ -129,20 +131,35 @@ fn round(rng: &mut Rng, share: u32) {
     }
 }
 
-/// How many pages from `p` (before `end`) belong to large runs and are on the host.
+/// How many pages from `p` (before `end`) are on the host, unlocked, and belong to large runs
+/// or (with `small`) to spans of the host tier.
 ///
-/// Only large runs (blocks over 8 KiB): small-object spans also hold glibc's own per-thread
-/// blocks under `libtieralloc.so` (the TLS vector of every thread it creates is `malloc`ed).
-/// Moved to a device, one is touched where nothing may wait for a fault-back: a `fork` child
-/// re-creating its fault handlers reads the TLS vectors of cached thread stacks before any
-/// handler exists, and hung there (git under chaos, about 1 run in 10).
-fn live_host_run(p: usize, end: usize) -> usize {
+/// Small-object spans hold glibc's own per-thread blocks under `libtieralloc.so` too (the TLS
+/// vector of every thread it creates is `malloc`ed). Moved to a device, one is touched where
+/// nothing may wait for a fault-back: a `fork` child re-creating its fault handlers reads the
+/// TLS vectors of cached thread stacks before any handler exists, and hung there (git under
+/// chaos, about 1 run in 10). So spans move only once the C library's and the loader's own
+/// blocks live apart, in spans no migration touches
+/// (`tieralloc::malloc::keep_system_allocations_home`, which `libtieralloc.so` turns on with
+/// chaos); else large runs only (blocks over 8 KiB).
+fn live_host_run(p: usize, end: usize, small: bool) -> usize {
     (p..end)
         .take_while(|&q| {
             let e = pagemap::get(q);
-            e.use_() == Use::Large && e.device().is_none() && !e.locked()
+            let movable = match e.use_() {
+                Use::Large => true,
+                Use::Span => small && span_is_host_tier(q),
+                Use::Free => false,
+            };
+            movable && e.device().is_none() && !e.locked()
         })
         .count()
+}
+
+/// Whether page `q`, part of a span, belongs to a span of the host tier (not a device tier's,
+/// and not tieralloc's internal one).
+fn span_is_host_tier(q: usize) -> bool {
+    crate::heap::span::tier_of(arena::addr_of(q) as *mut u8) == 0
 }
 
 /// xorshift64*: a few random numbers per round, no allocation, no dependency.

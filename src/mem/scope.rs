@@ -5,7 +5,7 @@
 use crate::base::consts::MAX_DEVICES;
 use crate::base::tier::Tier;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Number of tiers the heap segregates: the host, every possible device, and [`INTERNAL`].
 pub(crate) const NTIERS: usize = 2 + MAX_DEVICES;
@@ -172,6 +172,46 @@ pub(crate) fn set_in_kernel(on: bool) {
 /// starts devices with the host scope).
 pub(crate) fn replace(t: TierIndex) -> TierIndex {
     SCOPE.with(|s| s.replace(t))
+}
+
+/// How many code ranges [`keep_system_home`] remembers.
+const SYSTEM_RANGES: usize = 4;
+/// Code ranges of the dynamic loader and the C library (`[start, end)` pairs; empty until
+/// [`keep_system_home`] found them).
+static SYSTEM_CODE: [AtomicUsize; 2 * SYSTEM_RANGES] =
+    [const { AtomicUsize::new(0) }; 2 * SYSTEM_RANGES];
+static KEEP_SYSTEM_HOME: AtomicBool = AtomicBool::new(false);
+
+/// Finds the loader's and the C library's code, after which [`from_system`] tells their
+/// allocations apart (`tieralloc::malloc::keep_system_allocations_home`). False if none was
+/// found.
+pub(crate) fn keep_system_home() -> bool {
+    let mut found = [0usize; 2 * SYSTEM_RANGES];
+    let n = crate::pal::process::system_code(&mut found);
+    if n == 0 {
+        return false;
+    }
+    for (slot, v) in SYSTEM_CODE.iter().zip(found) {
+        slot.store(v, Ordering::Relaxed);
+    }
+    KEEP_SYSTEM_HOME.store(true, Ordering::Release);
+    true
+}
+
+/// Whether [`keep_system_home`] is in force.
+#[inline]
+pub(crate) fn keeps_system_home() -> bool {
+    KEEP_SYSTEM_HOME.load(Ordering::Acquire)
+}
+
+/// Whether `caller` (a return address) lies in the loader's or the C library's code, once
+/// [`keep_system_home`] is in force.
+#[inline]
+pub(crate) fn from_system(caller: usize) -> bool {
+    keeps_system_home()
+        && SYSTEM_CODE
+            .chunks(2)
+            .any(|r| (r[0].load(Ordering::Relaxed)..r[1].load(Ordering::Relaxed)).contains(&caller))
 }
 
 #[cfg(test)]
