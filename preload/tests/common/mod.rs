@@ -150,9 +150,21 @@ pub fn run(mut cmd: Command, limit: Duration) -> Ran {
 /// Bytes chaos migration moved, summed over the `chaos` lines of the stats tables in `stderr`
 /// (one per process that printed its stats).
 pub fn chaos_bytes(stderr: &str) -> u64 {
+    stats_bytes(stderr, "chaos").sum()
+}
+
+/// The largest heap of the run: the highest `used (high)` line of the stats tables in
+/// `stderr` (the managed range's high-water mark of one process: live blocks, and the free
+/// runs between them).
+pub fn heap_high_bytes(stderr: &str) -> u64 {
+    stats_bytes(stderr, "used (high)").max().unwrap_or(0)
+}
+
+/// The byte counts that open the stats lines labelled `label` (`412.0 KiB ...`).
+fn stats_bytes<'a>(stderr: &'a str, label: &'a str) -> impl Iterator<Item = u64> + 'a {
     stderr
         .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("chaos"))
+        .filter_map(move |l| l.trim_start().strip_prefix(label))
         .filter_map(|rest| {
             let mut words = rest.split_whitespace();
             let n: f64 = words.next()?.parse().ok()?;
@@ -165,5 +177,4 @@ pub fn chaos_bytes(stderr: &str) -> u64 {
             };
             Some((n * unit) as u64)
         })
-        .sum()
 }
