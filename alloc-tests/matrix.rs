@@ -1,7 +1,7 @@
 //! Sizes × alignments with pattern checks, realloc growth and shrink, zeroed allocations, and
 //! pointers' membership in the managed range — all through `TierAlloc` as the global allocator.
 
-use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, Layout};
+use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, GlobalAlloc, Layout};
 use tieralloc::TierAlloc;
 
 mod common;
@@ -250,6 +250,137 @@ fn a_small_object_freed_again_after_its_cache_flushed_aborts() {
     common::assert_second_free_aborts(&A, Layout::from_size_align(64, 8).unwrap(), || {
         tieralloc::trim()
     });
+}
+
+/// A size nothing else in these tests' processes allocates (the standard library's own
+/// objects would otherwise take the object under test from the cache).
+fn odd() -> Result<Layout, std::alloc::LayoutError> {
+    Layout::from_size_align(3000, 8)
+}
+
+/// An object that was freed, then handed out again from the thread's cache: the thread
+/// keeps its freed bit set and records it as pending (`heap::pending`).
+fn pending_object(l: Layout) -> *mut u8 {
+    // SAFETY: a valid layout; the object is freed once and then allocated again.
+    unsafe {
+        let p = A.alloc(l);
+        A.dealloc(p, l);
+        let q = A.alloc(l);
+        assert_eq!(p, q, "the cache hands out the object it was given last");
+        q
+    }
+}
+
+/// Runs `f(p)` on a new thread, `p` passed as an address.
+fn on_other_thread(p: *mut u8, f: fn(*mut u8)) {
+    let a = p as usize;
+    std::thread::spawn(move || f(a as *mut u8)).join().unwrap();
+}
+
+#[test]
+fn a_small_object_freed_again_by_another_thread_aborts() {
+    let _serial = serial();
+    let l = odd().unwrap();
+    fn free_odd(p: *mut u8) {
+        // SAFETY: the second free of `p` is the bug under test.
+        unsafe { A.dealloc(p, odd().unwrap()) }
+    }
+    // The first free leaves the object in this thread's cache; another thread's free must
+    // still see it is freed.
+    let status = common::fork_status(|| {
+        // SAFETY: a valid layout; freed once here, once on the other thread.
+        let p = unsafe { A.alloc(l) };
+        unsafe { A.dealloc(p, l) };
+        on_other_thread(p, free_odd);
+        false
+    });
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+        "a second free on another thread did not abort (status {status:#x})"
+    );
+    // The same when the object was pending (handed out again from the cache) before its free.
+    let status = common::fork_status(|| {
+        let p = pending_object(l);
+        // SAFETY: freed once here, once on the other thread.
+        unsafe { A.dealloc(p, l) };
+        on_other_thread(p, free_odd);
+        false
+    });
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+        "a second free of a pending object on another thread did not abort (status {status:#x})"
+    );
+}
+
+#[test]
+fn a_pending_object_freed_by_another_thread_is_handed_out_once_afterwards() {
+    let _serial = serial();
+    let l = odd().unwrap();
+    let ok = common::in_child(|| {
+        let p = pending_object(l);
+        // The other thread frees it: not a double free, and afterwards it is in that thread's
+        // cache, no longer this thread's pending object.
+        on_other_thread(p, |p| {
+            // SAFETY: `p` is live and freed once, here.
+            unsafe { A.dealloc(p, odd().unwrap()) }
+        });
+        // This thread's next objects of the class never include `p` twice; `trim` returns
+        // every cache to the spans so the object can come back from its span once.
+        tieralloc::trim();
+        // SAFETY: valid layout; every object is freed below.
+        let objs: Vec<*mut u8> = (0..10_000).map(|_| unsafe { A.alloc(l) }).collect();
+        let mut sorted = objs.clone();
+        sorted.sort();
+        sorted.dedup();
+        let distinct = sorted.len() == objs.len();
+        for &o in &objs {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { A.dealloc(o, l) };
+        }
+        distinct
+    });
+    assert_eq!(ok, 0, "an object was handed out twice");
+}
+
+#[test]
+fn a_free_during_thread_exit_after_the_cache_is_gone_still_catches_a_double_free() {
+    let _serial = serial();
+    // A thread whose cache was flushed at exit (a `pthread` key destructor that runs after
+    // tieralloc's) frees straight to the span. The object sits freed in the main thread's
+    // cache, where the span counts it as handed out: only its freed bit tells. Before that
+    // path set the bit, the free was taken and the object handed out twice.
+    static KEY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    unsafe extern "C" fn free_at_exit(p: *mut libc::c_void) {
+        // SAFETY: `p` is the object set below; its second free is the bug under test.
+        unsafe { A.dealloc(p.cast(), odd().unwrap()) }
+    }
+    let status = common::fork_status(|| {
+        let l = odd().unwrap();
+        // The heap (and its own key) exists already: this key comes after it.
+        let mut key = 0;
+        // SAFETY: a valid out-pointer and destructor.
+        assert_eq!(
+            unsafe { libc::pthread_key_create(&mut key, Some(free_at_exit)) },
+            0
+        );
+        KEY.store(key, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: a valid layout; freed here and again by the exiting thread.
+        let p = unsafe { A.alloc(l) };
+        unsafe { A.dealloc(p, l) };
+        on_other_thread(p, |p| {
+            // The thread's cache is in use (so tieralloc's destructor flushes it at exit).
+            std::hint::black_box(vec![0u8; 64]);
+            // SAFETY: the key exists; the value is freed by its destructor at thread exit.
+            unsafe {
+                libc::pthread_setspecific(KEY.load(std::sync::atomic::Ordering::Relaxed), p.cast())
+            };
+        });
+        false
+    });
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+        "a second free at thread exit did not abort (status {status:#x})"
+    );
 }
 
 #[test]

@@ -188,6 +188,14 @@ const CASES: &[Case] = &[
             notes_panicking_policy,
         )
     },
+    Case {
+        runs: 3,
+        ..case(
+            "objects_handed_between_threads_are_never_handed_out_twice",
+            &["signal"],
+            objects_handed_between_threads,
+        )
+    },
 ];
 
 fn main() {
@@ -1640,4 +1648,96 @@ fn run_cache_drains_after_devices_start() {
     common::assert_invariants("after the drained runs were handed out again");
     assert!(again.iter().all(|b| b.iter().all(|&x| x == 3)));
     assert!(v.iter().all(|&x| x == 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small objects handed between threads: a thread hands out the objects it freed last again
+// without clearing their freed bits (`heap::pending`); another thread that frees such an object
+// claims it from the owner's slot, racing the owner, which may be retiring it at that moment.
+// Every live object carries its owner's tag at both ends; an object handed out twice would be
+// overwritten by its second owner, and a free mistaken for a double free aborts.
+
+fn objects_handed_between_threads() {
+    const SIZE: usize = 48;
+    const ROUNDS: usize = 2_000_000;
+    let seed = common::seed_from("RACE_SEED");
+    let l = Layout::from_size_align(SIZE, 8).unwrap();
+    type Queue = std::sync::Mutex<std::collections::VecDeque<(usize, u64)>>;
+    let queues: Arc<[Queue; 2]> = Arc::new([Queue::default(), Queue::default()]);
+    let tag = |p: usize, t: u64| {
+        // SAFETY: `p` is a live object of SIZE bytes owned by the caller.
+        unsafe {
+            (p as *mut u64).write(t);
+            ((p + SIZE - 8) as *mut u64).write(t);
+        }
+    };
+    let check = move |p: usize, t: u64, round: usize| {
+        // SAFETY: as in `tag`.
+        let (a, b) = unsafe {
+            (
+                (p as *const u64).read(),
+                ((p + SIZE - 8) as *const u64).read(),
+            )
+        };
+        assert!(
+            a == t && b == t,
+            "object {p:#x} was overwritten ({a:#x}, {b:#x} instead of {t:#x}): handed out \
+             twice (round {round}, RACE_SEED={seed})"
+        );
+    };
+    let threads: Vec<_> = (0..2usize)
+        .map(|me| {
+            let queues = queues.clone();
+            std::thread::spawn(move || {
+                let mut rng = common::Rng(seed ^ (me as u64 + 1).wrapping_mul(0x9E37_79B9));
+                let mut live: Vec<(usize, u64)> = Vec::with_capacity(64);
+                let mut next = (me as u64) << 56;
+                for round in 0..ROUNDS {
+                    match rng.below(8) {
+                        0..=2 if live.len() < 32 => {
+                            // SAFETY: a valid layout; freed below or by the other thread.
+                            let p = unsafe { A.alloc(l) } as usize;
+                            next += 1;
+                            tag(p, next);
+                            live.push((p, next));
+                        }
+                        3 | 4 if !live.is_empty() => {
+                            let (p, t) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                            check(p, t, round);
+                            // SAFETY: live, allocated with `l`, freed once.
+                            unsafe { A.dealloc(p as *mut u8, l) };
+                        }
+                        5 if !live.is_empty() => {
+                            let i = rng.below(live.len() as u64) as usize;
+                            let o = live.swap_remove(i);
+                            queues[1 - me].lock().unwrap().push_back(o);
+                        }
+                        _ => {
+                            let got = queues[me].lock().unwrap().pop_front();
+                            if let Some((p, t)) = got {
+                                check(p, t, round);
+                                // SAFETY: handed over by its owner, allocated with `l`.
+                                unsafe { A.dealloc(p as *mut u8, l) };
+                            }
+                        }
+                    }
+                }
+                for (p, t) in live {
+                    check(p, t, ROUNDS);
+                    // SAFETY: as above.
+                    unsafe { A.dealloc(p as *mut u8, l) };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for q in queues.iter() {
+        for (p, t) in q.lock().unwrap().drain(..) {
+            check(p, t, ROUNDS);
+            // SAFETY: as above.
+            unsafe { A.dealloc(p as *mut u8, l) };
+        }
+    }
 }

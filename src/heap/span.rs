@@ -127,6 +127,7 @@ fn class_slot(si: usize) -> &'static AtomicU8 {
 }
 
 /// The side-table byte of span slot `si`.
+#[inline]
 fn tier_slot(si: usize) -> &'static AtomicU8 {
     debug_assert!(si < TABLE_LEN.load(Ordering::Relaxed));
     // SAFETY: the table has one byte per span slot of the arena (init) and is never unmapped;

@@ -17,6 +17,7 @@
 //! when the thread exits. After that the cache is `Dead` and the thread's remaining frees and
 //! allocations go straight to the bins.
 
+use super::pending::{self, Slots};
 use super::size_class::{self, NCLASSES};
 use super::{cached, span, Hooks};
 use crate::mem::scope::TierIndex;
@@ -40,7 +41,8 @@ enum State {
 /// Invariant: `clean <= n <= cap <= MAX_CACHED`; `items[..clean]` came from the bin and their
 /// [`cached`] bits are clear, `items[clean..n]` were freed here and their bits are set. Popping
 /// a clean object then needs no atomic operation (a batch of allocations costs one fewer per
-/// object).
+/// object); popping a freed one records it in the thread's pending slot ([`pending`]) with
+/// its bit left set, so that freeing it again needs none either.
 struct Stack {
     /// Objects on the stack.
     n: u32,
@@ -58,6 +60,9 @@ struct Cache {
     state: State,
     /// The tier of every object on the stacks (the host cache: always 0).
     tier: TierIndex,
+    /// The thread's pending slots ([`pending`]): the host cache's, once in use, if one was
+    /// free; never the second cache's.
+    slots: Option<&'static Slots>,
 }
 
 const EMPTY_STACK: Stack = Stack {
@@ -69,11 +74,11 @@ const EMPTY_STACK: Stack = Stack {
 
 thread_local! {
     static CACHE: UnsafeCell<Cache> = const {
-        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
+        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0, slots: None })
     };
     /// The cache of the other tier this thread allocates on.
     static OTHER: UnsafeCell<Cache> = const {
-        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
+        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0, slots: None })
     };
 }
 
@@ -145,7 +150,11 @@ fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
 /// leaves the slow path outside it. With `alloc` in this pointer form, with or without its
 /// slow path split off, rustc 1.95's LLVM crashed compiling `alloc_races` (SIGSEGV in
 /// `TargetMachine::getSymbol` under ThinLTO, not with one codegen unit); the cause is not
-/// known, and the closure form compiles everywhere.
+/// known, and the closure form compiles everywhere. So did a closure returning the popped
+/// object with the cache's slots for the caller to finish the pop (2026-12-02, same crash).
+/// Since the pop records pending objects ([`pending`]), `with` in `alloc` is out of line again
+/// in some programs; the pair still took 0.77× the time it took before (16-byte pairs through
+/// `#[global_allocator]`, whole-process medians of 11 runs each).
 #[inline(always)]
 fn host_cache() -> *mut Cache {
     CACHE.with(|cache| cache.get())
@@ -165,15 +174,16 @@ pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
 }
 
 /// Frees an object of class `c` of tier `t` (not the host): into the second cache if it holds
-/// tier `t`, else to its bin.
-#[inline]
+/// tier `t`, else to its bin. Out of line, so that the host's `free` that calls it needs no
+/// saved registers.
+#[inline(never)]
 pub fn free_on<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     // SAFETY: as in `alloc`.
     let cache = unsafe { &mut *other_cache() };
     if cache.tier == t {
         push::<H>(cache, c, p)
     } else {
-        span::flush::<H>(t, c, &[p])
+        free_to_span::<H>(t, c, p)
     }
 }
 
@@ -193,7 +203,8 @@ fn pop<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
 }
 
 /// The most recently freed object of class `c`, or null if the stack is empty (a stack never
-/// holds null).
+/// holds null). An object freed here (its bit set) becomes the thread's pending object, or,
+/// without slots, has its bit cleared.
 #[inline(always)]
 fn pop_cached(cache: &mut Cache, c: usize) -> *mut u8 {
     let s = &mut cache.stacks[c];
@@ -203,7 +214,10 @@ fn pop_cached(cache: &mut Cache, c: usize) -> *mut u8 {
     s.n -= 1;
     let p = s.items[s.n as usize];
     if s.n >= s.clean {
-        cached::clear(p);
+        match cache.slots {
+            Some(slots) => pending::hand_out(&slots[c], p),
+            None => cached::clear(p),
+        }
     } else {
         s.clean = s.n;
     }
@@ -217,19 +231,38 @@ fn push<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     }
 }
 
-/// Pushes `p` on its class's stack; false if the stack is full (or not in use yet).
+/// Pushes `p` on its class's stack; false if the stack is full (or not in use yet), or if the
+/// free needs more than the fast path: `p`'s bit was set and `p` is not this thread's own
+/// pending object (claimed from another thread's slot, or a double free), or `p` is not in the
+/// managed range. The caller's slow path ([`free_slow`]) then decides, so the fast path makes
+/// no call whose result it needs (it needs no saved registers).
 #[inline(always)]
 fn push_cached(cache: &mut Cache, c: usize, p: *mut u8) -> bool {
     let s = &mut cache.stacks[c];
     if s.n >= s.cap {
         return false;
     }
-    if !cached::mark(p) {
-        double_free();
+    let own = match cache.slots {
+        Some(own) => pending::take_own(&own[c], p),
+        None => false,
+    };
+    if !own && !cached::mark_fast(p) {
+        return false;
     }
     s.items[s.n as usize] = p;
     s.n += 1;
     true
+}
+
+/// Records the free of `p` (class `c`): its own pending object needs one plain store; anything
+/// else sets its bit ([`cached::mark`]). False on a double free.
+fn freed(slots: Option<&'static Slots>, c: usize, p: *mut u8) -> bool {
+    if let Some(own) = slots {
+        if pending::take_own(&own[c], p) {
+            return true;
+        }
+    }
+    cached::mark(p, c, slots)
 }
 
 #[cold]
@@ -271,14 +304,13 @@ fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     match cache.state {
         State::Fresh => {
             if !start::<H>(cache) {
-                span::flush::<H>(cache.tier, c, &[p]);
-                return;
+                return free_to_span::<H>(cache.tier, c, p);
             }
         }
-        State::Dead => return span::flush::<H>(cache.tier, c, &[p]),
+        State::Dead => return free_to_span::<H>(cache.tier, c, p),
         State::Active => {}
     }
-    if !cached::mark(p) {
+    if !freed(cache.slots, c, p) {
         double_free();
     }
     let s = &mut cache.stacks[c];
@@ -294,6 +326,17 @@ fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     s.n += 1;
 }
 
+/// Frees `p` (class `c`, tier `t`) straight to its span. Its bit is set first: a freed object
+/// waiting in some thread's cache has its bit set while its span counts it as handed out, and
+/// only the bit tells a second free of it; an object pending in another thread's slot is
+/// claimed from there.
+fn free_to_span<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
+    if !cached::mark(p, c, None) {
+        double_free();
+    }
+    span::flush::<H>(t, c, &[p])
+}
+
 /// Makes this thread's cache usable: the heap is initialised and the exit hook registered.
 fn start<H: Hooks>(cache: &mut Cache) -> bool {
     if !super::ensure_init::<H>() {
@@ -301,6 +344,11 @@ fn start<H: Hooks>(cache: &mut Cache) -> bool {
     }
     for (c, s) in cache.stacks.iter_mut().enumerate() {
         s.cap = size_class::tcache_capacity(c);
+    }
+    // Only the host cache has slots; the second cache always holds a tier other than the
+    // host when it starts (`alloc_on` and `free_on` set it first).
+    if cache.tier == 0 {
+        cache.slots = pending::acquire();
     }
     cache.state = State::Active;
     super::register_thread_exit();
@@ -318,9 +366,21 @@ pub fn flush_and_retire<H: Hooks>() {
             for s in &mut cache.stacks {
                 s.cap = 0;
             }
+            if let Some(slots) = cache.slots.take() {
+                pending::release(slots);
+            }
             cache.state = State::Dead;
         })
     }
+}
+
+/// In a fork child: the pending slots of the threads that did not survive `fork` are retired
+/// and given up (this thread keeps its own).
+pub fn forget_other_threads_after_fork() {
+    CACHE.with(|cache| {
+        // SAFETY: this thread's own cache; see `alloc`.
+        pending::forget_other_threads(unsafe { &*cache.get() }.slots)
+    })
 }
 
 /// Returns every cached object of this thread to the bins (the caches stay usable).
