@@ -258,9 +258,9 @@ fn odd() -> Result<Layout, std::alloc::LayoutError> {
     Layout::from_size_align(3000, 8)
 }
 
-/// An object that was freed, then handed out again from the thread's cache: the thread
-/// keeps its freed bit set and records it as pending (`heap::pending`).
-fn pending_object(l: Layout) -> *mut u8 {
+/// An object that was freed, then handed out again from the thread's cache (its freed bit set,
+/// then cleared again).
+fn reused_object(l: Layout) -> *mut u8 {
     // SAFETY: a valid layout; the object is freed once and then allocated again.
     unsafe {
         let p = A.alloc(l);
@@ -298,9 +298,9 @@ fn a_small_object_freed_again_by_another_thread_aborts() {
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
         "a second free on another thread did not abort (status {status:#x})"
     );
-    // The same when the object was pending (handed out again from the cache) before its free.
+    // The same when the object was handed out again from the cache before its first free.
     let status = common::fork_status(|| {
-        let p = pending_object(l);
+        let p = reused_object(l);
         // SAFETY: freed once here, once on the other thread.
         unsafe { A.dealloc(p, l) };
         on_other_thread(p, free_odd);
@@ -308,18 +308,17 @@ fn a_small_object_freed_again_by_another_thread_aborts() {
     });
     assert!(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
-        "a second free of a pending object on another thread did not abort (status {status:#x})"
+        "a second free of a reused object on another thread did not abort (status {status:#x})"
     );
 }
 
 #[test]
-fn a_pending_object_freed_by_another_thread_is_handed_out_once_afterwards() {
+fn an_object_reused_then_freed_by_another_thread_is_handed_out_once_afterwards() {
     let _serial = serial();
     let l = odd().unwrap();
     let ok = common::in_child(|| {
-        let p = pending_object(l);
-        // The other thread frees it: not a double free, and afterwards it is in that thread's
-        // cache, no longer this thread's pending object.
+        let p = reused_object(l);
+        // The other thread frees it: not a double free; afterwards it is in that thread's cache.
         on_other_thread(p, |p| {
             // SAFETY: `p` is live and freed once, here.
             unsafe { A.dealloc(p, odd().unwrap()) }

@@ -1651,11 +1651,11 @@ fn run_cache_drains_after_devices_start() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Small objects handed between threads: a thread hands out the objects it freed last again
-// without clearing their freed bits (`heap::pending`); another thread that frees such an object
-// claims it from the owner's slot, racing the owner, which may be retiring it at that moment.
-// Every live object carries its owner's tag at both ends; an object handed out twice would be
-// overwritten by its second owner, and a free mistaken for a double free aborts.
+// Small objects handed between threads: each thread reuses the objects it freed last, frees
+// objects the other thread allocated, and both caches trade with the shared bins, so the freed
+// bits of one table word change under both threads at once. Every live object carries its
+// owner's tag at both ends; an object handed out twice would be overwritten by its second
+// owner, and a free mistaken for a double free aborts.
 
 fn objects_handed_between_threads() {
     const SIZE: usize = 48;

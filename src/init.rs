@@ -105,7 +105,6 @@ extern "C" fn fork_child() {
     unsafe { release_fork_locks() };
     pagemap::clear_pins(heap::pages::TOP.load(Ordering::Relaxed));
     heap::purge::forget_thread_after_fork();
-    heap::tcache::forget_other_threads_after_fork();
     gate_open();
     fault::restart_in_child();
 }

@@ -1,16 +1,13 @@
 //! Which small objects are freed: one bit per 8-byte granule of the managed range (the first
 //! granule of each object), in a table outside the range.
 //!
-//! Invariant: the bit of an object that is handed out (live) is clear, unless the object is
-//! recorded in a thread's pending slot ([`super::pending`]: the last freed object the thread
-//! handed out again, whose bit it left set). Freeing sets it ([`mark`]: a thread cache's
-//! `free`, or [`super::span::flush`] for an object freed straight to its span); handing the
-//! object out again clears it: popping a freed object from a thread cache without a slot
-//! ([`clear`]), retiring a pending object, or taking objects from their spans
-//! ([`clear_taken`], a table word at a time). A free that finds the bit set and the object in
-//! no slot is a double free, caught whether the first free left the object in a thread cache
-//! or already back in its span. Bits at granules where no object of the current span starts
-//! mean nothing (left over from a span of another class).
+//! Invariant: the bit of an object that is handed out (live) is clear. Freeing sets it
+//! ([`mark`]: a thread cache's `free`, or [`super::span::flush`] for an object freed straight
+//! to its span); handing the object out again clears it: popping a freed object from a thread
+//! cache ([`clear`]), or taking objects from their spans ([`clear_taken`], a table word at a
+//! time). A free that finds the bit set is a double free, caught whether the first free left
+//! the object in a thread cache or already back in its span. Bits at granules where no object
+//! of the current span starts mean nothing (left over from a span of another class).
 //!
 //! Leaving the bit set while an object waits in its span is what keeps this cheap: returning
 //! a thread cache's objects to their spans touches no bit, and a refill clears the bits of up
@@ -22,7 +19,6 @@
 //! objects), mapped `MAP_NORESERVE` so untouched parts cost nothing. The bits are atomics
 //! because a word covers 512 bytes: objects of different threads share it.
 
-use super::pending::{self, Claim, Slots};
 use crate::mem::arena;
 
 use crate::pal::sys;
@@ -47,57 +43,24 @@ fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
     let g = (p as usize - arena::base()) >> 3;
     // SAFETY: the table has a bit for every granule of the arena (init) and is never unmapped;
     // `p` lies in the arena: `mark` checks it before an object enters a cache, and `clear` is
-    // called only for objects that were in a cache or a pending slot, or that `mark` or
-    // `span::flush` checked; AtomicU64
+    // called only for objects that were in a cache or that `span::flush` checked; AtomicU64
     // has the layout of u64 and zero is a valid value.
     let w = unsafe { &*(TABLE.load(Ordering::Relaxed) as *const AtomicU64).add(g / 64) };
     (w, 1 << (g % 64))
 }
 
-/// Marks `p`, an object of class `c`, as freed; false if it already was (a double free).
-/// `own` is the calling thread's pending slots, if it has any. A set bit with `p` pending in
-/// another thread's slot claims it there. Aborts on a pointer outside the managed range.
-#[inline]
-pub fn mark(p: *mut u8, c: usize, own: Option<&'static Slots>) -> bool {
+/// Marks `p` as freed; false if it already was (a double free). Aborts on a pointer outside the
+/// managed range.
+#[inline(always)]
+pub fn mark(p: *mut u8) -> bool {
     if !arena::contains(p as usize) {
         sys::fatal("free of a pointer that tieralloc did not allocate");
     }
     let (w, b) = bit(p);
-    (w.load(Ordering::Relaxed) & b == 0 && w.fetch_or(b, Ordering::Relaxed) & b == 0)
-        || mark_set(p, c, own)
+    w.fetch_or(b, Ordering::Relaxed) & b == 0
 }
 
-/// The fast path of [`mark`]: true if `p` lies in the managed range and its bit was clear and
-/// is now set; false leaves the answer to [`mark`] (nothing changed that it will not redo).
-#[inline(always)]
-pub fn mark_fast(p: *mut u8) -> bool {
-    if !arena::contains(p as usize) {
-        return false;
-    }
-    let (w, b) = bit(p);
-    w.load(Ordering::Relaxed) & b == 0 && w.fetch_or(b, Ordering::Relaxed) & b == 0
-}
-
-/// [`mark`] when `p`'s bit is set: pending in some thread's slot (claimed), being retired
-/// (waited for, then marked), or freed already.
-#[cold]
-#[inline(never)]
-fn mark_set(p: *mut u8, c: usize, own: Option<&'static Slots>) -> bool {
-    let (w, b) = bit(p);
-    loop {
-        match pending::claim(own, c, p, || w.load(Ordering::Acquire) & b != 0) {
-            Claim::Taken => return true,
-            Claim::DoubleFree => return false,
-            Claim::Cleared => {
-                if w.fetch_or(b, Ordering::Relaxed) & b == 0 {
-                    return true;
-                }
-            }
-        }
-    }
-}
-
-/// Clears `p`'s mark: it leaves a thread cache to be handed out.
+/// Clears `p`'s mark: it leaves the thread cache (handed out, or flushed to its span).
 #[inline(always)]
 pub fn clear(p: *mut u8) {
     let (w, b) = bit(p);

@@ -18,7 +18,6 @@ pub mod check;
 pub mod hooks;
 pub mod meta;
 pub mod pages;
-pub mod pending;
 pub mod purge;
 pub mod run_cache;
 pub mod size_class;

@@ -17,7 +17,6 @@
 //! when the thread exits. After that the cache is `Dead` and the thread's remaining frees and
 //! allocations go straight to the bins.
 
-use super::pending::{self, Slots};
 use super::size_class::{self, NCLASSES};
 use super::{cached, span, Hooks};
 use crate::mem::scope::TierIndex;
@@ -41,8 +40,7 @@ enum State {
 /// Invariant: `clean <= n <= cap <= MAX_CACHED`; `items[..clean]` came from the bin and their
 /// [`cached`] bits are clear, `items[clean..n]` were freed here and their bits are set. Popping
 /// a clean object then needs no atomic operation (a batch of allocations costs one fewer per
-/// object); popping a freed one records it in the thread's pending slot ([`pending`]) with
-/// its bit left set, so that freeing it again needs none either.
+/// object).
 struct Stack {
     /// Objects on the stack.
     n: u32,
@@ -60,9 +58,6 @@ struct Cache {
     state: State,
     /// The tier of every object on the stacks (the host cache: always 0).
     tier: TierIndex,
-    /// The thread's pending slots ([`pending`]): the host cache's, once in use, if one was
-    /// free; never the second cache's.
-    slots: Option<&'static Slots>,
 }
 
 const EMPTY_STACK: Stack = Stack {
@@ -74,11 +69,11 @@ const EMPTY_STACK: Stack = Stack {
 
 thread_local! {
     static CACHE: UnsafeCell<Cache> = const {
-        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0, slots: None })
+        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
     };
     /// The cache of the other tier this thread allocates on.
     static OTHER: UnsafeCell<Cache> = const {
-        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0, slots: None })
+        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
     };
 }
 
@@ -150,11 +145,7 @@ fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
 /// leaves the slow path outside it. With `alloc` in this pointer form, with or without its
 /// slow path split off, rustc 1.95's LLVM crashed compiling `alloc_races` (SIGSEGV in
 /// `TargetMachine::getSymbol` under ThinLTO, not with one codegen unit); the cause is not
-/// known, and the closure form compiles everywhere. So did a closure returning the popped
-/// object with the cache's slots for the caller to finish the pop (2026-12-02, same crash).
-/// Since the pop records pending objects ([`pending`]), `with` in `alloc` is out of line again
-/// in some programs; the pair still took 0.77× the time it took before (16-byte pairs through
-/// `#[global_allocator]`, whole-process medians of 11 runs each).
+/// known, and the closure form compiles everywhere.
 #[inline(always)]
 fn host_cache() -> *mut Cache {
     CACHE.with(|cache| cache.get())
@@ -174,9 +165,8 @@ pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
 }
 
 /// Frees an object of class `c` of tier `t` (not the host): into the second cache if it holds
-/// tier `t`, else to its bin. Out of line, so that the host's `free` that calls it needs no
-/// saved registers.
-#[inline(never)]
+/// tier `t`, else to its bin.
+#[inline]
 pub fn free_on<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     // SAFETY: as in `alloc`.
     let cache = unsafe { &mut *other_cache() };
@@ -203,8 +193,7 @@ fn pop<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
 }
 
 /// The most recently freed object of class `c`, or null if the stack is empty (a stack never
-/// holds null). An object freed here (its bit set) becomes the thread's pending object, or,
-/// without slots, has its bit cleared.
+/// holds null).
 #[inline(always)]
 fn pop_cached(cache: &mut Cache, c: usize) -> *mut u8 {
     let s = &mut cache.stacks[c];
@@ -214,10 +203,7 @@ fn pop_cached(cache: &mut Cache, c: usize) -> *mut u8 {
     s.n -= 1;
     let p = s.items[s.n as usize];
     if s.n >= s.clean {
-        match cache.slots {
-            Some(slots) => pending::hand_out(&slots[c], p),
-            None => cached::clear(p),
-        }
+        cached::clear(p);
     } else {
         s.clean = s.n;
     }
@@ -231,38 +217,19 @@ fn push<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     }
 }
 
-/// Pushes `p` on its class's stack; false if the stack is full (or not in use yet), or if the
-/// free needs more than the fast path: `p`'s bit was set and `p` is not this thread's own
-/// pending object (claimed from another thread's slot, or a double free), or `p` is not in the
-/// managed range. The caller's slow path ([`free_slow`]) then decides, so the fast path makes
-/// no call whose result it needs (it needs no saved registers).
+/// Pushes `p` on its class's stack; false if the stack is full (or not in use yet).
 #[inline(always)]
 fn push_cached(cache: &mut Cache, c: usize, p: *mut u8) -> bool {
     let s = &mut cache.stacks[c];
     if s.n >= s.cap {
         return false;
     }
-    let own = match cache.slots {
-        Some(own) => pending::take_own(&own[c], p),
-        None => false,
-    };
-    if !own && !cached::mark_fast(p) {
-        return false;
+    if !cached::mark(p) {
+        double_free();
     }
     s.items[s.n as usize] = p;
     s.n += 1;
     true
-}
-
-/// Records the free of `p` (class `c`): its own pending object needs one plain store; anything
-/// else sets its bit ([`cached::mark`]). False on a double free.
-fn freed(slots: Option<&'static Slots>, c: usize, p: *mut u8) -> bool {
-    if let Some(own) = slots {
-        if pending::take_own(&own[c], p) {
-            return true;
-        }
-    }
-    cached::mark(p, c, slots)
 }
 
 #[cold]
@@ -310,7 +277,7 @@ fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
         State::Dead => return free_to_span::<H>(cache.tier, c, p),
         State::Active => {}
     }
-    if !freed(cache.slots, c, p) {
+    if !cached::mark(p) {
         double_free();
     }
     let s = &mut cache.stacks[c];
@@ -326,12 +293,13 @@ fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     s.n += 1;
 }
 
-/// Frees `p` (class `c`, tier `t`) straight to its span. Its bit is set first: a freed object
-/// waiting in some thread's cache has its bit set while its span counts it as handed out, and
-/// only the bit tells a second free of it; an object pending in another thread's slot is
-/// claimed from there.
+/// Frees `p` (class `c`, tier `t`) straight to its span. Its freed bit is set first: an
+/// object waiting in another thread's cache has its bit set while its span counts it as handed
+/// out, so only the bit tells a second free of it. Before, such a free (at thread exit, or of
+/// a device-tier object the second cache does not hold) was taken by the span and the object
+/// was handed out twice.
 fn free_to_span<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
-    if !cached::mark(p, c, None) {
+    if !cached::mark(p) {
         double_free();
     }
     span::flush::<H>(t, c, &[p])
@@ -344,11 +312,6 @@ fn start<H: Hooks>(cache: &mut Cache) -> bool {
     }
     for (c, s) in cache.stacks.iter_mut().enumerate() {
         s.cap = size_class::tcache_capacity(c);
-    }
-    // Only the host cache has slots; the second cache always holds a tier other than the
-    // host when it starts (`alloc_on` and `free_on` set it first).
-    if cache.tier == 0 {
-        cache.slots = pending::acquire();
     }
     cache.state = State::Active;
     super::register_thread_exit();
@@ -366,21 +329,9 @@ pub fn flush_and_retire<H: Hooks>() {
             for s in &mut cache.stacks {
                 s.cap = 0;
             }
-            if let Some(slots) = cache.slots.take() {
-                pending::release(slots);
-            }
             cache.state = State::Dead;
         })
     }
-}
-
-/// In a fork child: the pending slots of the threads that did not survive `fork` are retired
-/// and given up (this thread keeps its own).
-pub fn forget_other_threads_after_fork() {
-    CACHE.with(|cache| {
-        // SAFETY: this thread's own cache; see `alloc`.
-        pending::forget_other_threads(unsafe { &*cache.get() }.slots)
-    })
 }
 
 /// Returns every cached object of this thread to the bins (the caches stay usable).
