@@ -16,7 +16,7 @@
 #[path = "../../preload/tests/common/mod.rs"]
 mod programs;
 
-use programs::{chaos_bytes, fresh_dir, heap_high_bytes, run, Program, Ran};
+use programs::{chaos_bytes, chaos_share_per_s, fresh_dir, run, Program, Ran};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -75,7 +75,7 @@ fn main() {
     println!(
         "| program | glibc | mimalloc | jemalloc | tieralloc | tieralloc / mimalloc | \
          RSS glibc | RSS mimalloc | RSS jemalloc | RSS tieralloc | RSS tieralloc / mimalloc | \
-         chaos / tieralloc | chaos moved/s (share of peak RSS) | share of the heap |"
+         chaos / tieralloc | chaos moved/s (share of peak RSS) | share of the heap per s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for name in programs::REAL_PROGRAMS {
@@ -118,14 +118,18 @@ fn main() {
                 .map(|r| chaos_bytes(&r.stderr) as f64 / r.wall.as_secs_f64()),
         );
         let share = moved_per_s / (rss[4] * 1024.0 * 1024.0) * 100.0;
-        // The issue's measure: the share of the live heap moved per second. The heap's
-        // high-water mark stands for it (live blocks and the free runs between them, so the
-        // share is if anything understated); peak RSS also counts code, libraries and stacks.
-        let heap = median(chaos.iter().map(|r| heap_high_bytes(&r.stderr) as f64));
-        let heap_share = if heap > 0.0 {
-            format!("{:.0}%", moved_per_s / heap * 100.0)
-        } else {
+        // The issue's measure: the share of the live heap moved per second. Each process's
+        // heap high-water mark stands for its live heap (live blocks and the free runs between
+        // them, so the share is if anything understated), weighed by how long chaos ran in
+        // it; peak RSS also counts code, libraries and stacks.
+        let shares: Vec<f64> = chaos
+            .iter()
+            .filter_map(|r| chaos_share_per_s(&r.stderr))
+            .collect();
+        let heap_share = if shares.is_empty() {
             "-".into()
+        } else {
+            format!("{:.0}%", median(shares.into_iter()) * 100.0)
         };
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.1} | {:.1} | {:.1} | {:.1} | \

@@ -132,6 +132,27 @@ fn same_plain_and_under_chaos(p: &Program) {
         "{}: chaos migration moved nothing; stderr:\n{err}",
         p.name
     );
+    assert!(
+        common::chaos_share_per_s(&err).is_some_and(|x| x > 0.0),
+        "{}: no process says how long chaos ran; stderr:\n{err}",
+        p.name
+    );
+}
+
+#[test]
+fn chaos_share_weighs_each_process_by_its_heap_and_how_long_chaos_ran() {
+    // Two processes: 1 MiB moved of a 4 MiB heap in 100 ms, nothing of a 1 MiB heap in 400 ms:
+    // 1 MiB over (0.4 + 0.4) MiB·s = 1.25 per second.
+    let err = "tieralloc stats\n  used (high)     4.0 MiB\n  \
+               chaos           1.0 MiB moved to devices in 100.0 ms; CPU faults brought back 0 B\n\
+               tieralloc stats\n  used (high)     1.0 MiB\n  \
+               chaos           0 B moved to devices in 400.0 ms; CPU faults brought back 0 B\n";
+    let share = common::chaos_share_per_s(err).unwrap();
+    assert!((share - 1.25).abs() < 1e-9, "{share}");
+    assert_eq!(
+        common::chaos_share_per_s("tieralloc stats\n  used (high)     1.0 MiB\n"),
+        None
+    );
 }
 
 /// Runs the program script `name` plain, preloaded and under chaos.

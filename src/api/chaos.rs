@@ -24,13 +24,30 @@ use crate::mem::arena;
 use crate::mem::counters::COUNTERS;
 use crate::mem::pagemap::{self, Use};
 use crate::tiering::migrate;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The most pages one migration of chaos moves (a few spans' worth).
 pub const CHUNK_PAGES: usize = 32;
 
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// When the chaos thread started (`pal::thread::now_ns`), 0 before.
+static STARTED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// How long chaos migration has been running in this process, in nanoseconds (0 if it never
+/// started). The stats print it beside the bytes moved, so that a report can weigh what a
+/// process moved by how long it ran.
+///
+/// ```
+/// // Chaos was not started here.
+/// assert_eq!(tieralloc::chaos::running_ns(), 0);
+/// ```
+pub fn running_ns() -> u64 {
+    match STARTED_AT.load(Ordering::Acquire) {
+        0 => 0,
+        t => crate::pal::thread::now_ns().saturating_sub(t),
+    }
+}
 
 /// Starts chaos migration if `TIERALLOC_CHAOS` asks for it. `Ok(true)` when it started,
 /// `Ok(false)` when the variable is not set (or is bad: a line on stderr says so).
@@ -89,6 +106,7 @@ pub fn start(interval: Duration, share_percent: u32) -> Result<(), Error> {
         return Ok(());
     }
     let share = share_percent.clamp(1, 100);
+    STARTED_AT.store(crate::pal::thread::now_ns().max(1), Ordering::Release);
     std::thread::Builder::new()
         .name("tieralloc-chaos".into())
         .spawn(move || {

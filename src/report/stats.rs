@@ -95,6 +95,9 @@ pub struct Stats {
     /// Bytes chaos migration (`TIERALLOC_CHAOS`, [`chaos`](crate::chaos)) moved to devices;
     /// [`fault_pages`](Self::fault_pages) counts what CPU touches brought back.
     pub chaos_bytes: u64,
+    /// How long chaos migration has run in this process, in nanoseconds (0 if it never
+    /// started).
+    pub chaos_running_ns: u64,
     /// Transparent (`uffd`) mode: faults the handler threads served.
     pub handler_faults: u64,
     /// Of those, faults a handler found while it polled after the previous one (the burst
@@ -170,6 +173,7 @@ pub fn stats() -> Stats {
         placed_on_device: pages_to_bytes(&COUNTERS.placed_on_device),
         placement_fallbacks: COUNTERS.placement_fallbacks.load(Ordering::Relaxed),
         chaos_bytes: pages_to_bytes(&COUNTERS.chaos_pages),
+        chaos_running_ns: crate::api::chaos::running_ns(),
         handler_faults: COUNTERS.handler_faults.load(Ordering::Relaxed),
         handler_poll_hits: COUNTERS.handler_poll_hits.load(Ordering::Relaxed),
         handler_poll_ns: COUNTERS.handler_poll_ns.load(Ordering::Relaxed),
@@ -300,11 +304,12 @@ impl fmt::Display for Stats {
             "  link time       {:.3} ms simulated",
             self.simulated_transfer_ns as f64 / 1e6
         )?;
-        if self.chaos_bytes > 0 {
+        if self.chaos_bytes > 0 || self.chaos_running_ns > 0 {
             writeln!(
                 f,
-                "  chaos           {} moved to devices; CPU faults brought back {}",
+                "  chaos           {} moved to devices in {:.1} ms; CPU faults brought back {}",
                 Bytes(self.chaos_bytes),
+                self.chaos_running_ns as f64 / 1e6,
                 Bytes(self.fault_pages * sys::PAGE_SIZE as u64)
             )?;
         }

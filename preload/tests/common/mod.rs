@@ -153,11 +153,29 @@ pub fn chaos_bytes(stderr: &str) -> u64 {
     stats_bytes(stderr, "chaos").sum()
 }
 
-/// The largest heap of the run: the highest `used (high)` line of the stats tables in
-/// `stderr` (the managed range's high-water mark of one process: live blocks, and the free
-/// runs between them).
-pub fn heap_high_bytes(stderr: &str) -> u64 {
-    stats_bytes(stderr, "used (high)").max().unwrap_or(0)
+/// Chaos migration's rate over the processes of a run: the bytes it moved, summed, over the
+/// heap it had to work on, summed as each process's heap high-water mark times how long chaos
+/// ran in it (the `in … ms` of its `chaos` line). Their ratio is the share of the heap moved
+/// per second, with each process weighed by its heap and its life: a run of many short
+/// processes is not measured against the wall time of the whole run, most of which no heap
+/// existed for (a shell forking `git` again and again). `None` when no process ran chaos.
+pub fn chaos_share_per_s(stderr: &str) -> Option<f64> {
+    let (mut moved, mut heap_s) = (0.0, 0.0);
+    for table in stderr.split("tieralloc stats").skip(1) {
+        let heap = stats_bytes(table, "used (high)").next().unwrap_or(0) as f64;
+        let Some(line) = table.lines().find(|l| l.trim_start().starts_with("chaos ")) else {
+            continue;
+        };
+        let ms: f64 = line
+            .split(" in ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        moved += stats_bytes(line, "chaos").next().unwrap_or(0) as f64;
+        heap_s += heap * ms / 1e3;
+    }
+    (heap_s > 0.0).then(|| moved / heap_s)
 }
 
 /// The byte counts that open the stats lines labelled `label` (`412.0 KiB ...`).
