@@ -199,7 +199,7 @@ pub fn assert_second_free_aborts<A: std::alloc::GlobalAlloc>(
     l: std::alloc::Layout,
     between: impl FnOnce(),
 ) {
-    let status = fork_status(|| {
+    assert_child_aborts(&format!("a double free of {} B", l.size()), || {
         // SAFETY: a valid layout; the second dealloc is the bug under test.
         unsafe {
             let p = a.alloc(l);
@@ -211,10 +211,15 @@ pub fn assert_second_free_aborts<A: std::alloc::GlobalAlloc>(
             x != y
         }
     });
+}
+
+/// Runs `child` in a forked child and asserts that it ended with `SIGABRT` (tieralloc's
+/// answer to a double free); `what` names the bug in the failure message.
+pub fn assert_child_aborts(what: &str, child: impl FnOnce() -> bool) {
+    let status = fork_status(child);
     assert!(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
-        "a double free of {} B did not abort (status {status:#x})",
-        l.size()
+        "{what} did not abort (status {status:#x})"
     );
 }
 
