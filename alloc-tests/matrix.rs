@@ -288,9 +288,12 @@ fn a_small_object_freed_again_by_another_thread_aborts() {
     // The first free leaves the object in this thread's cache; another thread's free must
     // still see it is freed.
     common::assert_child_aborts("a second free on another thread", || {
-        // SAFETY: a valid layout; freed once here, once on the other thread.
-        let p = unsafe { A.alloc(l) };
-        unsafe { A.dealloc(p, l) };
+        // SAFETY: a valid layout; freed once here, once (the bug) on the other thread.
+        let p = unsafe {
+            let p = A.alloc(l);
+            A.dealloc(p, l);
+            p
+        };
         on_other_thread(p, free_odd);
         false
     });
@@ -355,9 +358,12 @@ fn a_free_during_thread_exit_after_the_cache_is_gone_still_catches_a_double_free
             0
         );
         KEY.store(key, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: a valid layout; freed here and again by the exiting thread.
-        let p = unsafe { A.alloc(l) };
-        unsafe { A.dealloc(p, l) };
+        // SAFETY: a valid layout; freed here and again (the bug) by the exiting thread.
+        let p = unsafe {
+            let p = A.alloc(l);
+            A.dealloc(p, l);
+            p
+        };
         on_other_thread(p, |p| {
             // The thread's cache is in use (so tieralloc's destructor flushes it at exit).
             std::hint::black_box(vec![0u8; 64]);
