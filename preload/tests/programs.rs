@@ -155,6 +155,17 @@ fn chaos_share_weighs_each_process_by_its_heap_and_how_long_chaos_ran() {
     );
 }
 
+/// Runs the program script `name` plain and preloaded with `env` added ([`same_under_tieralloc`]);
+/// the preloaded run's stderr, or `None` when the machine lacks the program (skipped with a
+/// message).
+fn preloaded(name: &'static str, env: &[(&str, &str)]) -> Option<String> {
+    let p = Program {
+        name,
+        sources: &sources(),
+    };
+    p.runs_here().then(|| same_under_tieralloc(&p, env))
+}
+
 /// Runs the program script `name` plain, preloaded and under chaos.
 fn check(name: &'static str) {
     let p = Program {
@@ -182,20 +193,15 @@ fn chaos_moves_small_objects_and_fork_children_do_not_hang() {
 fn chaos_moves_pages_of_a_process_shorter_than_its_interval() {
     // Before chaos ran its first rounds sooner than the interval, a process that ends within
     // one interval (as most of a compiler driver's or git's do) ran with nothing moved.
-    let p = Program {
-        name: "short-lived",
-        sources: &sources(),
-    };
-    if !p.runs_here() {
-        return;
-    }
-    let err = same_under_tieralloc(
-        &p,
+    let Some(err) = preloaded(
+        "short-lived",
         &[
             ("TIERALLOC_CHAOS", "20ms,100%"),
             ("TIERALLOC_FAULT", "uffd"),
         ],
-    );
+    ) else {
+        return;
+    };
     if err.contains("chaos not started") {
         eprintln!("SKIPPED short-lived under chaos: the uffd backend is not available here");
         return;
@@ -233,17 +239,12 @@ fn git_commits_many_files_logs_and_collects_garbage() {
 
 #[test]
 fn chaos_under_a_backend_without_system_calls_says_so_and_stays_off() {
-    let p = Program {
-        name: "perl",
-        sources: &sources(),
-    };
-    if !p.runs_here() {
-        return;
-    }
-    let err = same_under_tieralloc(
-        &p,
+    let Some(err) = preloaded(
+        "perl",
         &[("TIERALLOC_CHAOS", "5ms"), ("TIERALLOC_FAULT", "signal")],
-    );
+    ) else {
+        return;
+    };
     // Each process of the run (`sh`, then `perl`) says it once, and none moved anything.
     let said: Vec<&str> = err.lines().filter(|l| l.contains("chaos")).collect();
     assert!(
