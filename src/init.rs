@@ -18,7 +18,7 @@ use crate::heap::{self, Hooks};
 use crate::mem::gate::{gate_close, gate_open};
 use crate::mem::pagemap;
 use crate::mem::scope::TierIndex;
-use crate::pal::process;
+use crate::pal::{process, sys};
 use crate::tiering::{freed, placement, relocate};
 use crate::{config, fault};
 use core::sync::atomic::Ordering;
@@ -58,6 +58,9 @@ impl Hooks for HeapHooks {
     }
 
     fn started() {
+        // Before any thread of ours runs (see `sys::open_pagemap`). If it fails, page-map
+        // reads try again and fail as they do without `/proc`.
+        let _ = sys::open_pagemap();
         process::at_fork(fork_prepare, fork_parent, fork_child);
         if config::stats_at_exit() {
             crate::report::stats::print_at_exit();
@@ -103,6 +106,7 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     // SAFETY: the child is a copy of the thread that ran fork_prepare.
     unsafe { release_fork_locks() };
+    sys::reopen_pagemap_in_child();
     pagemap::clear_pins(heap::pages::TOP.load(Ordering::Relaxed));
     heap::purge::forget_thread_after_fork();
     gate_open();

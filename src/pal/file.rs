@@ -17,7 +17,32 @@ pub fn open_rw_raw(path: &CStr) -> Result<i32, i32> {
     open_with(path, OFlag::O_RDWR).map(IntoRawFd::into_raw_fd)
 }
 
-/// Closes a descriptor handed over by [`open_rw_raw`] or `uffd::open`.
+/// The lowest number a descriptor tieralloc keeps for the life of the process is moved to.
+/// Programs manage low numbers by hand (a shell's redirections use 0-9 and dash keeps its
+/// saved copies at 10 and above, bash its script at 255); a kept descriptor up here stays out
+/// of their way.
+const KEPT_MIN: i32 = 512;
+
+/// Opens `path` read-only for the life of the process and hands over the raw descriptor, moved
+/// to a number of at least [`KEPT_MIN`] (where `RLIMIT_NOFILE` allows it; else it stays where
+/// `open` put it). Close it with [`close`].
+///
+/// Only start-up and a fork child (one thread) should call it. Why: a descriptor opened by one
+/// of tieralloc's threads while the program redirects a descriptor (`close(1)`, then
+/// `dup2(4, 1)`, as dash does for `printf ... > file`) can get the number the program just
+/// freed; the `dup2` then closes tieralloc's file silently, and tieralloc's `close` closes the
+/// program's standard output (its `write` failed with `EBADF` under chaos migration,
+/// 2026-12-02).
+pub fn open_kept(path: &CStr) -> Result<i32, i32> {
+    let fd = open_with(path, OFlag::O_RDONLY)?;
+    match nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(KEPT_MIN)) {
+        // `fd` (the low number) closes as it drops.
+        Ok(high) => Ok(high),
+        Err(_) => Ok(fd.into_raw_fd()),
+    }
+}
+
+/// Closes a descriptor handed over by [`open_rw_raw`], [`open_kept`] or `uffd::open`.
 pub fn close(fd: i32) {
     if fd < 0 {
         return;
@@ -43,16 +68,6 @@ pub fn count_byte(path: &CStr, byte: u8) -> usize {
         count += buf[..n].iter().filter(|&&b| b == byte).count();
     }
     count
-}
-
-/// Reads `buf.len()` bytes of `path` at `offset` (one `pread`), e.g. page-map entries.
-pub fn pread_exact(path: &CStr, buf: &mut [u8], offset: u64) -> Result<(), i32> {
-    let fd = open_with(path, OFlag::O_RDONLY)?;
-    match nix::sys::uio::pread(&fd, buf, offset as libc::off_t) {
-        Ok(n) if n == buf.len() => Ok(()),
-        Ok(_) => Err(libc::EIO),
-        Err(e) => Err(e as i32),
-    }
 }
 
 /// Reads up to `buf.len()` bytes at offset `off` of descriptor `fd` (one `pread`); the count.

@@ -261,6 +261,53 @@ const PFN_MASK: u64 = (1 << 55) - 1;
 const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
 
+/// The descriptor of `/proc/self/pagemap`, kept open (-1 before [`open_pagemap`]).
+///
+/// Why kept and not opened per read: reads come from tieralloc's own threads (chaos, fault
+/// handlers, workers) while the program runs, and a descriptor opened there can take a number
+/// the program is redirecting and then close the program's file (`file::open_kept`). It also
+/// saves an `open` and a `close` per read.
+static PAGEMAP_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
+
+/// Opens `/proc/self/pagemap` for the page-table reads below, at start-up; in a fork child
+/// again (the parent's descriptor shows the parent's pages), closing the inherited one.
+/// Call it with no other thread of tieralloc running: at start-up, or in the fork child.
+pub fn open_pagemap() -> Result<(), i32> {
+    let fd = super::file::open_kept(c"/proc/self/pagemap")?;
+    let old = PAGEMAP_FD.swap(fd, core::sync::atomic::Ordering::AcqRel);
+    super::file::close(old);
+    Ok(())
+}
+
+/// In a fork child: reopens the page-map descriptor if the parent had one (see
+/// [`open_pagemap`]). On failure reads fail as they would without `/proc`.
+pub fn reopen_pagemap_in_child() {
+    if PAGEMAP_FD.load(core::sync::atomic::Ordering::Acquire) >= 0 && open_pagemap().is_err() {
+        super::file::close(PAGEMAP_FD.swap(-1, core::sync::atomic::Ordering::AcqRel));
+    }
+}
+
+fn pagemap_fd() -> Result<i32, i32> {
+    let fd = PAGEMAP_FD.load(core::sync::atomic::Ordering::Acquire);
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    // Not opened at start-up (a unit test of this layer, say): open it now, once.
+    let new = super::file::open_kept(c"/proc/self/pagemap")?;
+    match PAGEMAP_FD.compare_exchange(
+        -1,
+        new,
+        core::sync::atomic::Ordering::AcqRel,
+        core::sync::atomic::Ordering::Acquire,
+    ) {
+        Ok(_) => Ok(new),
+        Err(won) => {
+            super::file::close(new);
+            Ok(won)
+        }
+    }
+}
+
 fn pagemap_entries(addr: usize, out: &mut [u64]) -> Result<(), i32> {
     if let Some(e) = inject::fail(Point::Pagemap) {
         return Err(e);
@@ -268,8 +315,11 @@ fn pagemap_entries(addr: usize, out: &mut [u64]) -> Result<(), i32> {
     // SAFETY: `out` is plain u64 data; viewed as its bytes for the read.
     let bytes =
         unsafe { core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len() * 8) };
-    super::file::pread_exact(c"/proc/self/pagemap", bytes, (addr / PAGE_SIZE * 8) as u64)?;
-    Ok(())
+    let off = (addr / PAGE_SIZE * 8) as u64;
+    match super::file::pread_fd(pagemap_fd()?, bytes, off)? {
+        n if n == bytes.len() => Ok(()),
+        _ => Err(libc::EIO),
+    }
 }
 
 /// For each of the `n` pages at `addr`: is a page there (present, the zero page included, or
