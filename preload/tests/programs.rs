@@ -237,6 +237,26 @@ fn chaos_never_takes_a_descriptor_a_single_threaded_shell_is_redirecting() {
 }
 
 #[test]
+fn a_program_taking_descriptors_3_to_9_keeps_its_device_resident_heap() {
+    // Before tieralloc moved its userfaultfd to a high descriptor number, it sat at 3; the
+    // program's dup2 onto 3 closed it, and its device-resident pages read as zero.
+    let Some(err) = preloaded(
+        "low-descriptors",
+        &[("TIERALLOC_CHAOS", "1ms,100%"), ("TIERALLOC_FAULT", "uffd")],
+    ) else {
+        return;
+    };
+    if err.contains("chaos not started") {
+        eprintln!("SKIPPED low-descriptors under chaos: the uffd backend is not available here");
+        return;
+    }
+    assert!(
+        common::chaos_bytes(&err) > 0,
+        "chaos moved nothing; stderr:\n{err}"
+    );
+}
+
+#[test]
 fn cpp_threads_hand_objects_to_each_other() {
     check("cpp-handoff");
 }

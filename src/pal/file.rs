@@ -11,21 +11,31 @@ fn open_with(path: &CStr, flags: OFlag) -> Result<OwnedFd, i32> {
     open(path, flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| e as i32)
 }
 
-/// Opens `path` for reading and writing and hands over the raw descriptor (kept in an atomic
-/// by the caller, closed with [`close`]).
+/// Opens `path` for reading and writing and hands over the raw descriptor, moved high
+/// ([`keep_high`]; kept in an atomic by the caller, closed with [`close`]).
 pub fn open_rw_raw(path: &CStr) -> Result<i32, i32> {
-    open_with(path, OFlag::O_RDWR).map(IntoRawFd::into_raw_fd)
+    open_with(path, OFlag::O_RDWR).map(keep_high)
 }
 
 /// The lowest number a descriptor tieralloc keeps for the life of the process is moved to.
-/// Programs manage low numbers by hand (a shell's redirections use 0-9 and dash keeps its
-/// saved copies at 10 and above, bash its script at 255); a kept descriptor up here stays out
-/// of their way.
+/// Programs manage low numbers by hand: a shell's redirections use 0-9 (`exec 3>file` closes
+/// whatever was at 3: with tieralloc's userfaultfd there, every device-resident page of the
+/// shell read as zero and it crashed, 2026-12-02), dash keeps its saved copies at 10 and
+/// above, bash its script at 255. A kept descriptor up here stays out of their way.
 const KEPT_MIN: i32 = 512;
 
+/// Moves descriptor `fd` to a number of at least [`KEPT_MIN`] (close-on-exec) and hands over
+/// the raw new number; where `RLIMIT_NOFILE` does not allow it, `fd` stays where it is.
+pub fn keep_high(fd: OwnedFd) -> i32 {
+    match nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(KEPT_MIN)) {
+        // The low number closes as `fd` drops.
+        Ok(high) => high,
+        Err(_) => fd.into_raw_fd(),
+    }
+}
+
 /// Opens `path` read-only for the life of the process and hands over the raw descriptor, moved
-/// to a number of at least [`KEPT_MIN`] (where `RLIMIT_NOFILE` allows it; else it stays where
-/// `open` put it). Close it with [`close`].
+/// high ([`keep_high`]). Close it with [`close`].
 ///
 /// Only start-up and a fork child (one thread) should call it. Why: a descriptor opened by one
 /// of tieralloc's threads while the program redirects a descriptor (`close(1)`, then
@@ -34,12 +44,7 @@ const KEPT_MIN: i32 = 512;
 /// program's standard output (its `write` failed with `EBADF` under chaos migration,
 /// 2026-12-02).
 pub fn open_kept(path: &CStr) -> Result<i32, i32> {
-    let fd = open_with(path, OFlag::O_RDONLY)?;
-    match nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(KEPT_MIN)) {
-        // `fd` (the low number) closes as it drops.
-        Ok(high) => Ok(high),
-        Err(_) => Ok(fd.into_raw_fd()),
-    }
+    open_with(path, OFlag::O_RDONLY).map(keep_high)
 }
 
 /// Closes a descriptor handed over by [`open_rw_raw`], [`open_kept`] or `uffd::open`.

@@ -76,7 +76,14 @@ fn open_with(flags: i32, features: u64) -> Result<(i32, u64), i32> {
     let mut api = [UFFD_API, features, 0u64];
     // SAFETY: `api` is a struct uffdio_api (api, features, ioctls).
     match unsafe { ioctls::api(fd, &mut api) } {
-        Ok(_) => Ok((fd, api[1])),
+        Ok(_) => {
+            // SAFETY: `fd` is the new descriptor userfaultfd(2) just returned (not -1), ours
+            // alone.
+            let owned =
+                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // Moved high: a program's own use of low numbers (`exec 3>file`) must not close it.
+            Ok((super::file::keep_high(owned), api[1]))
+        }
         Err(e) => {
             // A descriptor whose handshake failed is unusable.
             super::file::close(fd);
