@@ -113,30 +113,43 @@ fn same_under_tieralloc(p: &Program, env: &[(&str, &str)]) -> String {
 }
 
 /// Chaos migration for the tests: every 5 ms, 10% of the live heap.
-const CHAOS: &[(&str, &str)] = &[("TIERALLOC_CHAOS", "5ms,10%"), ("TIERALLOC_FAULT", "uffd")];
+const CHAOS: &str = "5ms,10%";
 
 /// Runs `p` plain, preloaded, and preloaded under chaos migration: the same output each time,
 /// and the chaos run moved pages (at least one process of it printed a chaos line).
 fn same_plain_and_under_chaos(p: &Program) {
     same_under_tieralloc(p, &[]);
-    let err = same_under_tieralloc(p, CHAOS);
+    if let Some(err) = same_under_chaos(p, CHAOS) {
+        assert!(
+            common::chaos_share_per_s(&err).is_some_and(|x| x > 0.0),
+            "{}: no process says how long chaos ran; stderr:\n{err}",
+            p.name
+        );
+    }
+}
+
+/// Runs `p` plain and preloaded under chaos migration `chaos` (`TIERALLOC_CHAOS`, with the
+/// `uffd` backend): the same output and exit status ([`same_under_tieralloc`]), and chaos
+/// moved something. The preloaded run's stderr, or `None` where the `uffd` backend is refused
+/// (skipped with a message).
+fn same_under_chaos(p: &Program, chaos: &str) -> Option<String> {
+    let err = same_under_tieralloc(
+        p,
+        &[("TIERALLOC_CHAOS", chaos), ("TIERALLOC_FAULT", "uffd")],
+    );
     if err.contains("chaos not started") {
         eprintln!(
             "SKIPPED {} under chaos: the uffd backend is not available here",
             p.name
         );
-        return;
+        return None;
     }
     assert!(
         common::chaos_bytes(&err) > 0,
-        "{}: chaos migration moved nothing; stderr:\n{err}",
+        "{}: chaos migration ({chaos}) moved nothing; stderr:\n{err}",
         p.name
     );
-    assert!(
-        common::chaos_share_per_s(&err).is_some_and(|x| x > 0.0),
-        "{}: no process says how long chaos ran; stderr:\n{err}",
-        p.name
-    );
+    Some(err)
 }
 
 #[test]
@@ -164,6 +177,18 @@ fn preloaded(name: &'static str, env: &[(&str, &str)]) -> Option<String> {
         sources: &sources(),
     };
     p.runs_here().then(|| same_under_tieralloc(&p, env))
+}
+
+/// Runs the program script `name` plain and preloaded under chaos migration `chaos` only
+/// ([`same_under_chaos`]); skipped with a message where the machine lacks the program.
+fn under_chaos(name: &'static str, chaos: &str) {
+    let p = Program {
+        name,
+        sources: &sources(),
+    };
+    if p.runs_here() {
+        same_under_chaos(&p, chaos);
+    }
 }
 
 /// Runs the program script `name` plain, preloaded and under chaos.
@@ -196,23 +221,7 @@ fn chaos_moves_pages_of_a_process_shorter_than_its_interval() {
     // The process lives about 100 ms, a tenth of the interval: with a 20 ms interval and a
     // 12 ms process, rounds at 1 and 2 ms were all it had, and on a loaded machine (the
     // test's neighbours, CI) the chaos thread missed both in 1 run of 5 (2026-12-02).
-    let Some(err) = preloaded(
-        "short-lived",
-        &[
-            ("TIERALLOC_CHAOS", "1000ms,100%"),
-            ("TIERALLOC_FAULT", "uffd"),
-        ],
-    ) else {
-        return;
-    };
-    if err.contains("chaos not started") {
-        eprintln!("SKIPPED short-lived under chaos: the uffd backend is not available here");
-        return;
-    }
-    assert!(
-        common::chaos_bytes(&err) > 0,
-        "chaos moved nothing in a process shorter than its interval; stderr:\n{err}"
-    );
+    under_chaos("short-lived", "1000ms,100%");
 }
 
 #[test]
@@ -220,40 +229,14 @@ fn chaos_never_takes_a_descriptor_a_single_threaded_shell_is_redirecting() {
     // Before tieralloc kept its /proc/self/pagemap descriptor open from start-up, the chaos
     // thread opened it per migration; at a 1 ms interval the shell's redirected `printf`
     // failed ("I/O error") in 17 runs of 20 (redirects.c does what dash does).
-    let Some(err) = preloaded(
-        "redirects",
-        &[("TIERALLOC_CHAOS", "1ms,100%"), ("TIERALLOC_FAULT", "uffd")],
-    ) else {
-        return;
-    };
-    if err.contains("chaos not started") {
-        eprintln!("SKIPPED redirects under chaos: the uffd backend is not available here");
-        return;
-    }
-    assert!(
-        common::chaos_bytes(&err) > 0,
-        "chaos moved nothing while the shell ran; stderr:\n{err}"
-    );
+    under_chaos("redirects", "1ms,100%");
 }
 
 #[test]
 fn a_program_taking_descriptors_3_to_9_keeps_its_device_resident_heap() {
     // Before tieralloc moved its userfaultfd to a high descriptor number, it sat at 3; the
     // program's dup2 onto 3 closed it, and its device-resident pages read as zero.
-    let Some(err) = preloaded(
-        "low-descriptors",
-        &[("TIERALLOC_CHAOS", "1ms,100%"), ("TIERALLOC_FAULT", "uffd")],
-    ) else {
-        return;
-    };
-    if err.contains("chaos not started") {
-        eprintln!("SKIPPED low-descriptors under chaos: the uffd backend is not available here");
-        return;
-    }
-    assert!(
-        common::chaos_bytes(&err) > 0,
-        "chaos moved nothing; stderr:\n{err}"
-    );
+    under_chaos("low-descriptors", "1ms,100%");
 }
 
 #[test]
