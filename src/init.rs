@@ -111,4 +111,5 @@ extern "C" fn fork_child() {
     heap::purge::forget_thread_after_fork();
     gate_open();
     fault::restart_in_child();
+    crate::api::chaos::bring_home_in_fork_child();
 }

@@ -240,6 +240,14 @@ fn a_program_taking_descriptors_3_to_9_keeps_its_device_resident_heap() {
 }
 
 #[test]
+fn a_fork_child_that_closes_every_descriptor_reads_its_heap_as_written() {
+    // Before a fork child of a chaos process brought its device-resident pages home, closing
+    // tieralloc's userfaultfd (as Python's subprocess does before exec) left those pages
+    // reading as zero in the child.
+    under_chaos("fork-closes-descriptors", "1ms,100%");
+}
+
+#[test]
 fn cpp_threads_hand_objects_to_each_other() {
     check("cpp-handoff");
 }

@@ -11,6 +11,10 @@
 //! migration fails cleanly on pages freed under it; those errors are ignored). Pages the
 //! program touches again come back through faults, as with any migration.
 //!
+//! Chaos runs in the process that started it. A `fork` child has no chaos thread, and brings
+//! every device-resident page home before the program's code runs in it (a child may close
+//! tieralloc's descriptors before its `exec`; see `bring_home_in_fork_child`).
+//!
 //! It needs the transparent `uffd` backend: only there do system calls (`read(2)` into a
 //! buffer, say) on device-resident memory work; under the other backends they fail with
 //! `EFAULT`, which would change what an unmodified program does.
@@ -121,6 +125,33 @@ pub fn start(interval: Duration, share_percent: u32) -> Result<(), Error> {
             errno: e.raw_os_error().unwrap_or(0),
         })?;
     Ok(())
+}
+
+/// In a `fork` child of a process running chaos migration, once the fault service runs again:
+/// touches one byte of every device-resident page of the heap, so that all of them come home
+/// (by the usual fault-back) before the child's own code runs.
+///
+/// Why: an unmodified program's fork child may close every descriptor from 3 up before its
+/// `exec` (Python's `subprocess` does when `preexec_fn` makes it fork), tieralloc's
+/// userfaultfd among them. The kernel then forgets the child's registrations, and a page that
+/// was on a device reads as zero: the argument vector the child was about to `exec` with, say.
+/// (A fault-back that met the closed descriptor stopped the child: 2 runs of 8 of such a
+/// Python script under 1 ms chaos.) Chaos has no thread in the child, so nothing moves the
+/// pages out again. Without chaos nothing changes: a program that moves pages itself has its
+/// fork children see them on the device, as before.
+pub(crate) fn bring_home_in_fork_child() {
+    if running_ns() == 0 {
+        return;
+    }
+    let top = TOP.load(Ordering::Acquire);
+    for p in 0..top {
+        let e = pagemap::get(p);
+        if e.device().is_some() && !e.locked() {
+            // SAFETY: a page of the managed range, which stays mapped for the life of the
+            // process; the read faults the page home and its value is not used.
+            let _ = unsafe { core::ptr::read_volatile(arena::addr_of(p) as *const u8) };
+        }
+    }
 }
 
 /// The waits before the first rounds: 1 ms, then doubling, while shorter than `interval`.

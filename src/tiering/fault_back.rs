@@ -268,7 +268,16 @@ fn return_run(backend: Backend, d: u16, lo: usize, hi: usize) {
             "return_run: page {p:#x} is {e:?}"
         );
     }
-    if device_to_host(backend, d, lo, hi - lo).is_err() {
+    if let Err(e) = device_to_host(backend, d, lo, hi - lo) {
+        if e == libc::EBADF {
+            // Seen in a Python `subprocess` child (`preexec_fn` makes it fork), which closes
+            // every descriptor from 3 up before its `exec`.
+            sys::fatal(
+                "could not bring device-resident pages back to host memory: the program closed \
+                 tieralloc's userfaultfd (close_range or closefrom, as a fork child before exec \
+                 may do)",
+            );
+        }
         sys::fatal("could not bring device-resident pages back to host memory");
     }
     device::release(d, hi - lo);
