@@ -268,6 +268,11 @@ fn gcc_compiles_a_multi_file_program_that_then_runs() {
 }
 
 #[test]
+fn python_dicts_json_regexes_and_child_processes() {
+    check("python");
+}
+
+#[test]
 fn git_commits_many_files_logs_and_collects_garbage() {
     check("git");
 }
