@@ -270,8 +270,9 @@ fn return_run(backend: Backend, d: u16, lo: usize, hi: usize) {
     }
     if let Err(e) = device_to_host(backend, d, lo, hi - lo) {
         if e == libc::EBADF {
-            // Seen in a Python `subprocess` child (`preexec_fn` makes it fork), which closes
-            // every descriptor from 3 up before its `exec`.
+            // A Python `subprocess` child (`preexec_fn` makes it fork) closes every descriptor
+            // from 3 up before its `exec`; under chaos such children stopped here with the
+            // bare message below, before they brought their pages home at the fork.
             sys::fatal(
                 "could not bring device-resident pages back to host memory: the program closed \
                  tieralloc's userfaultfd (close_range or closefrom, as a fork child before exec \
