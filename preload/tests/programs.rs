@@ -248,6 +248,13 @@ fn a_fork_child_that_closes_every_descriptor_reads_its_heap_as_written() {
 }
 
 #[test]
+fn threads_with_small_stacks_start() {
+    // Before the thread caches moved out of thread-local storage (36 KiB of it, carved out of
+    // every thread's stack), pthread_create refused 16 and 32 KiB stacks with EINVAL.
+    preloaded("small-stacks", &[]);
+}
+
+#[test]
 fn cpp_threads_hand_objects_to_each_other() {
     check("cpp-handoff");
 }

@@ -101,6 +101,7 @@ unsafe extern "C" fn thread_exit<H: Hooks>(_: *mut libc::c_void) {
 
 /// Takes every heap lock on this thread, in the one order all paths use.
 pub(crate) fn lock_all() {
+    tcache::lock_for_fork();
     span::lock_for_fork();
     PAGES.lock_for_fork();
     meta::lock_for_fork();
@@ -116,6 +117,7 @@ pub(crate) unsafe fn unlock_all() {
         meta::unlock_after_fork();
         PAGES.unlock_after_fork();
         span::unlock_after_fork();
+        tcache::unlock_after_fork();
     }
 }
 

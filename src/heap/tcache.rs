@@ -10,30 +10,27 @@
 //! cache follows the thread's allocations: allocating on another tier first gives its objects
 //! back to their bins; a free of an object of a tier it does not hold goes to the bin.
 //!
-//! The storage is a `const`-initialised thread-local without a destructor, so access is a plain
-//! TLS offset with no lazy-init check, usable before `main` and inside other destructors. A
-//! never-used cache has capacity 0, so the first use of either path lands in the slow path,
-//! which initialises the heap and registers a `pthread` key whose destructor flushes the cache
-//! when the thread exits. After that the cache is `Dead` and the thread's remaining frees and
-//! allocations go straight to the bins.
+//! The caches live in metadata memory outside the managed range; the thread-local is one
+//! pointer to them (`const`-initialised, without a destructor: a plain TLS offset, usable before
+//! `main` and inside other destructors). Why not the caches themselves: under `libtieralloc.so`
+//! a preloaded library's thread-locals are carved out of every thread's stack, and 36 KiB of
+//! caches there made `pthread_create` fail with `EINVAL` for threads with small stacks (node's
+//! inspector thread asks for 32 KiB, 2026-12-02). The pointer is null until the thread's first
+//! allocation or free, which lands in the slow path: it initialises the heap, takes a pair of
+//! caches (one a thread that exited gave back, or new metadata) and registers a `pthread` key
+//! whose destructor flushes them when the thread exits. After that the pointer is [`DEAD`], the
+//! caches go back for another thread, and the thread's remaining frees and allocations go
+//! straight to the bins.
 
+use super::meta;
 use super::size_class::{self, NCLASSES};
 use super::{cached, span, Hooks};
 use crate::mem::scope::TierIndex;
-use core::cell::UnsafeCell;
+use crate::pal::lock::Lock;
+use core::cell::Cell;
 
 /// Largest number of cached objects per class.
 const MAX_CACHED: usize = 64;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Never used by this thread.
-    Fresh,
-    /// In use; flushed at thread exit.
-    Active,
-    /// The thread is exiting and its cache was flushed.
-    Dead,
-}
 
 /// One class's stack of free objects.
 ///
@@ -52,39 +49,60 @@ struct Stack {
     items: [*mut u8; MAX_CACHED],
 }
 
-/// A thread's cache of objects of one tier.
+/// A thread's cache of objects of one tier. All zeroes is an empty cache of the host.
 struct Cache {
     stacks: [Stack; NCLASSES],
-    state: State,
     /// The tier of every object on the stacks (the host cache: always 0).
     tier: TierIndex,
 }
 
-const EMPTY_STACK: Stack = Stack {
-    n: 0,
-    cap: 0,
-    clean: 0,
-    items: [core::ptr::null_mut(); MAX_CACHED],
-};
+/// A thread's two caches: the host's, and the one of the last other tier it allocated on.
+struct Caches {
+    host: Cache,
+    other: Cache,
+    /// The next pair on the list of pairs given back by exited threads.
+    next: *mut Caches,
+}
+
+/// The value of [`CACHES`] once the thread's exit hook ran: its frees and allocations go
+/// straight to the bins.
+const DEAD: *mut Caches = 1 as *mut Caches;
+
+/// Pairs of caches given back by exited threads, for the next threads that start (flushed, so
+/// every stack is empty).
+static SPARE: Lock<usize> = Lock::new(0);
 
 thread_local! {
-    static CACHE: UnsafeCell<Cache> = const {
-        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
-    };
-    /// The cache of the other tier this thread allocates on.
-    static OTHER: UnsafeCell<Cache> = const {
-        UnsafeCell::new(Cache { stacks: [EMPTY_STACK; NCLASSES], state: State::Fresh, tier: 0 })
-    };
+    /// This thread's caches: null before its first allocation or free, [`DEAD`] after its exit
+    /// hook, else a pair in metadata memory that only this thread uses.
+    static CACHES: Cell<*mut Caches> = const { Cell::new(core::ptr::null_mut()) };
+}
+
+/// This thread's caches pointer (see [`CACHES`]).
+///
+/// `free` and the slow paths take it this way; `alloc`'s fast path pops inside the
+/// thread-local's closure instead ([`pop_host`]). With the whole push or pop inside the
+/// closure, `with` was compiled out of line in some programs and reached the key's accessor by
+/// an indirect call: 42% of the samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a
+/// pair against 9.5 after (2026-12-02). With `alloc` in this pointer form, rustc 1.95's LLVM
+/// crashed compiling `alloc_races` (SIGSEGV in `TargetMachine::getSymbol` or the AsmPrinter
+/// under ThinLTO, not with one codegen unit); the cause is not known, and the closure form
+/// compiles everywhere.
+#[inline(always)]
+fn caches() -> *mut Caches {
+    CACHES.with(Cell::get)
+}
+
+/// True if `cs` points to a pair of caches (not null, not [`DEAD`]).
+#[inline(always)]
+fn live(cs: *mut Caches) -> bool {
+    cs as usize > DEAD as usize
 }
 
 /// Allocates a host object of class `c`, or returns null when memory is exhausted.
 #[inline(always)]
 pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
-    let p = CACHE.with(|cache| {
-        // SAFETY: the cache is this thread's own; no reference to it outlives this call, and
-        // the allocator is never re-entered from inside (nothing here allocates).
-        pop_cached(unsafe { &mut *cache.get() }, c)
-    });
+    let p = pop_host(c);
     if !p.is_null() {
         return p;
     }
@@ -95,68 +113,84 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 /// thread's cache, or null (the caller takes [`alloc`]). Makes no system call.
 #[inline(always)]
 pub fn pop_host(c: usize) -> *mut u8 {
-    CACHE.with(|cache| {
-        // SAFETY: as in `alloc`.
-        pop_cached(unsafe { &mut *cache.get() }, c)
+    // The pop inside the closure: with the pointer taken out first (`caches()`), rustc 1.95's
+    // LLVM crashed compiling `alloc_races` (SIGSEGV in the AsmPrinter under ThinLTO), as it
+    // did for the earlier thread-local caches (see `caches`).
+    CACHES.with(|k| {
+        let cs = k.get();
+        if !live(cs) {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: a live pair is this thread's own (only this thread has its pointer); no
+        // reference to it outlives this call, and the allocator is never re-entered from
+        // inside (nothing here allocates).
+        pop_cached(unsafe { &mut (*cs).host }, c)
     })
 }
 
 /// The fast path of [`free`] alone: pushes host object `p` of class `c` on this thread's
-/// cache; false if the stack is full or not in use yet (the caller takes [`free`]). Makes no
-/// system call; a second free ends the process, as in [`free`].
+/// cache; false if the stack is full or the thread has no caches (the caller takes [`free`]).
+/// Makes no system call; a second free ends the process, as in [`free`].
 #[inline(always)]
 pub fn push_host(c: usize, p: *mut u8) -> bool {
-    // SAFETY: as in `alloc`.
-    push_cached(unsafe { &mut *host_cache() }, c, p)
+    let cs = caches();
+    // SAFETY: as in `pop_host`.
+    live(cs) && push_cached(unsafe { &mut (*cs).host }, c, p)
 }
 
 /// [`alloc`] when the class's stack is empty.
 #[cold]
 #[inline(never)]
 fn alloc_host_slow<H: Hooks>(c: usize) -> *mut u8 {
-    // SAFETY: as in `alloc`.
-    alloc_slow::<H>(unsafe { &mut *host_cache() }, c)
+    match this_thread::<H>() {
+        // SAFETY: as in `pop_host`.
+        Some(cs) => alloc_slow::<H>(unsafe { &mut (*cs).host }, c),
+        None => alloc_direct::<H>(0, c),
+    }
 }
 
 /// Frees a host object of class `c`.
 #[inline(always)]
 pub fn free<H: Hooks>(c: usize, p: *mut u8) {
-    // SAFETY: as in `alloc`.
-    if !push_cached(unsafe { &mut *host_cache() }, c, p) {
+    if !push_host(c, p) {
         free_host_slow::<H>(c, p);
     }
 }
 
-/// [`free`] when the class's stack is full or the cache is not in use.
+/// [`free`] when the class's stack is full or the thread has no caches yet.
 #[cold]
 #[inline(never)]
 fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
-    // SAFETY: as in `alloc`.
-    free_slow::<H>(unsafe { &mut *host_cache() }, c, p)
+    match this_thread::<H>() {
+        // SAFETY: as in `pop_host`.
+        Some(cs) => free_slow::<H>(unsafe { &mut (*cs).host }, c, p),
+        None => free_to_span::<H>(0, c, p),
+    }
 }
 
-/// This thread's host cache, taken as a pointer by a closure that does nothing else, so that
-/// `LocalKey::with` inlines to one TLS offset. With the whole push or pop inside the closure,
-/// `with` was compiled out of line in some programs and reached the key's accessor by an
-/// indirect call: 42% of the samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a pair
-/// against 9.5 after (2026-12-02).
-///
-/// `free` uses it; `alloc` keeps a closure that only pops (null when the stack is empty) and
-/// leaves the slow path outside it. With `alloc` in this pointer form, with or without its
-/// slow path split off, rustc 1.95's LLVM crashed compiling `alloc_races` (SIGSEGV in
-/// `TargetMachine::getSymbol` under ThinLTO, not with one codegen unit); the cause is not
-/// known, and the closure form compiles everywhere.
-#[inline(always)]
-fn host_cache() -> *mut Cache {
-    CACHE.with(|cache| cache.get())
+/// This thread's caches, started on its first call; `None` once its exit hook ran (or if the
+/// heap cannot start): the caller goes straight to the bins.
+#[inline]
+fn this_thread<H: Hooks>() -> Option<*mut Caches> {
+    let cs = caches();
+    if live(cs) {
+        return Some(cs);
+    }
+    if cs == DEAD {
+        return None;
+    }
+    start::<H>()
 }
 
 /// Allocates an object of class `c` on tier `t` (not the host), through the thread's second
 /// cache, which takes tier `t` if it held another.
 #[inline]
 pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
-    // SAFETY: as in `alloc`.
-    let cache = unsafe { &mut *other_cache() };
+    let Some(cs) = this_thread::<H>() else {
+        return alloc_direct::<H>(t, c);
+    };
+    // SAFETY: as in `pop_host`.
+    let cache = unsafe { &mut (*cs).other };
     if cache.tier != t {
         flush_all::<H>(cache);
         cache.tier = t;
@@ -168,19 +202,12 @@ pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
 /// tier `t`, else to its bin.
 #[inline]
 pub fn free_on<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
-    // SAFETY: as in `alloc`.
-    let cache = unsafe { &mut *other_cache() };
-    if cache.tier == t {
-        push::<H>(cache, c, p)
-    } else {
-        free_to_span::<H>(t, c, p)
+    let cs = caches();
+    // SAFETY: as in `pop_host`.
+    match live(cs).then(|| unsafe { &mut (*cs).other }) {
+        Some(cache) if cache.tier == t => push::<H>(cache, c, p),
+        _ => free_to_span::<H>(t, c, p),
     }
-}
-
-/// This thread's second cache (see [`host_cache`]).
-#[inline(always)]
-fn other_cache() -> *mut Cache {
-    OTHER.with(|cache| cache.get())
 }
 
 #[inline(always)]
@@ -217,7 +244,7 @@ fn push<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
     }
 }
 
-/// Pushes `p` on its class's stack; false if the stack is full (or not in use yet).
+/// Pushes `p` on its class's stack; false if the stack is full.
 #[inline(always)]
 fn push_cached(cache: &mut Cache, c: usize, p: *mut u8) -> bool {
     let s = &mut cache.stacks[c];
@@ -237,24 +264,20 @@ fn double_free() -> ! {
     crate::pal::sys::fatal("double free detected (the object was freed already)")
 }
 
+/// One object of class `c` of tier `t` straight from its bin (a thread without caches).
+#[cold]
+fn alloc_direct<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
+    let mut one = [core::ptr::null_mut(); 1];
+    if span::refill::<H>(t, c, &mut one) == 1 {
+        one[0]
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+/// Refills class `c`'s empty stack from its bin and hands out one of the objects.
 #[cold]
 fn alloc_slow<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
-    match cache.state {
-        State::Fresh => {
-            if !start::<H>(cache) {
-                return core::ptr::null_mut();
-            }
-        }
-        State::Dead => {
-            let mut one = [core::ptr::null_mut(); 1];
-            return if span::refill::<H>(cache.tier, c, &mut one) == 1 {
-                one[0]
-            } else {
-                core::ptr::null_mut()
-            };
-        }
-        State::Active => {}
-    }
     let s = &mut cache.stacks[c];
     let want = (s.cap as usize / 2).max(1);
     let got = span::refill::<H>(cache.tier, c, &mut s.items[..want]);
@@ -266,17 +289,9 @@ fn alloc_slow<H: Hooks>(cache: &mut Cache, c: usize) -> *mut u8 {
     s.items[got - 1]
 }
 
+/// Frees `p` into class `c`'s full stack: the older half goes back to the bin first.
 #[cold]
 fn free_slow<H: Hooks>(cache: &mut Cache, c: usize, p: *mut u8) {
-    match cache.state {
-        State::Fresh => {
-            if !start::<H>(cache) {
-                return free_to_span::<H>(cache.tier, c, p);
-            }
-        }
-        State::Dead => return free_to_span::<H>(cache.tier, c, p),
-        State::Active => {}
-    }
     if !cached::mark(p) {
         double_free();
     }
@@ -305,42 +320,73 @@ fn free_to_span<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     span::flush::<H>(t, c, &[p])
 }
 
-/// Makes this thread's cache usable: the heap is initialised and the exit hook registered.
-fn start<H: Hooks>(cache: &mut Cache) -> bool {
+/// Gives this thread its caches: the heap is initialised, a pair is taken (given back by an
+/// exited thread, or new) and the exit hook registered. `None` if the heap cannot start or
+/// no metadata memory is left (the thread then goes straight to the bins).
+#[cold]
+fn start<H: Hooks>() -> Option<*mut Caches> {
     if !super::ensure_init::<H>() {
-        return false;
+        return None;
     }
-    for (c, s) in cache.stacks.iter_mut().enumerate() {
-        s.cap = size_class::tcache_capacity(c);
+    let spare = {
+        let mut head = SPARE.lock();
+        let cs = *head as *mut Caches;
+        if !cs.is_null() {
+            // SAFETY: pairs on the list are given back and used by no thread; the lock is held.
+            *head = unsafe { (*cs).next } as usize;
+        }
+        cs
+    };
+    let cs = if spare.is_null() {
+        // Zeroed memory is a pair of empty host caches with capacity 0.
+        let cs = meta::alloc(core::mem::size_of::<Caches>()) as *mut Caches;
+        if cs.is_null() {
+            return None;
+        }
+        cs
+    } else {
+        spare
+    };
+    // SAFETY: the pair is ours alone now (new, or taken off the list).
+    let pair = unsafe { &mut *cs };
+    for cache in [&mut pair.host, &mut pair.other] {
+        cache.tier = 0;
+        for (c, s) in cache.stacks.iter_mut().enumerate() {
+            s.cap = size_class::tcache_capacity(c);
+        }
     }
-    cache.state = State::Active;
+    pair.next = core::ptr::null_mut();
+    CACHES.with(|k| k.set(cs));
     super::register_thread_exit();
-    true
+    Some(cs)
 }
 
-/// Flushes this thread's cache into the bins and marks it dead. Called by the thread-exit hook;
-/// later calls on this thread are served by the bins directly.
+/// Flushes this thread's caches into the bins and gives them back for another thread. Called
+/// by the thread-exit hook; later calls on this thread are served by the bins directly.
 pub fn flush_and_retire<H: Hooks>() {
-    for key in [&CACHE, &OTHER] {
-        key.with(|cache| {
-            // SAFETY: this thread's own cache; see `alloc`.
-            let cache = unsafe { &mut *cache.get() };
-            flush_all::<H>(cache);
-            for s in &mut cache.stacks {
-                s.cap = 0;
-            }
-            cache.state = State::Dead;
-        })
+    let cs = caches();
+    if !live(cs) {
+        return;
     }
+    CACHES.with(|k| k.set(DEAD));
+    // SAFETY: the pair was this thread's, and no longer is anyone's but ours until it is on
+    // the list.
+    let pair = unsafe { &mut *cs };
+    flush_all::<H>(&mut pair.host);
+    flush_all::<H>(&mut pair.other);
+    let mut head = SPARE.lock();
+    pair.next = *head as *mut Caches;
+    *head = cs as usize;
 }
 
 /// Returns every cached object of this thread to the bins (the caches stay usable).
 pub fn flush_current_thread<H: Hooks>() {
-    for key in [&CACHE, &OTHER] {
-        key.with(|cache| {
-            // SAFETY: this thread's own cache; see `alloc`.
-            flush_all::<H>(unsafe { &mut *cache.get() })
-        })
+    let cs = caches();
+    if live(cs) {
+        // SAFETY: as in `pop_host`.
+        let pair = unsafe { &mut *cs };
+        flush_all::<H>(&mut pair.host);
+        flush_all::<H>(&mut pair.other);
     }
 }
 
@@ -352,4 +398,18 @@ fn flush_all<H: Hooks>(cache: &mut Cache) {
             s.clean = 0;
         }
     }
+}
+
+/// Holds the list of spare caches across `fork` (see `heap::lock_all`).
+pub fn lock_for_fork() {
+    SPARE.lock_for_fork();
+}
+
+/// Releases the lock taken by [`lock_for_fork`].
+///
+/// # Safety
+/// Only from the fork handlers, after [`lock_for_fork`].
+pub unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded contract.
+    unsafe { SPARE.unlock_after_fork() }
 }
