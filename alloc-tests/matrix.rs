@@ -308,6 +308,59 @@ fn a_small_object_freed_again_by_another_thread_aborts() {
 }
 
 #[test]
+fn a_fork_child_frees_an_object_a_thread_of_its_parent_still_owes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _serial = serial();
+    let l = odd().unwrap();
+    // A thread takes an object again right after freeing it (its cache owes the object's
+    // freed bit, see heap/owed.rs), passes it to this thread and stays alive while this
+    // thread forks: in the child that thread does not exist, and the object is freed there.
+    // The owner allocates nothing after taking the object: a slow path of its cache (a refill
+    // for a channel's buffer, say) may pay the owed clear at any time.
+    static HANDED: AtomicUsize = AtomicUsize::new(0);
+    static DONE: AtomicBool = AtomicBool::new(false);
+    HANDED.store(0, Ordering::SeqCst);
+    DONE.store(false, Ordering::SeqCst);
+    let owner = std::thread::spawn(|| {
+        HANDED.store(reused_object(odd().unwrap()) as usize, Ordering::SeqCst);
+        while !DONE.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+    });
+    while HANDED.load(Ordering::SeqCst) == 0 {
+        std::hint::spin_loop();
+    }
+    let p = HANDED.load(Ordering::SeqCst) as *mut u8;
+    let claims = tieralloc::stats().owed_claims;
+    let ok = common::in_child(|| {
+        // SAFETY: `p` is live (its owner thread only handed it over) and freed once here.
+        unsafe { A.dealloc(p, l) };
+        // The free claimed it from the missing thread's slot; the object comes back once.
+        let claimed = tieralloc::stats().owed_claims == claims + 1;
+        tieralloc::trim();
+        // SAFETY: valid layout; every object is freed below.
+        let objs: Vec<*mut u8> = (0..10_000).map(|_| unsafe { A.alloc(l) }).collect();
+        let mut sorted = objs.clone();
+        sorted.sort();
+        sorted.dedup();
+        let distinct = sorted.len() == objs.len();
+        for &o in &objs {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { A.dealloc(o, l) };
+        }
+        claimed && distinct
+    });
+    DONE.store(true, Ordering::SeqCst);
+    owner.join().unwrap();
+    // SAFETY: the parent's copy of `p` is still live; freed once here.
+    unsafe { A.dealloc(p, l) };
+    assert_eq!(
+        ok, 0,
+        "the child did not claim the object, or handed it out twice"
+    );
+}
+
+#[test]
 fn an_object_reused_then_freed_by_another_thread_is_handed_out_once_afterwards() {
     let _serial = serial();
     let l = odd().unwrap();

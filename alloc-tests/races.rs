@@ -196,6 +196,23 @@ const CASES: &[Case] = &[
             objects_handed_between_threads,
         )
     },
+    Case {
+        runs: 3,
+        ..case(
+            "owed_objects_freed_by_another_thread_are_handed_out_once",
+            &["signal"],
+            owed_objects_freed_by_another_thread,
+        )
+    },
+    Case {
+        runs: 12,
+        end: End::Signal(libc::SIGABRT),
+        ..case(
+            "an_owed_object_freed_on_two_threads_at_once_aborts",
+            &["signal"],
+            owed_object_freed_twice_at_once,
+        )
+    },
 ];
 
 fn main() {
@@ -1739,5 +1756,142 @@ fn objects_handed_between_threads() {
             // SAFETY: as above.
             unsafe { A.dealloc(p as *mut u8, l) };
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owed objects (`heap/owed.rs`): a thread cache hands out the object freed there last with its
+// freed bit still set. Here each thread frees a scratch object, takes it again (owed) and hands
+// it straight to the other thread, which frees it: that free must claim it from the first
+// thread's slot while that thread goes on allocating and freeing its own objects (take-backs
+// and settles of the same slot). A good free taken for a double free aborts; an object handed
+// out twice is overwritten by its second owner's pattern; and the claims must have happened.
+
+fn owed_objects_freed_by_another_thread() {
+    const ROUNDS: usize = 300_000;
+    const SIZE: usize = 32;
+    let seed = common::seed_from("RACE_SEED");
+    let l = Layout::from_size_align(SIZE, 8).unwrap();
+    let claims_before = tieralloc::stats().owed_claims;
+    // An object carries `v` in its first word and `!v` in its last.
+    let tag = |p: usize, v: u64| {
+        // SAFETY: `p` is a live object of SIZE bytes owned by the caller.
+        unsafe {
+            (p as *mut u64).write(v);
+            ((p + SIZE - 8) as *mut u64).write(!v);
+        }
+    };
+    let check = move |p: usize, who: u64, round: usize| {
+        // SAFETY: as in `tag`.
+        let (a, b) = unsafe {
+            (
+                (p as *const u64).read(),
+                ((p + SIZE - 8) as *const u64).read(),
+            )
+        };
+        assert!(
+            b == !a && a >> 56 == who,
+            "object {p:#x} holds {a:#x} / {b:#x}, not thread {who}'s tag: handed out twice \
+             (round {round}, RACE_SEED={seed})"
+        );
+    };
+    let free_mail = move |mail: &AtomicUsize, from: u64, round: usize| {
+        let r = mail.swap(0, Ordering::Acquire);
+        if r != 0 {
+            check(r, from, round);
+            // SAFETY: handed over by its owner, allocated with `l`, freed once.
+            unsafe { A.dealloc(r as *mut u8, l) };
+        }
+    };
+    let mail: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let threads: Vec<_> = (0..2u64)
+        .map(|me| {
+            let mail = mail.clone();
+            std::thread::spawn(move || {
+                let (inbox, outbox) = (&mail[me as usize], &mail[1 - me as usize]);
+                let mut rng = common::Rng(seed ^ (me + 1).wrapping_mul(0x9E37_79B9));
+                let mut mine: Vec<usize> = Vec::with_capacity(16);
+                for round in 0..ROUNDS {
+                    // SAFETY: a valid layout; freed at once, then taken again and handed over.
+                    let p = unsafe {
+                        let q = A.alloc(l);
+                        q.write_bytes(0x5A, SIZE);
+                        A.dealloc(q, l);
+                        A.alloc(l)
+                    } as usize;
+                    tag(p, me << 56 | round as u64);
+                    // Wait a little for the other thread to empty its inbox (it may be done).
+                    let mut spins = 0;
+                    while outbox.load(Ordering::Acquire) != 0 && spins < 1000 {
+                        free_mail(inbox, 1 - me, round);
+                        std::hint::spin_loop();
+                        spins += 1;
+                    }
+                    if outbox.load(Ordering::Acquire) == 0 {
+                        outbox.store(p, Ordering::Release);
+                    } else {
+                        // SAFETY: ours, allocated with `l`, freed once.
+                        unsafe { A.dealloc(p as *mut u8, l) };
+                    }
+                    free_mail(inbox, 1 - me, round);
+                    // Objects of this thread's own, freed in a random order.
+                    if mine.len() < 16 && rng.below(2) == 0 {
+                        // SAFETY: a valid layout; freed below.
+                        let o = unsafe { A.alloc(l) } as usize;
+                        tag(o, me << 56 | round as u64);
+                        mine.push(o);
+                    } else if !mine.is_empty() {
+                        let o = mine.swap_remove(rng.below(mine.len() as u64) as usize);
+                        check(o, me, round);
+                        // SAFETY: allocated above with `l`, freed once.
+                        unsafe { A.dealloc(o as *mut u8, l) };
+                    }
+                }
+                // What is still in either mailbox is freed by the main thread.
+                for o in mine {
+                    check(o, me, ROUNDS);
+                    // SAFETY: as above.
+                    unsafe { A.dealloc(o as *mut u8, l) };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for (from, m) in mail.iter().enumerate() {
+        free_mail(m, 1 - from as u64, ROUNDS);
+    }
+    let claims = tieralloc::stats().owed_claims - claims_before;
+    println!("{claims} claims");
+    assert!(
+        claims > 0,
+        "no free claimed an owed object: the race did not run (RACE_SEED={seed})"
+    );
+}
+
+/// Both threads free the same owed object at the same moment: one of the frees must see the
+/// other (the case expects the process to abort).
+fn owed_object_freed_twice_at_once() {
+    let l = Layout::from_size_align(32, 8).unwrap();
+    for _ in 0..1000 {
+        // SAFETY: a valid layout; freed, taken again (owed), then freed twice: the bug under
+        // test.
+        let p = unsafe {
+            let q = A.alloc(l);
+            A.dealloc(q, l);
+            A.alloc(l)
+        } as usize;
+        let go = Arc::new(Barrier::new(2));
+        let go2 = go.clone();
+        let t = std::thread::spawn(move || {
+            go2.wait();
+            // SAFETY: the second free of `p`, the bug under test.
+            unsafe { A.dealloc(p as *mut u8, l) };
+        });
+        go.wait();
+        // SAFETY: as above.
+        unsafe { A.dealloc(p as *mut u8, l) };
+        t.join().unwrap();
     }
 }

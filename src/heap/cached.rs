@@ -1,12 +1,14 @@
 //! Which small objects are freed: one bit per 8-byte granule of the managed range (the first
 //! granule of each object), in a table outside the range.
 //!
-//! Invariant: the bit of an object that is handed out (live) is clear. Freeing sets it
-//! ([`mark`]: a thread cache's `free`, or [`super::span::flush`] for an object freed straight
-//! to its span); handing the object out again clears it: popping a freed object from a thread
-//! cache ([`clear`]), or taking objects from their spans ([`clear_taken`], a table word at a
-//! time). A free that finds the bit set is a double free, caught whether the first free left
-//! the object in a thread cache or already back in its span. Bits at granules where no object
+//! Invariant: the bit of an object that is handed out (live) is clear, or the object is owed
+//! ([`super::owed`]: the one object each thread cache may hand out with its bit still set).
+//! Freeing sets it ([`mark`]: a thread cache's `free`, or [`super::span::flush`] for an object
+//! freed straight to its span); handing the object out again clears it: popping a freed object
+//! from a thread cache ([`clear`], unless the cache owes it), or taking objects from their spans
+//! ([`clear_taken`], a table word at a time). A free that finds the bit set is a double free
+//! unless the object is owed, caught whether the first free left the object in a thread cache
+//! or already back in its span. Bits at granules where no object
 //! of the current span starts mean nothing (left over from a span of another class).
 //!
 //! Leaving the bit set while an object waits in its span is what keeps this cheap: returning

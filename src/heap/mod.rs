@@ -17,6 +17,7 @@ pub mod cached;
 pub mod check;
 pub mod hooks;
 pub mod meta;
+pub mod owed;
 pub mod pages;
 pub mod purge;
 pub mod run_cache;
@@ -82,6 +83,7 @@ fn init_once<H: Hooks>() -> bool {
         return false;
     }
     purge::init();
+    owed::init();
     let Some(key) = thread::exit_key(thread_exit::<H>) else {
         return false;
     };
@@ -150,7 +152,7 @@ pub fn alloc_cached(size: usize, align: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     match size_class::class_of(size, align) {
-        Some(c) => tcache::pop_host(c),
+        Some(c) => tcache::pop_host_outside(c),
         None => core::ptr::null_mut(),
     }
 }
