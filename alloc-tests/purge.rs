@@ -138,6 +138,41 @@ fn freed_pages_leave_after_the_delay_without_another_call() {
 }
 
 #[test]
+fn the_large_block_a_thread_freed_last_leaves_after_the_delay_while_the_thread_lives() {
+    if !in_child(
+        "the_large_block_a_thread_freed_last_leaves_after_the_delay_while_the_thread_lives",
+        "50ms",
+    ) {
+        return;
+    }
+    // A thread keeps the large run it freed last for its next allocation of that size, where
+    // no other thread can take it; the purger must still give it back once it stays unused.
+    let before = rss();
+    let (freed_tx, freed_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let v = vec![7u8; 4 * MIB];
+        assert!(v.iter().all(|&b| b == 7));
+        drop(v);
+        freed_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    freed_rx.recv().unwrap();
+    let start = Instant::now();
+    while rss() > before + MIB && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = rss().saturating_sub(before);
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+    assert!(
+        left <= MIB,
+        "5 s after a live thread freed 4 MiB with a 50 ms delay, RSS is {} KiB above the start",
+        left / 1024
+    );
+}
+
+#[test]
 fn freed_pages_stay_for_the_delay_while_the_purger_runs() {
     if !in_child("freed_pages_stay_for_the_delay_while_the_purger_runs", "4s") {
         return;

@@ -210,7 +210,7 @@ fn alloc_large<H: Hooks>(size: usize, align: usize, zero: bool, t: TierIndex) ->
         return core::ptr::null_mut();
     };
     if align <= sys::PAGE_SIZE && (t == 0 || t == scope::INTERNAL) {
-        if let Some(page) = run_cache::pop(n) {
+        if let Some(page) = tcache::take_large(n).or_else(|| run_cache::pop(n)) {
             if cached_run_is_fresh(page, n) {
                 run_cache::set_live(page, n);
                 let p = arena::addr_of(page) as *mut u8;
@@ -266,11 +266,37 @@ fn free_large<H: Hooks>(p: *mut u8) {
     if n == 0 {
         sys::fatal("free of a large pointer that is not live (double free or wrong layout)");
     }
-    if cached_run_is_fresh(h, n) && run_cache::push(h, n) {
-        purge::ensure_running::<H>();
+    if cached_run_is_fresh(h, n) {
+        // This thread's large slot first, then the shared run cache; what neither keeps goes
+        // to the free runs (warm, for the purge delay).
+        let (h, n) = match tcache::keep_large(h, n) {
+            Some(None) => {
+                purge::ensure_running::<H>();
+                return;
+            }
+            Some(Some(older)) => older,
+            None => (h, n),
+        };
+        if run_cache::push(h, n) {
+            purge::ensure_running::<H>();
+            return;
+        }
+        end_large::<H>(h);
         return;
     }
     end_large::<H>(h);
+}
+
+/// Frees the run of `n` pages at `h`, taken out of a cache of freed runs (its live length is
+/// 0): decommitted at once while page claims are off, else through the take-back of freed
+/// pages (a migration may hold them, or have moved them to a device).
+pub(crate) fn free_cached_run<H: Hooks>(h: usize, n: usize) {
+    if pagemap::claims_enabled() {
+        let len = end_large::<H>(h);
+        debug_assert_eq!(len, n, "a cached run keeps its length");
+    } else {
+        PAGES.lock().free_cached(h, n);
+    }
 }
 
 /// Whether the large run `[h, h+n)` may enter or leave the run cache as it is: always while
@@ -450,6 +476,7 @@ pub fn trim<H: Hooks>() {
 /// the page runs: decommitted at once while page claims are off, else through the take-back
 /// of freed pages (a migration may hold them, or have moved them to a device).
 pub(crate) fn drain_run_cache<H: Hooks>(all: bool) {
+    tcache::drain_large::<H>(all);
     if pagemap::claims_enabled() {
         run_cache::drain(all, |h, n| {
             let len = end_large::<H>(h);
