@@ -271,6 +271,22 @@ fn reused_object(l: Layout) -> *mut u8 {
     }
 }
 
+/// Returns every cache to the spans (`trim`), then allocates 10,000 objects of layout `l` and
+/// frees them: true if no object came out twice.
+fn handed_out_once(l: Layout) -> bool {
+    tieralloc::trim();
+    // SAFETY: valid layout; every object is freed below.
+    let objs: Vec<*mut u8> = (0..10_000).map(|_| unsafe { A.alloc(l) }).collect();
+    let mut sorted = objs.clone();
+    sorted.sort();
+    sorted.dedup();
+    for &o in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { A.dealloc(o, l) };
+    }
+    sorted.len() == objs.len()
+}
+
 /// Runs `f(p)` on a new thread, `p` passed as an address.
 fn on_other_thread(p: *mut u8, f: fn(*mut u8)) {
     let a = p as usize;
@@ -337,18 +353,7 @@ fn a_fork_child_frees_an_object_a_thread_of_its_parent_still_owes() {
         unsafe { A.dealloc(p, l) };
         // The free claimed it from the missing thread's slot; the object comes back once.
         let claimed = tieralloc::stats().owed_claims == claims + 1;
-        tieralloc::trim();
-        // SAFETY: valid layout; every object is freed below.
-        let objs: Vec<*mut u8> = (0..10_000).map(|_| unsafe { A.alloc(l) }).collect();
-        let mut sorted = objs.clone();
-        sorted.sort();
-        sorted.dedup();
-        let distinct = sorted.len() == objs.len();
-        for &o in &objs {
-            // SAFETY: allocated above with `l`, freed once.
-            unsafe { A.dealloc(o, l) };
-        }
-        claimed && distinct
+        claimed && handed_out_once(l)
     });
     DONE.store(true, Ordering::SeqCst);
     owner.join().unwrap();
@@ -373,18 +378,7 @@ fn an_object_reused_then_freed_by_another_thread_is_handed_out_once_afterwards()
         });
         // This thread's next objects of the class never include `p` twice; `trim` returns
         // every cache to the spans so the object can come back from its span once.
-        tieralloc::trim();
-        // SAFETY: valid layout; every object is freed below.
-        let objs: Vec<*mut u8> = (0..10_000).map(|_| unsafe { A.alloc(l) }).collect();
-        let mut sorted = objs.clone();
-        sorted.sort();
-        sorted.dedup();
-        let distinct = sorted.len() == objs.len();
-        for &o in &objs {
-            // SAFETY: allocated above with `l`, freed once.
-            unsafe { A.dealloc(o, l) };
-        }
-        distinct
+        handed_out_once(l)
     });
     assert_eq!(ok, 0, "an object was handed out twice");
 }
