@@ -60,7 +60,8 @@ pub fn malloc_cached(size: usize) -> *mut u8 {
 
 /// [`free`]'s fast path alone: true if `p` went into this thread's cache of freed small blocks;
 /// false when [`free`] must be called (a page run, a block of a device tier, a full cache, or a
-/// pointer outside the managed range). It makes no system call and leaves `errno` alone.
+/// pointer outside the managed range). It leaves `errno` alone: its only system call,
+/// `membarrier(2)` when another thread owes the block (`heap::owed`), saves and restores it.
 ///
 /// ```
 /// let p = tieralloc::malloc::malloc(24);

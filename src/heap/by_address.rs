@@ -70,7 +70,8 @@ pub fn usable_size(b: Block) -> usize {
 
 /// The fast path of [`free`] alone: `p`, a host object of the managed range, goes on this
 /// thread's cache. False when it is anything else or the stack is full: the caller takes
-/// [`block_at`] and [`free`]. Makes no system call (a C wrapper need not save `errno` for it).
+/// [`block_at`] and [`free`]. Leaves `errno` alone (a C wrapper need not save it): its only
+/// system call, `membarrier(2)` when another thread owes the object, restores it.
 ///
 /// # Safety
 /// `p` is inside the managed range and, if it heads a live object, not used after this call

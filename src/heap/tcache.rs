@@ -225,7 +225,8 @@ pub fn pop_host_outside(c: usize) -> *mut u8 {
 
 /// The fast path of [`free`] alone: pushes host object `p` of class `c` on this thread's
 /// cache; false if the stack is full or the thread has no caches (the caller takes [`free`]).
-/// Makes no system call; a second free ends the process, as in [`free`].
+/// Leaves `errno` alone (the one system call it may make, `membarrier(2)` in
+/// [`owed::claim`], restores it); a second free ends the process, as in [`free`].
 #[inline(always)]
 pub fn push_host(c: usize, p: *mut u8) -> bool {
     let cs = caches();
