@@ -16,6 +16,7 @@ pub mod by_address;
 pub mod cached;
 pub mod check;
 pub mod hooks;
+pub mod large_slot;
 pub mod meta;
 pub mod owed;
 pub mod pages;
@@ -266,25 +267,19 @@ fn free_large<H: Hooks>(p: *mut u8) {
     if n == 0 {
         sys::fatal("free of a large pointer that is not live (double free or wrong layout)");
     }
-    if cached_run_is_fresh(h, n) {
-        // This thread's large slot first, then the shared run cache; what neither keeps goes
-        // to the free runs (warm, for the purge delay).
-        let (h, n) = match tcache::keep_large(h, n) {
-            Some(None) => {
-                purge::ensure_running::<H>();
-                return;
-            }
-            Some(Some(older)) => older,
-            None => (h, n),
-        };
-        if run_cache::push(h, n) {
-            purge::ensure_running::<H>();
-            return;
+    // This thread's large slot first, then the shared run cache; what neither keeps goes to
+    // the free runs (warm, for the purge delay).
+    let rest = if cached_run_is_fresh(h, n) {
+        tcache::keep_large(h, n).filter(|&(h, n)| !run_cache::push(h, n))
+    } else {
+        Some((h, n))
+    };
+    match rest {
+        Some((h, _)) => {
+            end_large::<H>(h);
         }
-        end_large::<H>(h);
-        return;
+        None => purge::ensure_running::<H>(),
     }
-    end_large::<H>(h);
 }
 
 /// Frees the run of `n` pages at `h`, taken out of a cache of freed runs (its live length is

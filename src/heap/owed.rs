@@ -81,7 +81,8 @@ pub fn init() {
 }
 
 /// Puts a new pair of slots (zeroed metadata memory that lives for the process) on the list
-/// that [`claim`] searches. Called once per pair, before its thread uses it.
+/// that [`claim`] searches (and [`each`] walks). Called once per pair, before its thread uses
+/// it.
 pub fn register(slots: &'static Slots) {
     if !ENABLED.load(Ordering::Acquire) {
         slots.host.owed.store(CLOSED, Ordering::Relaxed);
@@ -176,25 +177,34 @@ pub fn claim(p: *mut u8) -> bool {
     found || cached::mark(p)
 }
 
-/// Empties the slot that holds `q`, if one does, and returns it.
-fn find_and_take(q: usize) -> Option<&'static Slot> {
+/// Calls `f` with every pair of slots ever registered.
+pub fn each(mut f: impl FnMut(&'static Slots)) {
     let mut at = ALL.load(Ordering::Acquire);
     while !at.is_null() {
         // SAFETY: pairs on the list live for the process (metadata memory never unmapped) and
         // are only ever accessed through shared references and atomics.
         let slots: &'static Slots = unsafe { &*at };
+        f(slots);
+        at = slots.next.load(Ordering::Acquire);
+    }
+}
+
+/// Empties the slot that holds `q`, if one does, and returns it.
+fn find_and_take(q: usize) -> Option<&'static Slot> {
+    let mut found = None;
+    each(|slots| {
         for s in [&slots.host, &slots.other] {
-            if s.owed.load(Ordering::Relaxed) == q
+            if found.is_none()
+                && s.owed.load(Ordering::Relaxed) == q
                 && s.owed
                     .compare_exchange(q, 0, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
-                return Some(s);
+                found = Some(s);
             }
         }
-        at = slots.next.load(Ordering::Acquire);
-    }
-    None
+    });
+    found
 }
 
 /// Waits while `s`'s thread is inside a take-back (odd `seq`), for at most about 10k yields.

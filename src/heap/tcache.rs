@@ -22,6 +22,7 @@
 //! caches go back for another thread, and the thread's remaining frees and allocations go
 //! straight to the bins.
 
+use super::large_slot::LargeSlot;
 use super::meta;
 use super::owed::{self, Slot, Slots};
 use super::size_class::{self, NCLASSES};
@@ -29,7 +30,6 @@ use super::{span, Hooks};
 use crate::mem::scope::TierIndex;
 use crate::pal::lock::Lock;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// Largest number of cached objects per class.
 const MAX_CACHED: usize = 64;
@@ -88,37 +88,7 @@ struct Caches {
     slots: Slots,
     /// The large run this thread freed last, kept for its next allocation of that size.
     large: LargeSlot,
-    /// The next pair on the list of every pair ([`ALL_PAIRS`]).
-    all_next: *mut Caches,
 }
-
-/// A thread's last freed large run: `(page + 1) << LEN_BITS | pages`, 0 when empty. Its thread
-/// fills it with a plain store (only when empty) and takes it with a swap; the purger may take
-/// it too (a swap), once it stayed unused for a purger period.
-///
-/// Why: through the shared run cache an allocate-free pair of a 16 KiB to 4 MiB block took
-/// five locked instructions (the live-length swap, a slot's compare-exchange and swap, the
-/// cached-pages counter twice), 27 ns against mimalloc's 21 and glibc's 25 on the project
-/// machine (2026-12-02); this way it takes two.
-struct LargeSlot {
-    run: AtomicUsize,
-    /// Set by its thread at every use; cleared by the purger when it looks.
-    used: AtomicBool,
-    /// Large allocations of another length since the run came (its thread's, plain).
-    misses: AtomicU32,
-}
-
-/// Misses after which a freed run of another length takes the slot ([`keep_large`]).
-/// Evicting at every such free cost a two-thread churn of 16 B-64 KiB blocks 9% (80 -> 87 ns
-/// a replacement, 2026-12-02): the swap and the shared cache's push each time.
-const EVICT_AFTER_MISSES: u32 = 4;
-
-/// Bits of a [`LargeSlot`] value that hold the run's length in pages.
-const LEN_BITS: u32 = 11;
-
-/// Every pair of caches ever made (pairs are reused, never freed): the purger drains their
-/// idle large slots.
-static ALL_PAIRS: AtomicPtr<Caches> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The host cache of pair `cs` and its slot.
 ///
@@ -453,15 +423,6 @@ fn start<H: Hooks>() -> Option<*mut Caches> {
         }
         // SAFETY: metadata memory is never freed, and the slots are only ever shared.
         owed::register(unsafe { &(*cs).slots });
-        let mut head = ALL_PAIRS.load(Ordering::Acquire);
-        loop {
-            // SAFETY: the new pair is ours alone until it is on the list.
-            unsafe { (*cs).all_next = head };
-            match ALL_PAIRS.compare_exchange_weak(head, cs, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(h) => head = h,
-            }
-        }
         cs
     } else {
         spare
@@ -512,89 +473,55 @@ fn flush_pair<H: Hooks>(cs: *mut Caches) {
     flush_all::<H>(host, hs);
     flush_all::<H>(other, os);
     // SAFETY: as above; the large slot is only ever shared.
-    empty_large::<H>(unsafe { &(*cs).large });
+    if let Some((h, n)) = unsafe { &(*cs).large }.empty() {
+        super::free_cached_run::<H>(h, n);
+    }
+}
+
+/// This thread's large slot, if it has caches.
+#[inline]
+fn large_slot() -> Option<&'static LargeSlot> {
+    let cs = caches();
+    // SAFETY: a live pair stays mapped for the process (metadata memory); its large slot is
+    // only ever shared.
+    live(cs).then(|| unsafe { &(*cs).large })
 }
 
 /// A run of `n` pages from this thread's large slot, if it holds one of that length: its first
 /// page. The caller checks it and records it live, as for the run cache.
 #[inline]
 pub fn take_large(n: usize) -> Option<usize> {
-    let cs = caches();
-    if !live(cs) {
-        return None;
-    }
-    // SAFETY: a live pair stays mapped; its large slot is only ever shared.
-    let slot = unsafe { &(*cs).large };
-    let v = slot.run.load(Ordering::Relaxed);
-    if v == 0 {
-        return None;
-    }
-    if v & ((1 << LEN_BITS) - 1) != n {
-        let m = slot.misses.load(Ordering::Relaxed);
-        slot.misses.store(m.saturating_add(1), Ordering::Relaxed);
-        return None;
-    }
-    if slot.run.swap(0, Ordering::AcqRel) != v {
-        return None;
-    }
-    if !slot.used.load(Ordering::Relaxed) {
-        slot.used.store(true, Ordering::Relaxed);
-    }
-    Some((v >> LEN_BITS) - 1)
+    large_slot()?.take(n)
 }
 
 /// Keeps the freed run of `n` pages at page `h` (its live length already taken) in this
-/// thread's large slot. `None` if the thread has no slot, the run is too long for it, or the
-/// slot holds a run that allocations still ask for; else the run of another length the slot
-/// held before, if any (the caller frees it as any freed run): a run that missed
-/// [`EVICT_AFTER_MISSES`] allocations gives way, so that a program's pairs of one size are
-/// served here even after it used another size.
+/// thread's large slot if it can ([`LargeSlot::keep`]); the run the caller must still free,
+/// if any (`(h, n)` itself when the thread has no slot or the run is too long for one).
 #[inline]
-pub fn keep_large(h: usize, n: usize) -> Option<Option<(usize, usize)>> {
-    let cs = caches();
-    if !live(cs) || n > super::run_cache::MAX_PAGES {
-        return None;
+pub fn keep_large(h: usize, n: usize) -> Option<(usize, usize)> {
+    match large_slot() {
+        Some(slot) if n <= super::run_cache::MAX_PAGES => slot.keep(h, n),
+        _ => Some((h, n)),
     }
-    // SAFETY: as in `take_large`.
-    let slot = unsafe { &(*cs).large };
-    let v = (h + 1) << LEN_BITS | n;
-    let old = if slot.run.load(Ordering::Relaxed) == 0 {
-        // Only this thread fills its slot; the purger only empties it.
-        slot.run.store(v, Ordering::Release);
-        0
-    } else if slot.misses.load(Ordering::Relaxed) >= EVICT_AFTER_MISSES {
-        slot.run.swap(v, Ordering::AcqRel)
-    } else {
-        return None;
-    };
-    slot.misses.store(0, Ordering::Relaxed);
-    if !slot.used.load(Ordering::Relaxed) {
-        slot.used.store(true, Ordering::Relaxed);
-    }
-    Some((old != 0).then(|| ((old >> LEN_BITS) - 1, old & ((1 << LEN_BITS) - 1))))
 }
 
 /// Empties every thread's large slot that stayed unused since the last call (all of them if
 /// `all`), freeing the runs as the run cache's drain does. The purger's, every other tick.
 pub fn drain_large<H: Hooks>(all: bool) {
-    let mut at = ALL_PAIRS.load(Ordering::Acquire);
-    while !at.is_null() {
-        // SAFETY: pairs on the list live for the process; their large slots and list links
-        // are only read here (the link never changes once the pair is on the list).
-        let (slot, next) = unsafe { (&(*at).large, (*at).all_next) };
-        if !slot.used.swap(false, Ordering::Relaxed) || all {
-            empty_large::<H>(slot);
+    owed::each(|slots| {
+        // SAFETY: every pair of slots on the list is the `slots` field of a pair of caches
+        // (`start` registers nothing else), which lives for the process; its large slot is
+        // only ever shared.
+        let cs = unsafe {
+            (slots as *const Slots)
+                .byte_sub(core::mem::offset_of!(Caches, slots))
+                .cast::<Caches>()
+        };
+        // SAFETY: as above.
+        if let Some((h, n)) = unsafe { &(*cs).large }.drain(all) {
+            super::free_cached_run::<H>(h, n);
         }
-        at = next;
-    }
-}
-
-/// Takes the run out of `slot`, if any, and frees it.
-fn empty_large<H: Hooks>(slot: &LargeSlot) {
-    let v = slot.run.swap(0, Ordering::AcqRel);
-    if v != 0 {
-        super::free_cached_run::<H>((v >> LEN_BITS) - 1, v & ((1 << LEN_BITS) - 1));
-    }
+    });
 }
 
 /// Returns every object of `cache` to its bin and pays its slot's owed clear.
