@@ -422,6 +422,70 @@ fn a_failed_device_window_mapping_is_an_error_and_can_be_retried() {
     );
 }
 
+/// A thread pays the owed clear of an object it handed out (see heap/owed.rs) just as the
+/// thread it gave the object to frees it, allocates it again and frees it again: a correct
+/// program, which must not stop. The stalls stretch the moments a descheduled thread would:
+/// the other thread's free finds the freed bit still set and waits 100 ms before it looks in
+/// the slots; meanwhile the owner clears the bit and stalls 300 ms before it empties its slot.
+/// Before the fix the free took the object out of the slot in that gap, the owner then set the
+/// bit again, and the second free of the object, live by then, stopped the process as a
+/// double free (seen once in the preloaded C++ hand-off program under a loaded machine).
+#[test]
+fn an_owed_clear_paid_while_another_thread_frees_the_object_loses_nothing() {
+    let _g = setup();
+    let status = in_child(|| {
+        use std::alloc::{GlobalAlloc, Layout};
+        use std::sync::atomic::AtomicUsize;
+        let l = Layout::from_size_align(64, 8).unwrap();
+        // 0: start; 1: B's slot is taken; 2: `X` is set; 3: this thread settled; 4: B is done.
+        static STEP: AtomicUsize = AtomicUsize::new(0);
+        static X: AtomicUsize = AtomicUsize::new(0);
+        let wait_for = |n: usize| {
+            while STEP.load(Ordering::Acquire) < n {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let b = std::thread::spawn(move || {
+            // SAFETY: every block here is freed once, with `l`; `x` was handed to this thread,
+            // which frees it.
+            unsafe {
+                let z = A.alloc(l);
+                A.dealloc(z, l);
+                let z = A.alloc(l); // this thread's slot holds `z` now
+                STEP.store(1, Ordering::Release);
+                wait_for(2);
+                let x = X.load(Ordering::Acquire) as *mut u8;
+                A.dealloc(x, l);
+                let again = A.alloc(l);
+                assert_eq!(again, x, "the freed block comes back first");
+                wait_for(3);
+                A.dealloc(again, l);
+                A.dealloc(z, l);
+            }
+            STEP.store(4, Ordering::Release);
+        });
+        wait_for(1);
+        // Nothing below allocates until the owed clear: a slow path here could pay it early.
+        tieralloc::trim(); // this thread's slot is empty
+        inject::arm(Point::ClaimStall, 0, 100, 1);
+        // SAFETY: freed once, with `l`; the second block is handed to B.
+        let x = unsafe {
+            let y = A.alloc(l);
+            A.dealloc(y, l);
+            A.alloc(l) // the freed block again, owed by this thread
+        };
+        X.store(x as usize, Ordering::Release);
+        STEP.store(2, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(30)); // B's free waits in its stall
+        inject::arm(Point::SettleStall, 0, 300, 1);
+        tieralloc::trim(); // pays the owed clear of `x`
+        STEP.store(3, Ordering::Release);
+        b.join().is_ok() && STEP.load(Ordering::Acquire) == 4
+    });
+    inject::disarm_all();
+    assert_eq!(status, 0, "the child failed");
+}
+
 #[test]
 fn each_backend() {
     common::each_backend("ALLOC_TEST_FAULTS_CHILD", "fault injection tests");

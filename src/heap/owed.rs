@@ -14,7 +14,8 @@
 //! - Another thread freeing it finds the bit set, which would be a double free; [`claim`] looks
 //!   in every thread's slot, takes the object out of the one that holds it (a compare-exchange)
 //!   and the free goes on with the bit set. Not found: a double free, as before.
-//! - The owning thread's slow paths (refill, flush, exit) pay the clear ([`settle`]).
+//! - The owning thread's slow paths (refill, flush, exit) pay the clear ([`settle`]), under
+//!   the lock claimers hold while they take objects out of slots.
 //! - A pop while the slot is taken clears the bit at once, as before: a thread never pays more
 //!   atomic operations than it did, and a pair of the same object pays none.
 //!
@@ -35,6 +36,7 @@
 
 use super::cached;
 use crate::mem::counters::COUNTERS;
+use crate::pal::inject::{self, Point};
 use crate::pal::lock::Lock;
 use crate::pal::sys;
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -157,6 +159,7 @@ pub fn claim(p: *mut u8) -> bool {
     if !ENABLED.load(Ordering::Acquire) {
         return false;
     }
+    stall(Point::ClaimStall);
     let found = {
         let _one = CLAIM_LOCK.lock();
         CLAIM.store(q, Ordering::Relaxed);
@@ -223,21 +226,34 @@ fn wait_for_take_back(s: &Slot) {
 
 /// Pays the owed clear of `slot`'s object, if any (the owning thread's slow paths): the slot
 /// is empty afterwards.
+///
+/// Under the claim lock, because claimers take objects out of slots only while they hold it:
+/// between the clear and the slot's emptying, none can take this one. A free of the object
+/// before the clear finds its bit set and claims: it waits for the lock and then finds the
+/// slot empty and the bit clear, an ordinary free. One after the clear is an ordinary free.
+/// Before, the clear and the emptying (a compare-exchange) were not one step: a claimer
+/// could take the object out of the slot in between, be done with it and allocate it again,
+/// and this thread, finding its slot emptied, set the bit again, on a live object whose next
+/// free then stopped the process as a double free.
 pub fn settle(slot: &Slot) {
-    let o = slot.owed.load(Ordering::Relaxed);
-    if o == 0 || o == CLOSED {
+    if matches!(slot.owed.load(Ordering::Relaxed), 0 | CLOSED) {
         return;
     }
-    // Clear first: a free that sets the bit after this is an ordinary free. A claimer that
-    // found the bit set before it may take the object out of the slot; then it is freed and
-    // its bit must be set again.
-    cached::clear(o as *mut u8);
-    if slot
-        .owed
-        .compare_exchange(o, 0, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
-        cached::mark(o as *mut u8);
+    let _one = CLAIM_LOCK.lock();
+    // A claimer may have taken the object before we had the lock.
+    let o = slot.owed.load(Ordering::Relaxed);
+    if o != 0 && o != CLOSED {
+        cached::clear(o as *mut u8);
+        stall(Point::SettleStall);
+        slot.owed.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Sleeps as long as a test asked at point `p` (nothing without the `fault-injection` feature).
+#[inline(always)]
+fn stall(p: Point) {
+    if let Some(ms) = inject::fail(p) {
+        crate::pal::thread::sleep_us(ms as u64 * 1000);
     }
 }
 
