@@ -486,6 +486,29 @@ fn an_owed_clear_paid_while_another_thread_frees_the_object_loses_nothing() {
     assert_eq!(status, 0, "the child failed");
 }
 
+/// A `fork` while another thread creates the devices: the child's first migration works.
+/// Runs in a fresh process (this test binary again), where the devices do not exist yet.
+/// Before the fix the child copied the device list's lock held, and its migration waited
+/// for it forever: the watchdog killed the run.
+#[test]
+fn a_fork_while_another_thread_creates_the_devices_leaves_the_child_working_devices() {
+    if ran_in_fresh_process(
+        "a_fork_while_another_thread_creates_the_devices_leaves_the_child_working_devices",
+        &[],
+    ) {
+        return;
+    }
+    inject::arm(Point::DeviceInitStall, 0, 300, 1);
+    let creator = std::thread::spawn(|| tieralloc::devices().is_ok());
+    std::thread::sleep(Duration::from_millis(50)); // inside the creation's stall
+    let code = in_child(|| {
+        let v = vec![7u8; 1 << 20];
+        tieralloc::migrate(v.as_ptr(), v.len(), Tier::Device(0)).is_ok() && v.iter().all(|&b| b == 7)
+    });
+    assert_eq!(code, 0, "the child's migration failed");
+    assert!(creator.join().unwrap());
+}
+
 #[test]
 fn each_backend() {
     common::each_backend("ALLOC_TEST_FAULTS_CHILD", "fault injection tests");

@@ -13,7 +13,7 @@
 //! [`HeapHooks`] binds the heap to the tiering layer at compile time: the allocator façade
 //! (`TierAlloc`, `TierAllocator`) calls `heap::alloc::<HeapHooks>` and friends.
 
-use crate::device::worker;
+use crate::device::{self, worker};
 use crate::heap::{self, Hooks};
 use crate::mem::gate::{gate_close, gate_open};
 use crate::mem::pagemap;
@@ -68,14 +68,15 @@ impl Hooks for HeapHooks {
     }
 }
 
-/// Before `fork`: the locks of the fault backend's start-up and chunk registration, the worker
-/// table, every heap lock, and last the gate (no migration or fault in flight). The order
-/// matters:
+/// Before `fork`: the device list, the locks of the fault backend's start-up and chunk
+/// registration, the worker table, every heap lock, and last the gate (no migration or fault
+/// in flight). The order matters:
 /// - none of these locks is ever waited for inside the gate, so waiting for them first cannot
 ///   wait for the gate;
 /// - the heap locks come before the gate: a thread holding one may be interrupted by a signal
 ///   handler that touches device memory, and its fault needs the gate open to finish.
 extern "C" fn fork_prepare() {
+    device::lock_for_fork();
     fault::lock_for_fork();
     worker::lock_for_fork();
     heap::lock_all();
@@ -92,6 +93,7 @@ unsafe fn release_fork_locks() {
         heap::unlock_all();
         worker::unlock_after_fork();
         fault::unlock_after_fork();
+        device::unlock_after_fork();
     }
 }
 

@@ -114,6 +114,27 @@ pub fn each_backend(child_var: &str, what: &str) {
 /// takes about 40 s on this project's 2-vCPU machines.
 const BACKEND_WATCHDOG: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// For a test that needs a process of its own (one where the devices do not exist yet, say):
+/// in the test process, runs test `name` of this binary again in a fresh process with `env`,
+/// under a one-minute watchdog, asserts that it passed, and returns true (the caller returns).
+/// In that fresh process, returns false: the caller goes on with the test's body.
+pub fn ran_in_fresh_process(name: &str, env: &[(&str, &str)]) -> bool {
+    const FRESH: &str = "ALLOC_TEST_FRESH_PROCESS";
+    if std::env::var_os(FRESH).is_some() {
+        return false;
+    }
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(FRESH, "1")
+        .envs(env.iter().copied());
+    let (ok, stdout, stderr) = run_with_watchdog(cmd, std::time::Duration::from_secs(60));
+    assert!(
+        ok && stdout.contains("1 passed"),
+        "{name} failed in its own process:\n{stdout}\n{stderr}"
+    );
+    true
+}
+
 /// Runs `cmd` to its end, or kills it once `limit` has passed (a hang is a failure, not a
 /// stuck CI). Returns whether it exited with status 0, and its stdout and stderr.
 pub fn run_with_watchdog(
@@ -121,7 +142,12 @@ pub fn run_with_watchdog(
     limit: std::time::Duration,
 ) -> (bool, String, String) {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // A process group of its own: the watchdog kills the child's forked children too. A hung
+    // grandchild would otherwise keep the pipes open, and reading them to their end would
+    // hang this process.
     let mut child = cmd
+        .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -142,7 +168,9 @@ pub fn run_with_watchdog(
             break Some(status);
         }
         if std::time::Instant::now() > deadline {
-            let _ = child.kill();
+            // SAFETY: kill(2) of the child's process group (its pid, see above) only sends a
+            // signal.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             break None;
         }

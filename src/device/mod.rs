@@ -71,6 +71,23 @@ static REQUESTED: Lock<Requested> = Lock::new(Requested {
     n: 0,
 });
 
+/// `fork` preparation: holds the device list, which [`ensure_init`] holds while it creates
+/// the devices (a leaf lock: nothing else is taken under it). A child forked while another
+/// thread was creating them copied it held, with the devices half made, and its first
+/// migration waited for it forever (`f10_fork_while_registering` hung once in `alloc_races`).
+pub(crate) fn lock_for_fork() {
+    REQUESTED.lock_for_fork();
+}
+
+/// Releases the device list after `fork`.
+///
+/// # Safety
+/// This thread (or, in a child, its copy) took it with [`lock_for_fork`].
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded contract.
+    unsafe { REQUESTED.unlock_after_fork() }
+}
+
 fn pools() -> &'static [DevicePool; MAX_DEVICES] {
     &POOLS
 }
@@ -118,6 +135,9 @@ pub fn ensure_init() -> Result<(), Error> {
         return Ok(());
     }
     STATE.store(RUNNING, Ordering::Relaxed);
+    if let Some(ms) = crate::pal::inject::fail(crate::pal::inject::Point::DeviceInitStall) {
+        crate::pal::thread::sleep_us(ms as u64 * 1000);
+    }
     let mut specs: [DeviceSpec; MAX_DEVICES] = [([0; NAME_MAX], 0, 0); MAX_DEVICES];
     let n = if r.n > 0 {
         specs[..r.n].copy_from_slice(&r.list[..r.n]);

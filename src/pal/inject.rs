@@ -50,10 +50,13 @@ pub enum Point {
     /// Not a failure: a free that found its object's freed bit set stalls for `errno`
     /// milliseconds before it looks for the object in the threads' slots (`heap::owed::claim`).
     ClaimStall = 13,
+    /// Not a failure: creating the devices stalls for `errno` milliseconds while it holds the
+    /// device list (races with `fork`).
+    DeviceInitStall = 14,
 }
 
 #[cfg(feature = "fault-injection")]
-const POINTS: usize = 14;
+const POINTS: usize = 15;
 
 #[cfg(feature = "fault-injection")]
 mod armed {
