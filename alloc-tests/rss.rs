@@ -3,6 +3,8 @@
 
 use tieralloc::TierAlloc;
 
+mod common;
+
 #[global_allocator]
 static A: TierAlloc = TierAlloc::new();
 
@@ -79,5 +81,75 @@ fn zeroed_gib_costs_no_memory_until_written() {
         rss() < before + (64 << 20),
         "vec![0; 1 GiB] made {} MiB resident",
         (rss() - before) >> 20
+    );
+}
+
+/// The `VmFlags` line of the mapping that holds `addr`, from /proc/self/smaps.
+fn vm_flags(addr: usize) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = range.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+                continue;
+            }
+        }
+        if inside && line.starts_with("VmFlags:") {
+            return line.to_string();
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+/// Whether `flags` (a `VmFlags` line) has the two-letter flag `f`.
+fn has_flag(flags: &str, f: &str) -> bool {
+    flags.split_whitespace().skip(1).any(|x| x == f)
+}
+
+/// The managed range asks for transparent huge pages (`hg`) while no page can migrate, and
+/// for none (`nh`) from the first migration on: a collapse by khugepaged must never fill the
+/// hole a device-resident page leaves.
+#[test]
+fn the_managed_range_asks_for_huge_pages_until_pages_can_migrate() {
+    if common::ran_in_fresh_process(
+        "the_managed_range_asks_for_huge_pages_until_pages_can_migrate",
+        &[],
+    ) {
+        return;
+    }
+    let v = vec![1u8; 4 << 20];
+    let p = v.as_ptr() as usize;
+    let before = vm_flags(p);
+    assert!(
+        has_flag(&before, "hg") && !has_flag(&before, "nh"),
+        "before any migration: {before}"
+    );
+    let w = vec![2u8; 1 << 20];
+    tieralloc::migrate(w.as_ptr(), w.len(), tieralloc::Tier::Device(0)).unwrap();
+    let after = vm_flags(p);
+    assert!(
+        has_flag(&after, "nh") && !has_flag(&after, "hg"),
+        "after a migration: {after}"
+    );
+    assert!(w.iter().all(|&b| b == 2) && v.iter().all(|&b| b == 1));
+}
+
+/// `TIERALLOC_HUGE_PAGES=0` keeps transparent huge pages out of the managed range.
+#[test]
+fn huge_pages_stay_out_when_turned_off() {
+    if common::ran_in_fresh_process(
+        "huge_pages_stay_out_when_turned_off",
+        &[("TIERALLOC_HUGE_PAGES", "0")],
+    ) {
+        return;
+    }
+    let v = vec![1u8; 4 << 20];
+    let flags = vm_flags(v.as_ptr() as usize);
+    assert!(
+        !has_flag(&flags, "hg"),
+        "with TIERALLOC_HUGE_PAGES=0: {flags}"
     );
 }

@@ -15,6 +15,7 @@
 //! | `TIERALLOC_POLICY` | `adaptive`, `evict`, `strict` | `adaptive` |
 //! | `TIERALLOC_LINK` | `pcie4x16`, `0=nvlink;1=25GB/s,2us`, ... | counted, not enforced |
 //! | `TIERALLOC_PURGE_DELAY` | how long freed pages stay mapped for reuse: `100ms`, `1s`, `0` (at once) | `1s` |
+//! | `TIERALLOC_HUGE_PAGES` | `0` keeps transparent huge pages out of the managed range until devices start | `1` |
 //! | `TIERALLOC_STATS` | `1` prints the stats table at exit | off |
 //! | `TIERALLOC_TRACE` | path of a CSV event trace | off |
 //! | `TIERALLOC_CHAOS` | chaos migration: every interval, a share of the live heap moves to random devices: `20ms`, `20ms,10%` | off; share `5%` |
@@ -331,6 +332,22 @@ pub fn purge_delay_ms() -> u32 {
     })
 }
 
+/// `TIERALLOC_HUGE_PAGES`: whether the managed range asks for transparent huge pages until
+/// devices start (`crate::mem::arena`). Default on.
+pub fn huge_pages() -> bool {
+    let Some(v) = getenv(c"TIERALLOC_HUGE_PAGES") else {
+        return true;
+    };
+    parse_flag(v).unwrap_or_else(|| {
+        warn_bad(
+            "TIERALLOC_HUGE_PAGES",
+            v,
+            "expected 1 or 0; using huge pages",
+        );
+        true
+    })
+}
+
 /// `TIERALLOC_STATS`: print the stats table on stderr at exit.
 pub fn stats_at_exit() -> bool {
     let Some(v) = getenv(c"TIERALLOC_STATS") else {
@@ -390,9 +407,10 @@ pub fn trace_path() -> Option<&'static [u8]> {
 }
 
 /// The variables tieralloc reads.
-pub const KNOWN: [&str; 9] = [
+pub const KNOWN: [&str; 10] = [
     "TIERALLOC_ARENA",
     "TIERALLOC_PURGE_DELAY",
+    "TIERALLOC_HUGE_PAGES",
     "TIERALLOC_DEVICES",
     "TIERALLOC_FAULT",
     "TIERALLOC_POLICY",
@@ -434,7 +452,7 @@ pub fn check_unknown() {
             sys::write_stderr(&[
                 b"tieralloc: ignoring unknown variable ",
                 name,
-                b" (known: TIERALLOC_ARENA, PURGE_DELAY, DEVICES, FAULT, POLICY, LINK, STATS, TRACE, CHAOS)\n",
+                b" (known: TIERALLOC_ARENA, PURGE_DELAY, HUGE_PAGES, DEVICES, FAULT, POLICY, LINK, STATS, TRACE, CHAOS)\n",
             ]);
         }
         // SAFETY: not past the terminating NULL (checked above).

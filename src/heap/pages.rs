@@ -2,7 +2,8 @@
 //! large allocations.
 //!
 //! Invariants (all under the [`PAGES`] lock):
-//! - Pages `[top, end)` were never handed out: unpopulated and zero.
+//! - Pages `[top, end)` were never handed out: zero, and unpopulated but for the rest of the
+//!   huge page (see [`arena`]) that holds the page below `top`.
 //! - Every page below `top` is either allocated (its page map entry says `Span` or `Large`) or in
 //!   exactly one free run. Free runs are maximal: two free runs are never adjacent.
 //! - A free run `[h, h+len)` has a [`Tag`] with its length at `h` (head: flags, list links) and at
@@ -91,6 +92,7 @@ unsafe impl Send for PageHeap {}
 pub fn enable_claims() {
     if !pagemap::claims_enabled() {
         let _g = PAGES.lock();
+        arena::stop_huge_pages();
         pagemap::set_claims_enabled();
     }
 }
@@ -316,7 +318,8 @@ impl PageHeap {
             let gap = (self.top, s - self.top);
             self.top = s + n;
             TOP.store(self.top, Ordering::Relaxed);
-            self.release_run(gap.0, gap.1, false);
+            // Never used, but resident if a huge page covers it (see `arena`).
+            self.release_run(gap.0, gap.1, arena::huge_pages());
         } else {
             self.top = s + n;
             TOP.store(self.top, Ordering::Relaxed);
@@ -515,6 +518,7 @@ impl PageHeap {
             return Some((q, false));
         }
         MAPPING_MOVES.fetch_add(1, Ordering::Relaxed);
+        arena::mapped_afresh(h, old);
         crate::mem::counters::COUNTERS
             .realloc_moved_pages
             .fetch_add(old as u64, Ordering::Relaxed);
@@ -531,7 +535,17 @@ impl PageHeap {
         let t = *self.tag(h);
         if t.flags & DIRTY != 0 {
             let len = t.len as usize;
-            arena::decommit(h, len);
+            // The never-used pages above the top of the heap, up to the end of its huge page:
+            // resident too if that huge page was (see `arena`). A program that freed 256 MiB
+            // and slept kept 2 MiB of them.
+            let upto = if h + len == self.top && arena::huge_pages() {
+                (h + len)
+                    .next_multiple_of(arena::HUGE_PAGE_PAGES)
+                    .min(self.end)
+            } else {
+                h + len
+            };
+            arena::decommit(h, upto - h);
             if len > 2 {
                 pagemap::decommit_free(h + 1, h + len - 1);
                 let tags = self.tags as usize;

@@ -7,9 +7,17 @@
 //! The range is mapped read/write with `MAP_NORESERVE`: a page costs memory only once touched,
 //! and [`decommit`] gives it back. The reservation is aligned to [`ARENA_ALIGN`] so that every
 //! alignment up to 2 MiB is a property of offsets within the range.
+//!
+//! Until pages can migrate, the range asks for transparent huge pages (`MADV_HUGEPAGE`, which
+//! Linux's default `madvise` mode waits for), as mimalloc does for its arenas: a C++ program
+//! handing containers between 8 threads took 7,500 page faults and 1.16× mimalloc's time
+//! with 4 KiB pages, 600 faults and 1.06× with huge pages. Once devices start,
+//! [`stop_huge_pages`] asks for none: a migration moves 4 KiB pages (the kernel splits a huge
+//! page it touches), and a collapse by `khugepaged` must never fill the hole a device-resident
+//! page leaves. `TIERALLOC_HUGE_PAGES=0` keeps them out from the start.
 
 use crate::pal::sys::{self, PAGE_SHIFT, PAGE_SIZE};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Alignment of the managed range's start.
 pub const ARENA_ALIGN: usize = 2 << 20;
@@ -27,6 +35,9 @@ pub fn init(want: usize) -> bool {
     while size >= crate::config::MIN_ARENA {
         let p = sys::map_noreserve_aligned(size, ARENA_ALIGN);
         if !p.is_null() {
+            let huge = crate::config::huge_pages() && sys::advise_huge(p as usize, size, true);
+            HUGE.store(huge, Ordering::Relaxed);
+            HUGE_EVER.store(huge, Ordering::Relaxed);
             SIZE.store(size, Ordering::Relaxed);
             BASE.store(p as usize, Ordering::Release);
             return true;
@@ -34,6 +45,36 @@ pub fn init(want: usize) -> bool {
         size /= 2;
     }
     false
+}
+
+/// Whether the range asks for transparent huge pages (see the module doc).
+static HUGE: AtomicBool = AtomicBool::new(false);
+/// Whether it ever did.
+static HUGE_EVER: AtomicBool = AtomicBool::new(false);
+
+/// Asks the kernel for no more transparent huge pages in the range (see the module doc).
+/// Called once pages can be locked for migration, before any is.
+pub fn stop_huge_pages() {
+    if HUGE.swap(false, Ordering::Relaxed) {
+        sys::advise_huge(base(), size(), false);
+    }
+}
+
+/// Pages in a transparent huge page.
+pub const HUGE_PAGE_PAGES: usize = (2 << 20) / PAGE_SIZE;
+
+/// Whether the range ever asked for transparent huge pages: then a page the heap never
+/// handed out may be resident, if it shares a huge page with one it did.
+pub fn huge_pages() -> bool {
+    HUGE_EVER.load(Ordering::Relaxed)
+}
+
+/// Pages `[page, page+n)` were mapped afresh (`sys::move_mapping`): they take the range's
+/// huge-page advice again, so that the kernel can merge them with their neighbours.
+pub fn mapped_afresh(page: usize, n: usize) {
+    if HUGE.load(Ordering::Relaxed) {
+        sys::advise_huge(addr_of(page), n * PAGE_SIZE, true);
+    }
 }
 
 /// Start address of the managed range (0 before [`init`]).

@@ -187,6 +187,22 @@ pub fn discard(addr: usize, len: usize) -> bool {
     unsafe { mman::madvise(at, len, MmapAdvise::MADV_DONTNEED) }.is_ok()
 }
 
+/// Asks for transparent huge pages in `[addr, addr+len)` (`huge`), or for none
+/// (`MADV_NOHUGEPAGE`). Returns false if the kernel refused (nothing changes then).
+pub fn advise_huge(addr: usize, len: usize, huge: bool) -> bool {
+    let Some(at) = NonNull::new(addr as *mut libc::c_void).filter(|_| len > 0) else {
+        return true;
+    };
+    let advice = if huge {
+        MmapAdvise::MADV_HUGEPAGE
+    } else {
+        MmapAdvise::MADV_NOHUGEPAGE
+    };
+    // SAFETY: callers pass a page-aligned range of a mapping tieralloc owns; the advice only
+    // changes how later faults are served, never the contents.
+    unsafe { mman::madvise(at, len, advice) }.is_ok()
+}
+
 /// Number of pages of `[addr, addr+len)` that are resident, via `mincore(2)`.
 /// Counts in chunks with a stack buffer, so it allocates nothing.
 pub fn resident_bytes(addr: usize, len: usize) -> usize {
