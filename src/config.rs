@@ -335,27 +335,31 @@ pub fn purge_delay_ms() -> u32 {
 /// `TIERALLOC_HUGE_PAGES`: whether the managed range asks for transparent huge pages until
 /// devices start (`crate::mem::arena`). Default on.
 pub fn huge_pages() -> bool {
-    let Some(v) = getenv(c"TIERALLOC_HUGE_PAGES") else {
-        return true;
-    };
-    parse_flag(v).unwrap_or_else(|| {
-        warn_bad(
-            "TIERALLOC_HUGE_PAGES",
-            v,
-            "expected 1 or 0; using huge pages",
-        );
-        true
-    })
+    flag(
+        c"TIERALLOC_HUGE_PAGES",
+        true,
+        "expected 1 or 0; using huge pages",
+    )
 }
 
 /// `TIERALLOC_STATS`: print the stats table on stderr at exit.
 pub fn stats_at_exit() -> bool {
-    let Some(v) = getenv(c"TIERALLOC_STATS") else {
-        return false;
+    flag(
+        c"TIERALLOC_STATS",
+        false,
+        "expected 1 or 0; not printing stats",
+    )
+}
+
+/// The on/off variable `name` ([`parse_flag`]); `default` when it is not set, or is bad (a
+/// line on stderr saying `why` then).
+fn flag(name: &core::ffi::CStr, default: bool, why: &str) -> bool {
+    let Some(v) = getenv(name) else {
+        return default;
     };
     parse_flag(v).unwrap_or_else(|| {
-        warn_bad("TIERALLOC_STATS", v, "expected 1 or 0; not printing stats");
-        false
+        warn_bad(name.to_str().unwrap_or("TIERALLOC_?"), v, why);
+        default
     })
 }
 
