@@ -503,7 +503,8 @@ fn a_fork_while_another_thread_creates_the_devices_leaves_the_child_working_devi
     std::thread::sleep(Duration::from_millis(50)); // inside the creation's stall
     let code = in_child(|| {
         let v = vec![7u8; 1 << 20];
-        tieralloc::migrate(v.as_ptr(), v.len(), Tier::Device(0)).is_ok() && v.iter().all(|&b| b == 7)
+        tieralloc::migrate(v.as_ptr(), v.len(), Tier::Device(0)).is_ok()
+            && v.iter().all(|&b| b == 7)
     });
     assert_eq!(code, 0, "the child's migration failed");
     assert!(creator.join().unwrap());
