@@ -651,9 +651,7 @@ fn count_faults(d: u16, run: &Run) -> usize {
 /// `fault_back::cpu_fault`), never a page that is only locked.
 fn pin_all(backend: Backend, d: u16, runs: &[Run]) -> bool {
     for (i, run) in runs.iter().enumerate() {
-        if let Some(ms) = crate::pal::inject::fail(crate::pal::inject::Point::PinStall) {
-            crate::pal::thread::sleep_us(ms as u64 * 1000);
-        }
+        crate::pal::inject::stall(crate::pal::inject::Point::PinStall);
         let mut ok = true;
         let mut locked = run.pages.start;
         for p in run.pages.clone() {

@@ -135,9 +135,7 @@ pub fn ensure_init() -> Result<(), Error> {
         return Ok(());
     }
     STATE.store(RUNNING, Ordering::Relaxed);
-    if let Some(ms) = crate::pal::inject::fail(crate::pal::inject::Point::DeviceInitStall) {
-        crate::pal::thread::sleep_us(ms as u64 * 1000);
-    }
+    crate::pal::inject::stall(crate::pal::inject::Point::DeviceInitStall);
     let mut specs: [DeviceSpec; MAX_DEVICES] = [([0; NAME_MAX], 0, 0); MAX_DEVICES];
     let n = if r.n > 0 {
         specs[..r.n].copy_from_slice(&r.list[..r.n]);

@@ -36,7 +36,7 @@
 
 use super::cached;
 use crate::mem::counters::COUNTERS;
-use crate::pal::inject::{self, Point};
+use crate::pal::inject::{stall, Point};
 use crate::pal::lock::Lock;
 use crate::pal::sys;
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -246,14 +246,6 @@ pub fn settle(slot: &Slot) {
         cached::clear(o as *mut u8);
         stall(Point::SettleStall);
         slot.owed.store(0, Ordering::Relaxed);
-    }
-}
-
-/// Sleeps as long as a test asked at point `p` (nothing without the `fault-injection` feature).
-#[inline(always)]
-fn stall(p: Point) {
-    if let Some(ms) = inject::fail(p) {
-        crate::pal::thread::sleep_us(ms as u64 * 1000);
     }
 }
 

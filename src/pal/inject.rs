@@ -106,6 +106,15 @@ pub(crate) fn fail(p: Point) -> Option<i32> {
     }
 }
 
+/// Sleeps `errno` milliseconds if the armed point `p` fires this call: the stall points,
+/// which stand for a thread descheduled at that moment. Nothing without the feature.
+#[inline(always)]
+pub(crate) fn stall(p: Point) {
+    if let Some(ms) = fail(p) {
+        crate::pal::thread::sleep_us(ms as u64 * 1000);
+    }
+}
+
 /// Arms `p`: after `skip` calls go through, the next `times` calls fail with `errno`.
 #[cfg(feature = "fault-injection")]
 pub fn arm(p: Point, skip: usize, errno: i32, times: usize) {

@@ -188,7 +188,9 @@ pub fn discard(addr: usize, len: usize) -> bool {
 }
 
 /// Asks for transparent huge pages in `[addr, addr+len)` (`huge`), or for none
-/// (`MADV_NOHUGEPAGE`). Returns false if the kernel refused (nothing changes then).
+/// (`MADV_NOHUGEPAGE`). Returns false if the kernel refused (nothing changes then; a kernel
+/// without them says `EINVAL`). Leaves `errno` as it found it: the first `malloc` of a
+/// program calls this.
 pub fn advise_huge(addr: usize, len: usize, huge: bool) -> bool {
     let Some(at) = NonNull::new(addr as *mut libc::c_void).filter(|_| len > 0) else {
         return true;
@@ -198,9 +200,12 @@ pub fn advise_huge(addr: usize, len: usize, huge: bool) -> bool {
     } else {
         MmapAdvise::MADV_NOHUGEPAGE
     };
+    let saved = errno();
     // SAFETY: callers pass a page-aligned range of a mapping tieralloc owns; the advice only
     // changes how later faults are served, never the contents.
-    unsafe { mman::madvise(at, len, advice) }.is_ok()
+    let ok = unsafe { mman::madvise(at, len, advice) }.is_ok();
+    set_errno(saved);
+    ok
 }
 
 /// Number of pages of `[addr, addr+len)` that are resident, via `mincore(2)`.

@@ -230,9 +230,7 @@ fn run_end(from: usize, to: usize, d: u16) -> usize {
 fn read_ahead(backend: Backend, d: u16, from: usize, to: usize, epoch: usize) {
     let mut s = from;
     while s < to {
-        if let Some(ms) = crate::pal::inject::fail(crate::pal::inject::Point::ReadAheadStall) {
-            crate::pal::thread::sleep_us(ms as u64 * 1000);
-        }
+        crate::pal::inject::stall(crate::pal::inject::Point::ReadAheadStall);
         if !try_lock_on(s, d) {
             s += 1;
             continue;
