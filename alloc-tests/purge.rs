@@ -147,16 +147,25 @@ fn the_large_block_a_thread_freed_last_leaves_after_the_delay_while_the_thread_l
     }
     // A thread keeps the large run it freed last for its next allocation of that size, where
     // no other thread can take it; the purger must still give it back once it stays unused.
-    let before = rss();
+    // The baseline is taken once the thread runs: its own heap and spans (which may take a
+    // fresh 2 MiB huge page) are not what this measures.
     let (freed_tx, freed_rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let measured = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let (started2, measured2) = (started.clone(), measured.clone());
     let t = std::thread::spawn(move || {
+        started2.wait();
+        measured2.wait();
         let v = vec![7u8; 4 * MIB];
         assert!(v.iter().all(|&b| b == 7));
         drop(v);
         freed_tx.send(()).unwrap();
         done_rx.recv().unwrap();
     });
+    started.wait();
+    let before = rss();
+    measured.wait();
     freed_rx.recv().unwrap();
     let start = Instant::now();
     while rss() > before + MIB && start.elapsed() < Duration::from_secs(5) {

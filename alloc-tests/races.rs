@@ -199,18 +199,18 @@ const CASES: &[Case] = &[
     Case {
         runs: 3,
         ..case(
-            "owed_objects_freed_by_another_thread_are_handed_out_once",
+            "reused_objects_freed_by_another_thread_are_handed_out_once",
             &["signal"],
-            owed_objects_freed_by_another_thread,
+            reused_objects_freed_by_another_thread,
         )
     },
     Case {
         runs: 12,
         end: End::Signal(libc::SIGABRT),
         ..case(
-            "an_owed_object_freed_on_two_threads_at_once_aborts",
+            "a_reused_object_freed_on_two_threads_at_once_aborts",
             &["signal"],
-            owed_object_freed_twice_at_once,
+            reused_object_freed_twice_at_once,
         )
     },
 ];
@@ -1760,19 +1760,20 @@ fn objects_handed_between_threads() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Owed objects (`heap/owed.rs`): a thread cache hands out the object freed there last with its
-// freed bit still set. Here each thread frees a scratch object, takes it again (owed) and hands
-// it straight to the other thread, which frees it: that free must claim it from the first
-// thread's slot while that thread goes on allocating and freeing its own objects (take-backs
-// and settles of the same slot). A good free taken for a double free aborts; an object handed
-// out twice is overwritten by its second owner's pattern; and the claims must have happened.
+// Reused objects (`heap/owned.rs`): a heap hands out the object of its current span freed
+// there last without looking at the bitmap. Here each thread frees a scratch object, takes it
+// again and hands it straight to the other thread, which frees it into its buffer of remote
+// frees; the objects go home to their spans' remote bitmaps and their owner merges them, while
+// it goes on allocating and freeing its own objects of the same spans. A good free taken for a
+// double free aborts; an object handed out twice is overwritten by its second owner's pattern;
+// and the merges must have happened.
 
-fn owed_objects_freed_by_another_thread() {
+fn reused_objects_freed_by_another_thread() {
     const ROUNDS: usize = 300_000;
     const SIZE: usize = 32;
     let seed = common::seed_from("RACE_SEED");
     let l = Layout::from_size_align(SIZE, 8).unwrap();
-    let claims_before = tieralloc::stats().owed_claims;
+    let merged_before = tieralloc::stats().remote_frees;
     // An object carries `v` in its first word and `!v` in its last.
     let tag = |p: usize, v: u64| {
         // SAFETY: `p` is a live object of SIZE bytes owned by the caller.
@@ -1862,17 +1863,19 @@ fn owed_objects_freed_by_another_thread() {
     for (from, m) in mail.iter().enumerate() {
         free_mail(m, 1 - from as u64, ROUNDS);
     }
-    let claims = tieralloc::stats().owed_claims - claims_before;
-    println!("{claims} claims");
+    let merged = tieralloc::stats().remote_frees - merged_before;
+    println!("{merged} remote frees merged");
     assert!(
-        claims > 0,
-        "no free claimed an owed object: the race did not run (RACE_SEED={seed})"
+        merged > 0,
+        "no remote free was merged back: the race did not run (RACE_SEED={seed})"
     );
 }
 
-/// Both threads free the same owed object at the same moment: one of the frees must see the
-/// other (the case expects the process to abort).
-fn owed_object_freed_twice_at_once() {
+/// Both threads free the same reused object at the same moment: the process must stop (the
+/// case expects it to abort). One free may pass unseen, but then the object is free twice:
+/// in its span and in the other thread's buffer, and the flush of that buffer or the merge
+/// finds it.
+fn reused_object_freed_twice_at_once() {
     let l = Layout::from_size_align(32, 8).unwrap();
     for _ in 0..1000 {
         // SAFETY: a valid layout; freed, taken again (owed), then freed twice: the bug under

@@ -39,8 +39,8 @@ pub fn malloc(size: usize) -> *mut u8 {
     heap::alloc::<HeapHooks>(size, MIN_ALIGN)
 }
 
-/// [`malloc`]'s fast path alone: a block from this thread's cache of freed small blocks, or
-/// null when [`malloc`] must be called (the cache is empty, the size is a page run, or a tier
+/// [`malloc`]'s fast path alone: a block from this thread's current span of its size, or
+/// null when [`malloc`] must be called (the span has no free block, the size is a page run, or a tier
 /// scope is active). It makes no system call and leaves `errno` alone, so a C wrapper can skip
 /// saving `errno` when it succeeds.
 ///
@@ -48,7 +48,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// let p = tieralloc::malloc::malloc(24);
 /// // SAFETY: from `malloc`, freed once.
 /// unsafe { tieralloc::malloc::free(p) };
-/// let q = tieralloc::malloc::malloc_cached(24); // the block just freed, from the cache
+/// let q = tieralloc::malloc::malloc_cached(24); // the block just freed, from its span
 /// assert_eq!(q, p);
 /// // SAFETY: from `malloc_cached`, freed once.
 /// unsafe { tieralloc::malloc::free(q) };
@@ -58,10 +58,10 @@ pub fn malloc_cached(size: usize) -> *mut u8 {
     heap::alloc_cached(size, MIN_ALIGN)
 }
 
-/// [`free`]'s fast path alone: true if `p` went into this thread's cache of freed small blocks;
-/// false when [`free`] must be called (a page run, a block of a device tier, a full cache, or a
-/// pointer outside the managed range). It leaves `errno` alone: its only system call,
-/// `membarrier(2)` when another thread owes the block (`heap::owed`), saves and restores it.
+/// [`free`]'s fast path alone: true if small block `p` went back to this thread's span or into
+/// its buffer of other threads' blocks; false when [`free`] must be called (a page run, a block
+/// of a device tier, a full buffer, or a pointer outside the managed range). It leaves `errno`
+/// alone (the span it may give back to the page runs saves and restores it).
 ///
 /// ```
 /// let p = tieralloc::malloc::malloc(24);
@@ -77,7 +77,7 @@ pub fn malloc_cached(size: usize) -> *mut u8 {
 #[inline]
 pub unsafe fn free_cached(p: *mut u8) -> bool {
     // SAFETY: inside the managed range (checked first); the caller's contract for the rest.
-    crate::is_managed(p) && unsafe { by_address::free_cached(p) }
+    crate::is_managed(p) && unsafe { by_address::free_cached::<HeapHooks>(p) }
 }
 
 /// Allocates `size` bytes aligned to `align`, a power of two (smaller ones are raised to 16).

@@ -77,9 +77,9 @@ pub fn usable_size(b: Block) -> usize {
 /// `p` is inside the managed range and, if it heads a live object, not used after this call
 /// returns true.
 #[inline(always)]
-pub unsafe fn free_cached(p: *mut u8) -> bool {
+pub unsafe fn free_cached<H: Hooks>(p: *mut u8) -> bool {
     match span::class_at(p as usize) {
-        Some(class) if span::tier_of(p) == 0 => tcache::push_host(class, p),
+        Some(class) if span::tier_of(p) == 0 => tcache::push_host::<H>(class, p),
         _ => false,
     }
 }

@@ -1,25 +1,19 @@
-//! Which small objects are freed: one bit per 8-byte granule of the managed range (the first
-//! granule of each object), in a table outside the range.
+//! Which small objects were freed by a thread that does not own their span and are not back
+//! in it yet: one bit per 8-byte granule of the managed range (the first granule of each
+//! object), in a table outside the range.
 //!
-//! Invariant: the bit of an object that is handed out (live) is clear, or the object is owed
-//! ([`super::owed`]: the one object each thread cache may hand out with its bit still set).
-//! Freeing sets it ([`mark`]: a thread cache's `free`, or [`super::span::flush`] for an object
-//! freed straight to its span); handing the object out again clears it: popping a freed object
-//! from a thread cache ([`clear`], unless the cache owes it), or taking objects from their spans
-//! ([`clear_taken`], a table word at a time). A free that finds the bit set is a double free
-//! unless the object is owed, caught whether the first free left the object in a thread cache
-//! or already back in its span. Bits at granules where no object
-//! of the current span starts mean nothing (left over from a span of another class).
-//!
-//! Leaving the bit set while an object waits in its span is what keeps this cheap: returning
-//! a thread cache's objects to their spans touches no bit, and a refill clears the bits of up
-//! to 64 objects with one atomic operation (16-byte objects: 32 to a word). Before, both
-//! took one atomic per object: a batch of 100k 16-byte objects spent about a quarter of its
-//! time in the flush that cleared them.
+//! Invariant: an object's bit is set exactly while it waits in a thread's buffer of remote
+//! frees or in its span's remote bitmap ([`super::span`]). [`mark`] sets it when such a free
+//! is checked, and finding it set there is a double free; the merge that moves the object into
+//! its span's local bitmap clears it ([`clear_taken`], a table word at a time). The owner's own
+//! free reads it ([`is_marked_at`]) to catch a free of an object that another thread freed
+//! already. Bits at granules where no object of the current span starts are clear (a span is
+//! released only with every object back in its local bitmap).
 //!
 //! The table costs 1/64 of the memory in spans (one 4 KiB page of bits per 256 KiB of small
-//! objects), mapped `MAP_NORESERVE` so untouched parts cost nothing. The bits are atomics
-//! because a word covers 512 bytes: objects of different threads share it.
+//! objects), mapped `MAP_NORESERVE` so untouched parts cost nothing: only objects freed across
+//! threads ever touch it. The bits are atomics because a word covers 512 bytes: objects freed
+//! by different threads share it.
 
 use crate::mem::arena;
 
@@ -44,9 +38,9 @@ pub fn init(pages: usize) -> bool {
 fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
     let g = (p as usize - arena::base()) >> 3;
     // SAFETY: the table has a bit for every granule of the arena (init) and is never unmapped;
-    // `p` lies in the arena: `mark` checks it before an object enters a cache, and `clear` is
-    // called only for objects that were in a cache or that `span::flush` checked; AtomicU64
-    // has the layout of u64 and zero is a valid value.
+    // `p` lies in the arena: `mark` checks it first, `is_marked_at` is called for offsets that
+    // `owned::free_local` found in the arena, and `clear_taken` for objects of a live span;
+    // AtomicU64 has the layout of u64 and zero is a valid value.
     let w = unsafe { &*(TABLE.load(Ordering::Relaxed) as *const AtomicU64).add(g / 64) };
     (w, 1 << (g % 64))
 }
@@ -62,17 +56,19 @@ pub fn mark(p: *mut u8) -> bool {
     w.fetch_or(b, Ordering::Relaxed) & b == 0
 }
 
-/// Clears `p`'s mark: it leaves the thread cache (handed out, or flushed to its span).
+/// Whether the bit of the object at offset `off` of the managed range is set (a plain load:
+/// the owner's free, which then finds a double free).
 #[inline(always)]
-pub fn clear(p: *mut u8) {
-    let (w, b) = bit(p);
-    w.fetch_and(!b, Ordering::Relaxed);
+pub fn is_marked_at(off: usize) -> bool {
+    let g = off >> 3;
+    // SAFETY: as in `bit`: the caller checked `off` is inside the arena.
+    let w = unsafe { &*(TABLE.load(Ordering::Relaxed) as *const AtomicU64).add(g / 64) };
+    w.load(Ordering::Relaxed) & (1 << (g % 64)) != 0
 }
 
-/// Clears the bits of `objs`, objects just taken from their spans to be handed out (in the
-/// order a refill takes them: ascending addresses, so neighbours share a word). One atomic
-/// operation per table word that has any of their bits set; none for objects of a span that
-/// never gave an object back.
+/// Clears the bits of `objs`, objects just merged into their span's local bitmap (in
+/// ascending addresses, so neighbours share a word). One atomic operation per table word that
+/// has any of their bits set.
 pub fn clear_taken(objs: &[*mut u8]) {
     let mut i = 0;
     while i < objs.len() {
@@ -89,17 +85,5 @@ pub fn clear_taken(objs: &[*mut u8]) {
         if w.load(Ordering::Relaxed) & mask != 0 {
             w.fetch_and(!mask, Ordering::Relaxed);
         }
-    }
-}
-
-/// Keeps the invariant for an object returned to its span (`span::flush`): one that went
-/// through a thread cache is marked already (the plain load spares the atomic operation), one
-/// freed straight to its span is marked now. The span's bitmap decides about double frees
-/// there.
-#[inline(always)]
-pub fn mark_returned(p: *mut u8) {
-    let (w, b) = bit(p);
-    if w.load(Ordering::Relaxed) & b == 0 {
-        w.fetch_or(b, Ordering::Relaxed);
     }
 }

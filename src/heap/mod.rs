@@ -18,7 +18,7 @@ pub mod check;
 pub mod hooks;
 pub mod large_slot;
 pub mod meta;
-pub mod owed;
+pub mod owned;
 pub mod pages;
 pub mod purge;
 pub mod run_cache;
@@ -84,7 +84,6 @@ fn init_once<H: Hooks>() -> bool {
         return false;
     }
     purge::init();
-    owed::init();
     let Some(key) = thread::exit_key(thread_exit::<H>) else {
         return false;
     };
@@ -100,6 +99,12 @@ pub(crate) fn register_thread_exit() {
 
 unsafe extern "C" fn thread_exit<H: Hooks>(_: *mut libc::c_void) {
     tcache::flush_and_retire::<H>();
+}
+
+/// Ends the process on a second free of a small object.
+#[cold]
+pub(crate) fn double_free() -> ! {
+    sys::fatal("double free detected (the object was freed already)")
 }
 
 /// Takes every heap lock on this thread, in the one order all paths use.

@@ -74,6 +74,22 @@ pub fn size_of(c: usize) -> usize {
     SIZES[c] as usize
 }
 
+/// Local bitmap words of a span of class `c` (64 objects a word), from a table.
+#[inline(always)]
+pub fn words_per_span(c: usize) -> usize {
+    WORDS[c] as usize
+}
+
+static WORDS: [u32; NCLASSES] = {
+    let mut t = [0u32; NCLASSES];
+    let mut c = 0;
+    while c < NCLASSES {
+        t[c] = (SPAN_SIZE / SIZES[c] as usize).div_ceil(64) as u32;
+        c += 1;
+    }
+    t
+};
+
 /// Objects per span for class `c`, from a table: the division it replaces was the one `div`
 /// on the path that returns objects to their spans (2% of a 16-byte batch's samples).
 #[inline(always)]

@@ -1,78 +1,222 @@
-//! Spans: 64 KiB runs of pages holding objects of one size class, and the per-class bins that
-//! hand their objects to thread caches in batches.
+//! Spans: 64 KiB runs of pages holding objects of one size class, each owned by the thread heap
+//! that allocates from it ([`super::owned`]), and the per-class bins that keep the spans no
+//! heap owns.
 //!
-//! Each span's free objects are a bitmap (bit set = object free) kept outside the managed range,
-//! so allocating and freeing never read or write the objects' own memory: a span's pages may sit
-//! on a device while the heap carries on. Span descriptors live in a side table indexed by
-//! `(addr - arena base) >> 16`; spans are 64 KiB-aligned, so the index is exact.
+//! Each span has two free bitmaps outside the managed range, so allocating and freeing never
+//! read or write the objects' own memory (a span's pages may sit on a device while the heap
+//! carries on):
+//! - the **local** bitmap (bit set = object free): its owner allocates from it and frees its own
+//!   objects into it with plain loads and stores, no lock and no locked instruction;
+//! - the **remote** bitmap: objects freed by other threads, written only under the bin lock
+//!   ([`flush`], in batches from the freeing thread's buffer). The owner merges it into the
+//!   local one ([`merge`]) when it runs out of objects: a span that receives a remote free is
+//!   put on its owner's [`Pending`] list for that.
 //!
-//! Spans are segregated by tier (`crate::tiering::placement`): each tier has its own bins, a span's
-//! pages hold objects of one tier only, and the spans of a device tier are created on that
-//! device. The tier of each span slot is also kept in a lock-free side table ([`tier_of`]) so
-//! `free` can find the right bin without touching the object.
+//! A span no heap owns (its heap's thread exited, or switched tiers) waits in its bin: on the
+//! partial list if it has free objects (local or remote), on no list if not. The next heap that
+//! needs a span of that tier and class adopts it (merging its remote frees); a remote free that
+//! completes an unowned span gives its pages back at once.
 //!
-//! Spans have no owning thread. A bin (one per tier and class, behind a lock) holds the span currently
-//! being carved and a list of partially free spans. Thread caches take objects out in batches
-//! ([`refill`]) and give freed ones back in batches ([`flush`]), whichever thread allocated them:
-//! a cross-thread free costs a push into the freeing thread's cache, and a share of one locked
-//! batch. A span whose objects are all free is returned to the page heap.
+//! Who writes which field of a descriptor (all fields are atomics, read and written with
+//! relaxed loads and stores; the lock's acquire and release order them where ownership changes
+//! hands):
+//! - `owner`, `rfree`, `rnext`, `queued`, the remote bitmap: under the bin lock;
+//! - `bits` and `class`: when the span is installed or released, under the bin lock;
+//! - `nfree`, `hint`, `state`, `next`, `prev` and the local bitmap: the owner without a lock
+//!   while the span is owned, else under the bin lock. Other threads only read the local bitmap,
+//!   to catch a free of an object that is free already. The owner does not count `nfree` while
+//!   the span is its current one (allocating from it then touches only the bitmap and
+//!   `hint`): it counts the bitmap when the span stops being current ([`recount`]).
+//!
+//! Descriptors live in a side table indexed by `(addr - arena base) >> 16`; spans are 64
+//! KiB-aligned, so the index is exact. Spans are segregated by tier
+//! (`crate::tiering::placement`): each tier has its own bins, a span's pages hold objects of one
+//! tier only, and the spans of a device tier are created on that device. The tier of each span
+//! slot is also kept in a lock-free side table ([`tier_of`]) so `free` can find the right bin
+//! without touching the object.
 
 use super::meta;
 use super::pages::PAGES;
 use super::size_class::{self, NCLASSES, SPAN_SHIFT, SPAN_SIZE};
-use super::Hooks;
+use super::{cached, Hooks};
 use crate::mem::arena;
+use crate::mem::counters::COUNTERS;
 use crate::mem::pagemap::Use;
 use crate::mem::scope::{self, TierIndex, NTIERS};
 use crate::pal::lock::Lock;
 use crate::pal::sys;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
-const NIL: u32 = u32::MAX;
-const PAGES_PER_SPAN: usize = SPAN_SIZE / sys::PAGE_SIZE;
+pub(super) const PAGES_PER_SPAN: usize = SPAN_SIZE / sys::PAGE_SIZE;
 
-/// Where a span is in its bin's life cycle.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A link to a span: its index plus one, 0 for none (so all-zero memory is an empty list).
+pub(super) type Link = u32;
+
+/// The link to span `si`.
+#[inline(always)]
+pub(super) fn link(si: u32) -> Link {
+    si + 1
+}
+
+/// The span a link names, if any.
+#[inline(always)]
+pub(super) fn linked(l: Link) -> Option<u32> {
+    l.checked_sub(1)
+}
+
+/// Where a span is in its life cycle.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
-enum State {
+pub(super) enum State {
     /// The slot describes no span.
     Unused = 0,
-    /// The bin carves objects from it.
+    /// Owned: the span its heap allocates from now.
     Current = 1,
-    /// Some objects free; on the bin's partial list.
-    Partial = 2,
-    /// No free objects; on no list (a free moves it to Partial).
+    /// Owned: has local free objects; on its heap's avail list.
+    Avail = 2,
+    /// Owned: no local free object; on its heap's full list.
     Full = 3,
+    /// Unowned, with free objects (local or remote): on its bin's partial list.
+    Partial = 4,
+    /// Unowned, no free object: on no list.
+    Idle = 5,
 }
 
-/// Descriptor of one span, in the side table.
-#[repr(C)]
-struct Span {
-    /// Free bitmap outside the managed range: bit `i` set means object `i` is free.
-    bitmap: *mut u64,
-    /// Next span index on the bin's partial list.
-    next: u32,
-    /// Previous span index on the bin's partial list.
-    prev: u32,
-    /// Free objects.
-    nfree: u32,
-    /// First bitmap word that may have a set bit.
-    hint: u16,
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Current,
+            2 => State::Avail,
+            3 => State::Full,
+            4 => State::Partial,
+            5 => State::Idle,
+            _ => State::Unused,
+        }
+    }
+}
+
+/// Descriptor of one span, in the side table. All zeroes is an unused slot.
+///
+/// One cache line each: neighbouring spans are often owned by different threads, whose
+/// frees write their descriptors without a lock. At 40 bytes (two descriptors to some lines)
+/// the two-thread churn workload took 17 ns a replacement instead of 12 (2026-12-02).
+#[repr(C, align(64))]
+pub(super) struct Span {
+    /// `2 * words(class)` words outside the managed range: the local bitmap, then the remote
+    /// one. Bit `i` set: object `i` is free.
+    pub bits: AtomicPtr<AtomicU64>,
+    /// The heap that owns the span ([`register`]), 0 for none.
+    pub owner: AtomicU32,
+    /// Next span on the list the span is on (its heap's avail or full list, or its bin's
+    /// partial list).
+    pub next: AtomicU32,
+    /// Previous span on that list.
+    pub prev: AtomicU32,
+    /// Objects free in the local bitmap (not kept while the span is `Current`).
+    pub nfree: AtomicU32,
+    /// Objects free in the remote bitmap.
+    pub rfree: AtomicU32,
+    /// Next span on its owner's pending list.
+    pub rnext: AtomicU32,
+    /// First local bitmap word that may have a set bit.
+    pub hint: AtomicU16,
     /// Size class.
-    class: u8,
-    /// Life-cycle state.
-    state: State,
+    pub class: AtomicU8,
+    /// [`State`].
+    pub state: AtomicU8,
+    /// On its owner's pending list.
+    pub queued: AtomicBool,
+    /// Set by the first free of one of its objects by a thread that does not own it (reset
+    /// when it is installed): until then its owner's frees need not look at the freed bits.
+    pub remote_seen: AtomicBool,
 }
 
-/// Per-class state, behind the class's lock.
-struct Bin {
-    /// Span being carved, or NIL.
-    current: u32,
-    /// Head of the partial list.
-    partial: u32,
+impl Span {
+    #[inline(always)]
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Relaxed))
+    }
+    #[inline(always)]
+    pub fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Relaxed)
+    }
+    /// Word `w` of the local bitmap (`w < words(class)`).
+    #[inline(always)]
+    pub fn local(&self, w: usize) -> &AtomicU64 {
+        // SAFETY: `bits` has 2 * words(class) words for a live span (install) and metadata
+        // memory is never unmapped; callers pass `w < words(class)`.
+        unsafe { &*self.bits.load(Ordering::Relaxed).add(w) }
+    }
+    /// Word `w` of the remote bitmap (`w < words(class)`).
+    #[inline(always)]
+    fn remote(&self, c: usize, w: usize) -> &AtomicU64 {
+        // SAFETY: as for `local`; the remote words follow the local ones.
+        unsafe { &*self.bits.load(Ordering::Relaxed).add(words(c) + w) }
+    }
+}
+
+/// Relaxed load.
+#[inline(always)]
+pub(super) fn ld(a: &AtomicU32) -> u32 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Relaxed store.
+#[inline(always)]
+pub(super) fn st(a: &AtomicU32, v: u32) {
+    a.store(v, Ordering::Relaxed)
+}
+
+/// A heap's lists of spans with remote frees to merge, one per class: written by other
+/// threads under the class's bin lock, read by the owner. All zeroes is empty.
+pub struct Pending {
+    heads: [AtomicU32; NCLASSES],
+}
+
+impl Pending {
+    /// True if class `c` may have spans to merge (a hint: read without the lock).
+    #[inline(always)]
+    pub(super) fn any(&self, c: usize) -> bool {
+        ld(&self.heads[c]) != 0
+    }
+}
+
+/// Most heaps at once: two per thread that allocates (its host heap and its second one).
+const MAX_HEAPS: usize = 1 << 16;
+/// Every heap's pending lists, by heap id - 1.
+static HEAPS: [AtomicPtr<Pending>; MAX_HEAPS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_HEAPS];
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// Gives a new heap, whose pending lists are `p` (metadata memory that lives for the process),
+/// its id (never 0); `None` once [`MAX_HEAPS`] heaps exist (heaps of exited threads are
+/// reused, so that many would be running at once).
+pub fn register(p: &'static Pending) -> Option<u32> {
+    let i = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    if i >= MAX_HEAPS {
+        return None;
+    }
+    HEAPS[i].store(p as *const Pending as *mut Pending, Ordering::Release);
+    Some(i as u32 + 1)
+}
+
+/// The pending lists of heap `id`.
+fn pending_of(id: u32) -> &'static Pending {
+    let p = HEAPS[id as usize - 1].load(Ordering::Acquire);
+    // SAFETY: a span's owner is a registered heap (`register` stored its lists before the heap
+    // could own anything), and pending lists live for the process.
+    unsafe { &*p }
+}
+
+/// Per-class state of unowned spans, behind the class's lock.
+pub(super) struct Bin {
+    /// Head of the partial list (unowned spans with free objects).
+    partial: Link,
     /// Recycled bitmaps of this class's size (linked through their first word).
     spare_bitmaps: *mut u64,
-    /// Live spans of this class.
+    /// Live spans of this tier and class, owned or not.
     spans: usize,
 }
 
@@ -81,24 +225,23 @@ unsafe impl Send for Bin {}
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_BIN: Lock<Bin> = Lock::new(Bin {
-    current: NIL,
-    partial: NIL,
+    partial: 0,
     spare_bitmaps: core::ptr::null_mut(),
     spans: 0,
 });
 #[allow(clippy::declare_interior_mutable_const)]
 const TIER_BINS: [Lock<Bin>; NCLASSES] = [EMPTY_BIN; NCLASSES];
 /// Bins by tier index (0 = host, 1 + d = device d), then size class.
-static BINS: [[Lock<Bin>; NCLASSES]; NTIERS] = [TIER_BINS; NTIERS];
+pub(super) static BINS: [[Lock<Bin>; NCLASSES]; NTIERS] = [TIER_BINS; NTIERS];
 
 static TABLE: AtomicUsize = AtomicUsize::new(0);
 static TABLE_LEN: AtomicUsize = AtomicUsize::new(0);
 /// Side table: the tier index of each span slot, one byte per slot. Written when a span is
 /// created (before any of its objects is handed out), read without a lock by `free`.
 static TIERS: AtomicUsize = AtomicUsize::new(0);
-/// Side table: 1 + the size class of each live span slot, 0 for a slot with no span. Written by
-/// the owning bin under its lock; read by [`flush`] under another bin's lock to refuse a
-/// pointer of another bin before it forms a reference to that bin's descriptor.
+/// Side table: 1 + the size class of each live span slot, 0 for a slot with no span. Written
+/// under the bin lock when a span is installed or released; read by frees to refuse a pointer
+/// of another size before they touch the span's bitmaps.
 static CLASSES: AtomicUsize = AtomicUsize::new(0);
 
 /// Maps the span descriptor table for an arena of `pages` pages.
@@ -119,7 +262,7 @@ pub fn init(pages: usize) -> bool {
 }
 
 /// The class side-table byte of span slot `si`.
-#[inline]
+#[inline(always)]
 fn class_slot(si: usize) -> &'static AtomicU8 {
     debug_assert!(si < TABLE_LEN.load(Ordering::Relaxed));
     // SAFETY: as for `tier_slot`, for the class table.
@@ -127,7 +270,7 @@ fn class_slot(si: usize) -> &'static AtomicU8 {
 }
 
 /// The side-table byte of span slot `si`.
-#[inline]
+#[inline(always)]
 fn tier_slot(si: usize) -> &'static AtomicU8 {
     debug_assert!(si < TABLE_LEN.load(Ordering::Relaxed));
     // SAFETY: the table has one byte per span slot of the arena (init) and is never unmapped;
@@ -137,7 +280,7 @@ fn tier_slot(si: usize) -> &'static AtomicU8 {
 
 /// Set once a span of a device tier exists: until then every span is the host's and `free`
 /// skips the side-table lookup.
-static ANY_TIERED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static ANY_TIERED: AtomicBool = AtomicBool::new(false);
 
 /// The tier index of the span holding small object `p` (0 for pointers outside the range:
 /// `flush` rejects those).
@@ -162,106 +305,96 @@ pub fn class_at(addr: usize) -> Option<usize> {
     (class != 0).then(|| class as usize - 1)
 }
 
-/// The descriptor of span `si`.
-///
-/// # Safety
-/// The caller holds the lock of the bin that owns the span (or the slot is unused and about to
-/// be claimed under that lock), so no other reference to the descriptor exists.
-#[allow(clippy::mut_from_ref)]
-unsafe fn span(_bin: &mut Bin, si: u32) -> &mut Span {
+/// The descriptor table (the heaps keep it at hand, [`super::owned`]).
+pub(super) fn table() -> *const Span {
+    TABLE.load(Ordering::Acquire) as *const Span
+}
+
+/// The descriptor of span slot `si`.
+#[inline(always)]
+pub(super) fn desc(si: u32) -> &'static Span {
     debug_assert!((si as usize) < TABLE_LEN.load(Ordering::Relaxed));
-    // SAFETY: the table covers every span slot of the arena and is never unmapped; exclusivity
-    // is the caller's contract.
-    unsafe { &mut *(TABLE.load(Ordering::Acquire) as *mut Span).add(si as usize) }
+    // SAFETY: the table covers every span slot of the arena and is never unmapped; all-zero
+    // bytes are a valid descriptor of atomics (an unused slot), and descriptors are only ever
+    // reached through shared references.
+    unsafe { &*(TABLE.load(Ordering::Acquire) as *const Span).add(si as usize) }
 }
 
-fn words(c: usize) -> usize {
-    size_class::objects_per_span(c).div_ceil(64)
+/// Local bitmap words of a span of class `c`.
+#[inline(always)]
+pub(super) fn words(c: usize) -> usize {
+    size_class::words_per_span(c)
 }
 
-fn span_addr(si: u32) -> usize {
+/// The first byte of span `si`.
+#[inline(always)]
+pub(super) fn span_addr(si: u32) -> usize {
     arena::base() + ((si as usize) << SPAN_SHIFT)
 }
 
-/// Fills `out` with free objects of class `c` on tier `t`; returns how many (fewer only when out
-/// of memory).
-pub fn refill<H: Hooks>(t: TierIndex, c: usize, out: &mut [*mut u8]) -> usize {
-    let mut bin = BINS[t as usize][c].lock();
-    let size = size_class::size_of(c);
-    let mut got = 0;
-    while got < out.len() {
-        if bin.current == NIL {
-            let si = if bin.partial != NIL {
-                let si = bin.partial;
-                unlink(&mut bin, si);
-                si
-            } else {
-                // A fresh span's pages are handed out and placed with the bin unlocked:
-                // placing them on a full device may evict, which waits for page locks.
-                drop(bin);
-                let page = fresh_pages::<H>(t);
-                bin = BINS[t as usize][c].lock();
-                let Some(page) = page else { break };
-                let Some(si) = install(&mut bin, page, t, c) else {
-                    drop(bin);
-                    super::give_back::<H>(page, PAGES_PER_SPAN, |h| {
-                        h.free_span(page, PAGES_PER_SPAN)
-                    });
-                    super::cached::clear_taken(&out[..got]);
-                    return got;
-                };
-                if bin.current != NIL {
-                    // Another thread gave the bin a span meanwhile: keep ours for later.
-                    push_partial(&mut bin, si);
-                    continue;
-                }
-                si
-            };
-            // SAFETY: we hold the bin lock and the span belongs to this bin.
-            unsafe { span(&mut bin, si) }.state = State::Current;
-            bin.current = si;
-        }
-        let si = bin.current;
-        let base = span_addr(si);
-        // SAFETY: as above.
-        let sp = unsafe { span(&mut bin, si) };
-        let nwords = words(c);
-        let mut w = sp.hint as usize;
-        while got < out.len() && w < nwords {
-            // SAFETY: the bitmap has `nwords` words (new_span) and is only touched under the lock.
-            let word = unsafe { &mut *sp.bitmap.add(w) };
-            while *word != 0 && got < out.len() {
-                let i = word.trailing_zeros() as usize;
-                *word &= *word - 1;
-                out[got] = (base + (w * 64 + i) * size) as *mut u8;
-                got += 1;
-                sp.nfree -= 1;
-            }
-            if *word == 0 {
-                w += 1;
-            }
-        }
-        sp.hint = w as u16;
-        if sp.nfree == 0 {
-            sp.state = State::Full;
-            bin.current = NIL;
-        }
+/// The span slot and object index of `p`, an object of class `c` of a live span: aborts with
+/// a message on a pointer outside the range, of a slot that is not a live span of class `c`,
+/// or into the middle of an object.
+#[inline(always)]
+pub(super) fn locate(c: usize, p: *mut u8) -> (u32, usize) {
+    let addr = p as usize;
+    if !arena::contains(addr) {
+        sys::fatal("free of a pointer that tieralloc did not allocate");
     }
-    drop(bin);
-    // They are handed out: their freed bits go (the objects are ours alone now).
-    super::cached::clear_taken(&out[..got]);
-    got
+    let si = ((addr - arena::base()) >> SPAN_SHIFT) as u32;
+    if class_slot(si as usize).load(Ordering::Acquire) as usize != c + 1 {
+        wrong_size();
+    }
+    (si, index_in(c, addr))
 }
 
-/// Returns objects of class `c` to their spans. Aborts with a message on a pointer that is not
-/// a live object of class `c` (double free, wrong layout, foreign pointer): carrying on would
-/// hand the same memory out twice.
+/// The index of the object at `addr` (or at that offset in the range: the same bits below
+/// [`SPAN_SIZE`]) in its span of class `c`; aborts with a message if it is not the start of an
+/// object.
+#[inline(always)]
+pub(super) fn index_in(c: usize, addr: usize) -> usize {
+    let off = addr & (SPAN_SIZE - 1);
+    let i = size_class::index_of(c, off);
+    if i * size_class::size_of(c) != off || i >= size_class::objects_per_span(c) {
+        sys::fatal("free of a pointer into the middle of an object");
+    }
+    i
+}
+
+/// Ends the process on a free of a pointer that is not a live object of the size it is freed
+/// with.
+#[cold]
+pub(super) fn wrong_size() -> ! {
+    sys::fatal(
+        "free of a pointer that is not a live object of this size (wrong layout or double free)",
+    )
+}
+
+/// Checks a free of object `p` (class `c`) by a thread that does not own its span, before it
+/// waits in that thread's buffer: marks it freed ([`cached`]) and aborts if it was free
+/// already (freed by another thread, or still in its owner's local bitmap).
+#[inline(always)]
+pub fn check_remote_free(c: usize, p: *mut u8) {
+    let (si, i) = locate(c, p);
+    let sp = desc(si);
+    if !sp.remote_seen.load(Ordering::Relaxed) {
+        sp.remote_seen.store(true, Ordering::Relaxed);
+    }
+    if !cached::mark(p) || sp.local(i / 64).load(Ordering::Relaxed) & (1 << (i % 64)) != 0 {
+        super::double_free();
+    }
+}
+
+/// Gives objects of class `c` of tier `t`, freed by threads that do not own their spans and
+/// checked by [`check_remote_free`], to their spans' remote bitmaps: a span with an owner goes
+/// on its owner's pending list, one without an owner gives its pages back if that made it
+/// free. Aborts with a message on a pointer that is not a live object of class `c` of tier `t`.
 pub fn flush<H: Hooks>(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
     // Spans that became free; their pages go back after the bin lock is released (taking
     // pages back may wait for page locks, never under a heap lock).
     let mut released = [0usize; 16];
-    let mut nreleased = 0;
     for chunk in ptrs.chunks(released.len()) {
+        let mut nreleased = 0;
         {
             let mut bin = BINS[t as usize][c].lock();
             for &p in chunk {
@@ -274,99 +407,160 @@ pub fn flush<H: Hooks>(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
         for &page in &released[..nreleased] {
             super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
         }
-        nreleased = 0;
     }
 }
 
-/// Returns object `p` of class `c` to its span (bin lock held); the first page of the span if
-/// that made it free and the bin let it go.
+/// Gives object `p` of class `c` to its span's remote bitmap (bin lock held); the first page
+/// of the span if that made an unowned span free and it was released.
 fn flush_one(bin: &mut Bin, t: TierIndex, c: usize, p: *mut u8) -> Option<usize> {
-    let size = size_class::size_of(c);
-    let addr = p as usize;
-    if !arena::contains(addr) {
-        sys::fatal("free of a pointer that tieralloc did not allocate");
-    }
-    let si = ((addr - arena::base()) >> SPAN_SHIFT) as u32;
-    let off = addr & (SPAN_SIZE - 1);
-    // The slot must belong to this bin (its class and tier, read from the atomic side
-    // tables) before its descriptor is touched: another bin's descriptor is guarded by
-    // that bin's lock, not ours.
-    if class_slot(si as usize).load(Ordering::Acquire) as usize != c + 1
-        || tier_slot(si as usize).load(Ordering::Relaxed) != t
-    {
+    let (si, i) = locate(c, p);
+    // The slot must belong to this bin before its bitmaps are written: another tier's spans
+    // are guarded by another lock.
+    if tier_slot(si as usize).load(Ordering::Relaxed) != t {
         sys::fatal("free of a pointer that is not a live object of this size (wrong layout or double free)");
     }
-    // SAFETY: bin lock held, and the slot is a live span of this bin (checked above; its
-    // class entry only changes under this bin's lock).
-    let sp = unsafe { span(bin, si) };
-    debug_assert!(sp.state != State::Unused && sp.class as usize == c);
-    let i = size_class::index_of(c, off);
-    if i * size != off || i >= size_class::objects_per_span(c) {
-        sys::fatal("free of a pointer into the middle of an object");
-    }
-    // SAFETY: `i / 64 < words(c)`; the bitmap is ours under the lock.
-    let word = unsafe { &mut *sp.bitmap.add(i / 64) };
-    let bit = 1u64 << (i % 64);
-    if *word & bit != 0 {
+    let sp = desc(si);
+    let (w, b) = (i / 64, 1u64 << (i % 64));
+    let r = sp.remote(c, w).load(Ordering::Relaxed);
+    if r & b != 0 || sp.local(w).load(Ordering::Relaxed) & b != 0 {
         sys::fatal("double free detected");
     }
-    *word |= bit;
-    super::cached::mark_returned(p);
-    sp.hint = sp.hint.min((i / 64) as u16);
-    sp.nfree += 1;
-    let (state, nfree) = (sp.state, sp.nfree as usize);
-    if state == State::Full {
-        push_partial(bin, si);
-    } else if state == State::Partial && nfree == size_class::objects_per_span(c) {
-        unlink(bin, si);
-        if bin.current == NIL {
-            // SAFETY: bin lock held.
-            unsafe { span(bin, si) }.state = State::Current;
-            bin.current = si;
-        } else {
-            return Some(release_span(bin, si));
+    sp.remote(c, w).store(r | b, Ordering::Relaxed);
+    st(&sp.rfree, ld(&sp.rfree) + 1);
+    let owner = ld(&sp.owner);
+    if owner != 0 {
+        if !sp.queued.load(Ordering::Relaxed) {
+            let heads = &pending_of(owner).heads[c];
+            sp.queued.store(true, Ordering::Relaxed);
+            st(&sp.rnext, ld(heads));
+            st(heads, link(si));
         }
+        return None;
+    }
+    if (ld(&sp.nfree) + ld(&sp.rfree)) as usize == size_class::objects_per_span(c) {
+        if sp.state() == State::Partial {
+            unlink(bin, si);
+        }
+        merge(si, c);
+        return Some(release_span(bin, si));
+    }
+    if sp.state() == State::Idle {
+        push_partial(bin, si);
+    }
+    None
+}
+
+/// Moves span `si`'s remote frees into its local bitmap (bin lock held, by its owner or the
+/// heap adopting it): their freed bits ([`cached`]) are cleared, as they are free in the span
+/// now. Aborts if an object is free in both bitmaps (a double free that raced).
+pub(super) fn merge(si: u32, c: usize) {
+    let sp = desc(si);
+    sp.queued.store(false, Ordering::Relaxed);
+    st(&sp.rnext, 0);
+    if ld(&sp.rfree) == 0 {
+        return;
+    }
+    let (base, size) = (span_addr(si), size_class::size_of(c));
+    let mut objs = [core::ptr::null_mut(); 64];
+    let mut first = usize::MAX;
+    for w in 0..words(c) {
+        let r = sp.remote(c, w).load(Ordering::Relaxed);
+        if r == 0 {
+            continue;
+        }
+        first = first.min(w);
+        sp.remote(c, w).store(0, Ordering::Relaxed);
+        let l = sp.local(w).load(Ordering::Relaxed);
+        if l & r != 0 {
+            sys::fatal("double free detected");
+        }
+        sp.local(w).store(l | r, Ordering::Relaxed);
+        let (mut m, mut n) = (r, 0);
+        while m != 0 {
+            objs[n] = (base + (w * 64 + m.trailing_zeros() as usize) * size) as *mut u8;
+            n += 1;
+            m &= m - 1;
+        }
+        cached::clear_taken(&objs[..n]);
+    }
+    st(&sp.nfree, ld(&sp.nfree) + ld(&sp.rfree));
+    COUNTERS
+        .remote_frees
+        .fetch_add(ld(&sp.rfree) as u64, Ordering::Relaxed);
+    st(&sp.rfree, 0);
+    if first < sp.hint.load(Ordering::Relaxed) as usize {
+        sp.hint.store(first as u16, Ordering::Relaxed);
+    }
+}
+
+/// Takes every span off heap `id`'s pending list of class `c` and merges it (bin lock held):
+/// calls `f` with each, now with its remote frees in its local bitmap.
+pub(super) fn drain_pending(_bin: &mut Bin, pending: &Pending, c: usize, mut f: impl FnMut(u32)) {
+    let mut l = pending.heads[c].swap(0, Ordering::Relaxed);
+    while let Some(si) = linked(l) {
+        l = ld(&desc(si).rnext);
+        merge(si, c);
+        f(si);
+    }
+}
+
+/// Takes a span off bin's partial list for heap `id`, its remote frees merged: it is the
+/// heap's current span now.
+pub(super) fn adopt(bin: &mut Bin, c: usize, id: u32) -> Option<u32> {
+    let si = linked(bin.partial)?;
+    unlink(bin, si);
+    merge(si, c);
+    let sp = desc(si);
+    st(&sp.owner, id);
+    sp.set_state(State::Current);
+    Some(si)
+}
+
+/// Lets go of span `si` that heap `id` owned (bin lock held, its pending list drained): it
+/// goes to the bin's partial list or on no list; the first page if it was free and released.
+pub(super) fn disown(bin: &mut Bin, si: u32, c: usize) -> Option<usize> {
+    let sp = desc(si);
+    debug_assert!(!sp.queued.load(Ordering::Relaxed) && ld(&sp.rfree) == 0);
+    st(&sp.owner, 0);
+    let nfree = ld(&sp.nfree) as usize;
+    if nfree == size_class::objects_per_span(c) {
+        return Some(release_span(bin, si));
+    }
+    if nfree > 0 {
+        push_partial(bin, si);
+    } else {
+        sp.set_state(State::Idle);
     }
     None
 }
 
 fn push_partial(bin: &mut Bin, si: u32) {
     let head = bin.partial;
-    {
-        // SAFETY: bin lock held (the `&mut Bin` proves it).
-        let sp = unsafe { span(bin, si) };
-        sp.state = State::Partial;
-        sp.next = head;
-        sp.prev = NIL;
+    let sp = desc(si);
+    sp.set_state(State::Partial);
+    st(&sp.next, head);
+    st(&sp.prev, 0);
+    if let Some(h) = linked(head) {
+        st(&desc(h).prev, link(si));
     }
-    if head != NIL {
-        // SAFETY: as above.
-        unsafe { span(bin, head) }.prev = si;
-    }
-    bin.partial = si;
+    bin.partial = link(si);
 }
 
 fn unlink(bin: &mut Bin, si: u32) {
-    // SAFETY: bin lock held.
-    let (next, prev) = {
-        let sp = unsafe { span(bin, si) };
-        (sp.next, sp.prev)
-    };
-    if prev != NIL {
-        // SAFETY: bin lock held.
-        unsafe { span(bin, prev) }.next = next;
-    } else {
-        bin.partial = next;
+    let sp = desc(si);
+    let (next, prev) = (ld(&sp.next), ld(&sp.prev));
+    match linked(prev) {
+        Some(p) => st(&desc(p).next, next),
+        None => bin.partial = next,
     }
-    if next != NIL {
-        // SAFETY: bin lock held.
-        unsafe { span(bin, next) }.prev = prev;
+    if let Some(n) = linked(next) {
+        st(&desc(n).prev, prev);
     }
 }
 
 /// Hands out a fresh span's pages for tier `t` and, for a device tier, creates them on the
 /// device (on failure they serve from host pages, still tier `t`'s). No bin lock is held.
-fn fresh_pages<H: Hooks>(t: TierIndex) -> Option<usize> {
+pub(super) fn fresh_pages<H: Hooks>(t: TierIndex) -> Option<usize> {
     let (page, _) = PAGES.lock().alloc(PAGES_PER_SPAN, SPAN_SIZE, Use::Span)?;
     if t != 0 {
         ANY_TIERED.store(true, Ordering::Relaxed);
@@ -377,12 +571,19 @@ fn fresh_pages<H: Hooks>(t: TierIndex) -> Option<usize> {
     Some(page)
 }
 
-/// Makes the fresh pages at `page` a span of class `c` in `bin` (tier `t`); `None` if no
-/// bitmap could be had (the caller gives the pages back).
-fn install(bin: &mut Bin, page: usize, t: TierIndex, c: usize) -> Option<u32> {
+/// Makes the fresh pages at `page` a span of class `c` in `bin` (tier `t`), owned by heap
+/// `owner` as its current span (or, for 0, unowned on the partial list); `None` if no bitmap
+/// could be had (the caller gives the pages back).
+pub(super) fn install(
+    bin: &mut Bin,
+    page: usize,
+    t: TierIndex,
+    c: usize,
+    owner: u32,
+) -> Option<u32> {
     let nwords = words(c);
     let bitmap = if bin.spare_bitmaps.is_null() {
-        let b = meta::alloc(nwords * 8);
+        let b = meta::alloc(2 * nwords * 8);
         if b.is_null() {
             return None;
         }
@@ -401,41 +602,127 @@ fn install(bin: &mut Bin, page: usize, t: TierIndex, c: usize) -> Option<u32> {
         } else {
             (1u64 << bits) - 1
         };
-        // SAFETY: `w < nwords`, the bitmap's length.
-        unsafe { *bitmap.add(w) = v };
+        // SAFETY: `w < nwords`; the bitmap has 2 * nwords words and is ours (fresh or spare).
+        unsafe {
+            *bitmap.add(w) = v;
+            *bitmap.add(nwords + w) = 0;
+        }
     }
     let si = (page / PAGES_PER_SPAN) as u32;
     tier_slot(si as usize).store(t, Ordering::Relaxed);
-    // SAFETY: the slot was Unused (its pages were free) and we hold the bin lock that now owns it.
-    let sp = unsafe { span(bin, si) };
-    *sp = Span {
-        bitmap,
-        next: NIL,
-        prev: NIL,
-        nfree: nobj as u32,
-        hint: 0,
-        class: c as u8,
-        state: State::Current,
-    };
+    let sp = desc(si);
+    sp.bits.store(bitmap as *mut AtomicU64, Ordering::Relaxed);
+    st(&sp.owner, owner);
+    st(&sp.next, 0);
+    st(&sp.prev, 0);
+    st(&sp.nfree, nobj as u32);
+    st(&sp.rfree, 0);
+    st(&sp.rnext, 0);
+    sp.hint.store(0, Ordering::Relaxed);
+    sp.class.store(c as u8, Ordering::Relaxed);
+    sp.queued.store(false, Ordering::Relaxed);
+    sp.remote_seen.store(false, Ordering::Relaxed);
+    if owner != 0 {
+        sp.set_state(State::Current);
+    } else {
+        push_partial(bin, si);
+    }
     class_slot(si as usize).store(c as u8 + 1, Ordering::Release);
     bin.spans += 1;
     Some(si)
 }
 
-/// Takes span `si` (free, on no list) out of its bin; returns its first page, which the
-/// caller gives back to the page runs once the bin lock is released.
-fn release_span(bin: &mut Bin, si: u32) -> usize {
-    // SAFETY: bin lock held; the span is on no list.
-    let sp = unsafe { span(bin, si) };
-    let bitmap = sp.bitmap;
-    sp.state = State::Unused;
+/// Makes span `si` (free, on no list, no owner's pending list) an unused slot (bin lock held);
+/// returns its first page, which the caller gives back to the page runs once the bin lock is
+/// released.
+pub(super) fn release_span(bin: &mut Bin, si: u32) -> usize {
+    let sp = desc(si);
+    let bitmap = sp.bits.load(Ordering::Relaxed) as *mut u64;
+    sp.set_state(State::Unused);
+    st(&sp.owner, 0);
     class_slot(si as usize).store(0, Ordering::Release);
-    sp.bitmap = core::ptr::null_mut();
+    sp.bits.store(core::ptr::null_mut(), Ordering::Relaxed);
     // SAFETY: the bitmap is ours; link it into the spare list through its first word.
     unsafe { *bitmap = bin.spare_bitmaps as u64 };
     bin.spare_bitmaps = bitmap;
     bin.spans -= 1;
     si as usize * PAGES_PER_SPAN
+}
+
+/// One object of class `c` of tier `t` for a thread without a heap (it exited, or no heap id
+/// was left): taken under the bin lock from an unowned span. Null when memory is exhausted.
+pub fn take_unowned<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
+    loop {
+        {
+            let mut bin = BINS[t as usize][c].lock();
+            if let Some(si) = linked(bin.partial) {
+                merge(si, c);
+                let sp = desc(si);
+                let nfree = ld(&sp.nfree);
+                let p = take_bit(sp, span_addr(si), c);
+                if p.is_null() {
+                    sys::fatal("a span's free count disagrees with its bitmap");
+                }
+                st(&sp.nfree, nfree - 1);
+                if nfree == 1 {
+                    unlink(&mut bin, si);
+                    sp.set_state(State::Idle);
+                }
+                return p;
+            }
+        }
+        let Some(page) = fresh_pages::<H>(t) else {
+            return core::ptr::null_mut();
+        };
+        let mut bin = BINS[t as usize][c].lock();
+        if install(&mut bin, page, t, c, 0).is_none() {
+            drop(bin);
+            super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+            return core::ptr::null_mut();
+        }
+    }
+}
+
+/// Takes the first free object of span `sp` at `base` (class `c`) out of its local bitmap (its
+/// owner, or under the bin lock); null if it has none. Leaves `nfree` to the caller.
+#[inline(always)]
+pub(super) fn take_bit(sp: &Span, base: usize, c: usize) -> *mut u8 {
+    take_from(sp, sp.bits.load(Ordering::Relaxed), base, c)
+}
+
+/// [`take_bit`] with the span's bitmap `bits` at hand.
+#[inline(always)]
+pub(super) fn take_from(sp: &Span, bits: *const AtomicU64, base: usize, c: usize) -> *mut u8 {
+    let hint = sp.hint.load(Ordering::Relaxed) as usize;
+    let mut w = hint;
+    let nw = words(c);
+    while w < nw {
+        // SAFETY: `bits` is the span's bitmap (2 * words(c) words, metadata never unmapped)
+        // and `w < words(c)`.
+        let word = unsafe { &*bits.add(w) };
+        let v = word.load(Ordering::Relaxed);
+        if v != 0 {
+            word.store(v & (v - 1), Ordering::Relaxed);
+            if w != hint {
+                sp.hint.store(w as u16, Ordering::Relaxed);
+            }
+            let i = w * 64 + v.trailing_zeros() as usize;
+            return (base + i * size_class::size_of(c)) as *mut u8;
+        }
+        w += 1;
+    }
+    sp.hint.store(nw as u16, Ordering::Relaxed);
+    core::ptr::null_mut()
+}
+
+/// Sets span `si`'s `nfree` from its local bitmap (its owner, as the span stops being its
+/// current one: allocating from the current span does not count).
+pub(super) fn recount(si: u32, c: usize) {
+    let sp = desc(si);
+    let n: u32 = (0..words(c))
+        .map(|w| sp.local(w).load(Ordering::Relaxed).count_ones())
+        .sum();
+    st(&sp.nfree, n);
 }
 
 /// Live spans over all classes.
@@ -471,30 +758,30 @@ pub unsafe fn unlock_after_fork() {
 
 /// The spans' invariants, for every span slot below page `top` and every bin:
 /// - a slot whose class entry is 0 describes no span (`Unused`); otherwise its descriptor's
-///   class is the entry minus one, its state is `Current`, `Partial` or `Full`, and its pages
-///   read `Span` in the page map;
-/// - `nfree` == the bits set in its bitmap; no bit is set past the last object or in a word
-///   before `hint`; `Full` ⇒ `nfree == 0`; `Partial` ⇒ `nfree > 0`;
-/// - each bin's `spans` == the live slots of its tier and class; its `current` is a `Current`
-///   span of its own; its partial list holds `Partial` spans of its own, linked both ways.
+///   class is the entry minus one, its pages read `Span` in the page map, and it is owned
+///   (`Current`, `Avail`, `Full`: owner ≠ 0) or not (`Partial`, `Idle`: owner = 0);
+/// - `nfree` == the bits set in its local bitmap (unless `Current`), `rfree` == those in its
+///   remote one, and no
+///   object is free in both; no bit is set past the last object, nor in a local word before
+///   `hint`; an owned span with remote frees is on its owner's pending list (`queued`);
+/// - `Idle` ⇒ no free object; `Partial` ⇒ some; `Full` ⇒ no local free object;
+/// - each bin's `spans` == the live slots of its tier and class; its partial list holds
+///   `Partial` spans of its own, linked both ways.
+///
+/// Owned spans change without a lock while their threads allocate: meant for a quiet heap.
 ///
 /// # Safety
 /// The caller holds every bin lock ([`lock_for_fork`]).
 pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invalid> {
     use super::check::ensure;
     let mut live = [[0usize; NCLASSES]; NTIERS];
-    let table = TABLE.load(Ordering::Acquire) as *mut Span;
     let slots = (top / PAGES_PER_SPAN).min(TABLE_LEN.load(Ordering::Relaxed));
     for si in 0..slots {
-        // SAFETY: the table covers every slot; every bin lock is held (caller's contract).
-        let sp = unsafe { &*table.add(si) };
+        let sp = desc(si as u32);
         let class = class_slot(si).load(Ordering::Acquire) as usize;
+        let state = sp.state();
         if class == 0 {
-            ensure(
-                sp.state == State::Unused,
-                "a slot with no class is Unused",
-                si,
-            )?;
+            ensure(state == State::Unused, "a slot with no class is Unused", si)?;
             continue;
         }
         let c = class - 1;
@@ -505,11 +792,20 @@ pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invali
             si,
         )?;
         ensure(
-            sp.class as usize == c,
+            sp.class.load(Ordering::Relaxed) as usize == c,
             "a live span's class matches its slot",
             si,
         )?;
-        ensure(sp.state != State::Unused, "a live span is not Unused", si)?;
+        let owned = ld(&sp.owner) != 0;
+        ensure(
+            match state {
+                State::Current | State::Avail | State::Full => owned,
+                State::Partial | State::Idle => !owned,
+                State::Unused => false,
+            },
+            "a live span is owned exactly when its state says so",
+            si,
+        )?;
         let page = si * PAGES_PER_SPAN;
         super::check::all_read(
             page..page + PAGES_PER_SPAN,
@@ -517,34 +813,45 @@ pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invali
             "a live span's pages read Span",
         )?;
         let nobj = size_class::objects_per_span(c);
-        let mut set = 0;
+        let (mut set, mut rset) = (0, 0);
         for w in 0..words(c) {
-            // SAFETY: the bitmap has words(c) words (install).
-            let word = unsafe { *sp.bitmap.add(w) };
+            let word = sp.local(w).load(Ordering::Relaxed);
+            let r = sp.remote(c, w).load(Ordering::Relaxed);
             set += word.count_ones() as usize;
+            rset += r.count_ones() as usize;
             let past = (w * 64 + 64).saturating_sub(nobj).min(64);
             ensure(
-                past == 0 || word >> (64 - past) == 0,
+                past == 0 || (word | r) >> (64 - past) == 0,
                 "no bit is set past the last object",
                 si,
             )?;
             ensure(
-                w >= sp.hint as usize || word == 0,
+                w >= sp.hint.load(Ordering::Relaxed) as usize || word == 0,
                 "no bit is set before hint",
                 si,
             )?;
+            ensure(word & r == 0, "no object is free in both bitmaps", si)?;
         }
         ensure(
-            sp.nfree as usize == set,
-            "nfree == the bits set in the bitmap",
+            state == State::Current || ld(&sp.nfree) as usize == set,
+            "nfree == the bits set in the local bitmap",
             si,
         )?;
-        ensure(set <= nobj, "nfree <= objects per span", si)?;
-        match sp.state {
-            State::Full => ensure(set == 0, "a Full span has no free object", si)?,
-            // All free is allowed: a fresh span another thread's refill did not need waits
-            // on the partial list (`refill`), whole.
-            State::Partial => ensure(set > 0, "a Partial span has a free object", si)?,
+        ensure(
+            ld(&sp.rfree) as usize == rset,
+            "rfree == the bits set in the remote bitmap",
+            si,
+        )?;
+        ensure(set + rset <= nobj, "free objects <= objects per span", si)?;
+        ensure(
+            !owned || rset == 0 || sp.queued.load(Ordering::Relaxed),
+            "an owned span with remote frees is on its owner's pending list",
+            si,
+        )?;
+        match state {
+            State::Full => ensure(set == 0, "a Full span has no local free object", si)?,
+            State::Idle => ensure(set + rset == 0, "an Idle span has no free object", si)?,
+            State::Partial => ensure(set + rset > 0, "a Partial span has a free object", si)?,
             _ => {}
         }
         live[t][c] += 1;
@@ -558,37 +865,25 @@ pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invali
                 "a bin's spans == its live slots",
                 t * 256 + c,
             )?;
-            let mine = |si: u32| {
-                class_slot(si as usize).load(Ordering::Relaxed) as usize == c + 1
-                    && tier_slot(si as usize).load(Ordering::Relaxed) as usize == t
-            };
-            if bin.current != NIL {
-                // SAFETY: as above.
-                let sp = unsafe { &*table.add(bin.current as usize) };
+            let (mut l, mut prev, mut n) = (bin.partial, 0, 0);
+            while let Some(si) = linked(l) {
+                let sp = desc(si);
                 ensure(
-                    mine(bin.current) && sp.state == State::Current,
-                    "a bin's current span is its own and Current",
-                    bin.current as usize,
-                )?;
-            }
-            let (mut si, mut prev, mut n) = (bin.partial, NIL, 0);
-            while si != NIL {
-                // SAFETY: as above.
-                let sp = unsafe { &*table.add(si as usize) };
-                ensure(
-                    mine(si) && sp.state == State::Partial,
+                    class_slot(si as usize).load(Ordering::Relaxed) as usize == c + 1
+                        && tier_slot(si as usize).load(Ordering::Relaxed) as usize == t
+                        && sp.state() == State::Partial,
                     "a partial list holds Partial spans of its bin",
                     si as usize,
                 )?;
                 ensure(
-                    sp.prev == prev,
+                    ld(&sp.prev) == prev,
                     "a partial span links back to its predecessor",
                     si as usize,
                 )?;
                 n += 1;
                 ensure(n <= bin.spans, "a partial list has no cycle", si as usize)?;
-                prev = si;
-                si = sp.next;
+                prev = l;
+                l = ld(&sp.next);
             }
         }
     }
@@ -600,18 +895,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_walker_finds_a_bitmap_that_disagrees_with_its_count() {
+    fn the_walker_finds_a_remote_bitmap_that_disagrees_with_its_count() {
         let c = size_class::class_of(48, 8).unwrap();
-        // The live object's bit says "free" although nfree does not count it.
+        // The live object's remote bit says "freed by another thread" although rfree does not
+        // count it.
         let broken = crate::heap::check::testing::broken_by(48, |p| {
             let si = ((p as usize - arena::base()) >> SPAN_SHIFT) as u32;
             let i = size_class::index_of(c, p as usize & (SPAN_SIZE - 1));
-            let mut bin = BINS[0][c].lock();
-            // SAFETY: bin lock held; the span is this bin's (p was allocated from it).
-            let sp = unsafe { span(&mut bin, si) };
-            // SAFETY: i / 64 < words(c).
-            unsafe { *sp.bitmap.add(i / 64) ^= 1 << (i % 64) };
+            let _bin = BINS[0][c].lock();
+            desc(si)
+                .remote(c, i / 64)
+                .fetch_xor(1 << (i % 64), Ordering::Relaxed);
         });
-        assert_eq!(broken, Err("nfree == the bits set in the bitmap"));
+        assert_eq!(broken, Err("rfree == the bits set in the remote bitmap"));
     }
 }

@@ -1,134 +1,121 @@
-//! Per-thread caches of free small objects: the allocator's fast path.
+//! Per-thread heaps: the allocator's fast path.
 //!
-//! A thread keeps, per size class, a stack of free object pointers in thread-local storage
-//! (outside the managed range). `alloc` pops, `dealloc` pushes; only an empty or full stack goes
-//! to the class's bin ([`super::span`]) for a batch of half its capacity.
+//! A thread has two heaps ([`owned::Local`]): one for the host, and one for the last other tier
+//! it allocated on (a device, or tieralloc's internal tier in its workers), so allocating
+//! inside a device scope costs what allocating on the host does. Each owns spans and allocates
+//! from them with plain loads and stores ([`owned`]). Allocating on another tier first lets the
+//! second heap's spans go ([`owned::abandon`]).
 //!
-//! Each thread has two caches: one for the host, and one for the last other tier it allocated
-//! on (a device, or tieralloc's internal tier in its workers), so allocating inside a device
-//! scope costs what allocating on the host does instead of a bin lock per object. The second
-//! cache follows the thread's allocations: allocating on another tier first gives its objects
-//! back to their bins; a free of an object of a tier it does not hold goes to the bin.
+//! A free of an object of a span the thread's heap owns goes straight back to that span. A free
+//! of another thread's object is checked ([`span::check_remote_free`]: a locked instruction)
+//! and waits in a per-class buffer of the heap of its tier, which goes to the spans' remote
+//! bitmaps under their bin lock half a buffer at a time ([`span::flush`]); their owners merge
+//! them when they run out of objects. An object freed by another thread is therefore never
+//! handed out by that thread: it goes home to its span, as in mimalloc.
 //!
-//! The caches live in metadata memory outside the managed range; the thread-local is one
+//! The heaps live in metadata memory outside the managed range; the thread-local is one
 //! pointer to them (`const`-initialised, without a destructor: a plain TLS offset, usable before
-//! `main` and inside other destructors). Why not the caches themselves: under `libtieralloc.so`
+//! `main` and inside other destructors). Why not the heaps themselves: under `libtieralloc.so`
 //! a preloaded library's thread-locals are carved out of every thread's stack, and 36 KiB of
 //! caches there made `pthread_create` fail with `EINVAL` for threads with small stacks (node's
 //! inspector thread asks for 32 KiB, 2026-12-02). The pointer is null until the thread's first
 //! allocation or free, which lands in the slow path: it initialises the heap, takes a pair of
-//! caches (one a thread that exited gave back, or new metadata) and registers a `pthread` key
-//! whose destructor flushes them when the thread exits. After that the pointer is [`DEAD`], the
-//! caches go back for another thread, and the thread's remaining frees and allocations go
-//! straight to the bins.
+//! heaps (one a thread that exited gave back, or new metadata) and registers a `pthread` key
+//! whose destructor lets their spans go when the thread exits. After that the pointer is
+//! [`DEAD`], the pair goes back for another thread, and the thread's remaining frees and
+//! allocations go straight to the bins.
 
 use super::large_slot::LargeSlot;
 use super::meta;
-use super::owed::{self, Slot, Slots};
+use super::owned::{self, Local};
 use super::size_class::{self, NCLASSES};
-use super::{span, Hooks};
+use super::span::{self, Pending};
+use super::Hooks;
 use crate::mem::scope::TierIndex;
 use crate::pal::lock::Lock;
 use core::cell::Cell;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
-/// Largest number of cached objects per class.
-const MAX_CACHED: usize = 64;
+/// Largest number of buffered remote frees per class.
+const MAX_BUFFERED: usize = 64;
 
-/// One class's stack of free objects.
+/// One class's buffer of objects freed by this thread into spans it does not own.
 ///
-/// Invariant: `clean <= n <= cap <= MAX_CACHED`; `items[..clean]` came from the bin and their
-/// [`super::cached`] bits are clear, `items[clean..n]` were freed here and their bits are set.
-/// Popping a clean object then needs no atomic operation (a batch of allocations costs one
-/// fewer per object), nor does popping a freed one while the cache's [`owed`] slot is empty.
+/// Invariant: `n <= cap <= MAX_BUFFERED`; each of `items[..n]` passed
+/// [`span::check_remote_free`] (its freed bit is set).
 struct Stack {
-    /// Objects on the stack.
+    /// Objects in the buffer.
     n: u32,
-    /// Capacity for this class (0 until the cache is initialised).
+    /// Capacity for this class (0 until the heap is started).
     cap: u32,
-    /// How many objects at the bottom of the stack have their bit clear.
-    clean: u32,
     /// The objects; `items[..n]` are valid.
-    items: [*mut u8; MAX_CACHED],
+    items: [*mut u8; MAX_BUFFERED],
 }
 
-/// A thread's cache of objects of one tier. All zeroes is an empty cache of the host.
-struct Cache {
-    stacks: [Stack; NCLASSES],
-    /// The tier of every object on the stacks (the host cache: always 0).
-    tier: TierIndex,
-    /// Refills and flushes so far: every [`SETTLE_EVERY`]th pays the slot's owed clear.
-    slow: u32,
+/// One tier's heap of a thread: its spans and its buffers of remote frees.
+struct Heap {
+    local: Local,
+    remote: [Stack; NCLASSES],
 }
 
-/// How often a cache's slow path pays its slot's owed clear ([`owed::settle`], two atomic
-/// operations), so that an owed object the program keeps does not stop the slot from serving
-/// later pairs. At every slow path it cost 0.8 ns per operation of the two-thread churn
-/// workload (10.0 -> 10.8 ns, 2026-12-02).
-const SETTLE_EVERY: u32 = 8;
-
-/// Counts a slow path of `cache` and pays the owed clear of `slot` every [`SETTLE_EVERY`]th.
-#[inline]
-fn settle_now_and_then(cache: &mut Cache, slot: &Slot) {
-    cache.slow = cache.slow.wrapping_add(1);
-    if cache.slow % SETTLE_EVERY == 0 {
-        owed::settle(slot);
-    }
-}
-
-/// A thread's two caches: the host's, and the one of the last other tier it allocated on.
+/// A thread's two heaps: the host's, and the one of the last other tier it allocated on.
 ///
-/// Other threads read and write `slots` (a claim, see [`owed`]): it is only ever reached
-/// through shared references, never inside a `&mut Caches`.
+/// Other threads read and write `pending` (under bin locks): it is only ever reached through
+/// shared references, never inside a `&mut Caches`.
 struct Caches {
-    host: Cache,
-    other: Cache,
+    host: Heap,
+    other: Heap,
     /// The next pair on the list of pairs given back by exited threads.
     next: *mut Caches,
-    /// Each cache's owed object.
-    slots: Slots,
+    /// The next pair on the list of every pair ([`ALL`]).
+    all_next: AtomicPtr<Caches>,
+    /// Each heap's spans with remote frees to merge.
+    pending: [Pending; 2],
     /// The large run this thread freed last, kept for its next allocation of that size.
     large: LargeSlot,
 }
 
-/// The host cache of pair `cs` and its slot.
+/// The host heap of pair `cs` and its pending lists.
 ///
 /// # Safety
 /// `cs` is a live pair that only this thread uses (its own, or one no thread has), and no other
-/// reference to its `host` cache exists.
+/// reference to its `host` heap exists.
 #[inline(always)]
-unsafe fn host<'a>(cs: *mut Caches) -> (&'a mut Cache, &'a Slot) {
-    // SAFETY: the caller's contract; `slots` is a disjoint field, only shared.
-    unsafe { (&mut (*cs).host, &(*cs).slots.host) }
+unsafe fn host<'a>(cs: *mut Caches) -> (&'a mut Heap, &'a Pending) {
+    // SAFETY: the caller's contract; `pending` is a disjoint field, only shared.
+    unsafe { (&mut (*cs).host, &(*cs).pending[0]) }
 }
 
-/// The second cache of pair `cs` and its slot.
+/// The second heap of pair `cs` and its pending lists.
 ///
 /// # Safety
-/// As [`host`], for the `other` cache.
+/// As [`host`], for the `other` heap.
 #[inline(always)]
-unsafe fn other<'a>(cs: *mut Caches) -> (&'a mut Cache, &'a Slot) {
+unsafe fn other<'a>(cs: *mut Caches) -> (&'a mut Heap, &'a Pending) {
     // SAFETY: as in `host`.
-    unsafe { (&mut (*cs).other, &(*cs).slots.other) }
+    unsafe { (&mut (*cs).other, &(*cs).pending[1]) }
 }
 
 /// The value of [`CACHES`] once the thread's exit hook ran: its frees and allocations go
 /// straight to the bins.
 const DEAD: *mut Caches = 1 as *mut Caches;
 
-/// Pairs of caches given back by exited threads, for the next threads that start (flushed, so
-/// every stack is empty).
+/// Pairs given back by exited threads, for the next threads that start (their spans let go,
+/// their buffers empty).
 static SPARE: Lock<usize> = Lock::new(0);
+/// Every pair ever made (pairs are reused, never freed), linked through `all_next`.
+static ALL: AtomicPtr<Caches> = AtomicPtr::new(core::ptr::null_mut());
 
 thread_local! {
-    /// This thread's caches: null before its first allocation or free, [`DEAD`] after its exit
+    /// This thread's heaps: null before its first allocation or free, [`DEAD`] after its exit
     /// hook, else a pair in metadata memory that only this thread uses.
     static CACHES: Cell<*mut Caches> = const { Cell::new(core::ptr::null_mut()) };
 }
 
-/// This thread's caches pointer (see [`CACHES`]).
+/// This thread's heaps pointer (see [`CACHES`]).
 ///
-/// `free` and the slow paths take it this way; `alloc`'s fast path pops inside the
-/// thread-local's closure instead ([`pop_host`]). With the whole push or pop inside the
+/// `free` and the slow paths take it this way; `alloc`'s fast path allocates inside the
+/// thread-local's closure instead ([`pop_host`]). With the whole operation inside the
 /// closure, `with` was compiled out of line in some programs and reached the key's accessor by
 /// an indirect call: 42% of the samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a
 /// pair against 9.5 after (2026-12-02). With `alloc` in this pointer form, rustc 1.95's LLVM
@@ -140,7 +127,7 @@ fn caches() -> *mut Caches {
     CACHES.with(Cell::get)
 }
 
-/// True if `cs` points to a pair of caches (not null, not [`DEAD`]).
+/// True if `cs` points to a pair of heaps (not null, not [`DEAD`]).
 #[inline(always)]
 fn live(cs: *mut Caches) -> bool {
     cs as usize > DEAD as usize
@@ -156,13 +143,13 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
     alloc_host_slow::<H>(c)
 }
 
-/// The fast path of [`alloc`] alone: the most recently freed host object of class `c` in this
-/// thread's cache, or null (the caller takes [`alloc`]). Makes no system call.
+/// The fast path of [`alloc`] alone: a free host object of class `c` from this thread's
+/// current span of that class, or null (the caller takes [`alloc`]). Makes no system call.
 #[inline(always)]
 pub fn pop_host(c: usize) -> *mut u8 {
-    // The pop inside the closure: with the pointer taken out first (`caches()`), rustc 1.95's
-    // LLVM crashed compiling `alloc_races` (SIGSEGV in the AsmPrinter under ThinLTO), as it
-    // did for the earlier thread-local caches (see `caches`).
+    // Inside the closure: with the pointer taken out first (`caches()`), rustc 1.95's LLVM
+    // crashed compiling `alloc_races` (SIGSEGV in the AsmPrinter under ThinLTO), as it did for
+    // the earlier thread-local caches (see `caches`).
     CACHES.with(|k| {
         let cs = k.get();
         if !live(cs) {
@@ -171,17 +158,16 @@ pub fn pop_host(c: usize) -> *mut u8 {
         // SAFETY: a live pair is this thread's own (only this thread has its pointer); no
         // reference to it outlives this call, and the allocator is never re-entered from
         // inside (nothing here allocates).
-        let (cache, slot) = unsafe { host(cs) };
-        pop_cached(cache, slot, c)
+        let (heap, _) = unsafe { host(cs) };
+        owned::take(&mut heap.local, c)
     })
 }
 
-/// [`pop_host`] with the thread-local read first and the pop outside its closure, for the C
-/// entry points ([`super::alloc_cached`]). Since a pop may owe its object ([`owed`]), LLVM no
-/// longer inlines the closure form, and `malloc` reached the pop through a call to
-/// `LocalKey::with`: the C batch loop took 24.8 ns instead of 22.2, and pairs 12.8 against
-/// 11.3 ns in this form (2026-12-02). The Rust allocator keeps the closure form (one direct
-/// call): rustc 1.95's LLVM crashes compiling `alloc_races` with this one (see `caches`).
+/// [`pop_host`] with the thread-local read first and the rest outside its closure, for the C
+/// entry points ([`super::alloc_cached`]): `malloc` reached the closure form through a call to
+/// `LocalKey::with` (the C batch loop took 24.8 ns instead of 22.2, 2026-12-02). The Rust
+/// allocator keeps the closure form (one direct call): rustc 1.95's LLVM crashes compiling
+/// `alloc_races` with this one (see `caches`).
 #[inline(always)]
 pub fn pop_host_outside(c: usize) -> *mut u8 {
     let cs = caches();
@@ -189,62 +175,112 @@ pub fn pop_host_outside(c: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     // SAFETY: as in `pop_host`.
-    let (cache, slot) = unsafe { host(cs) };
-    pop_cached(cache, slot, c)
+    let (heap, _) = unsafe { host(cs) };
+    owned::take(&mut heap.local, c)
 }
 
-/// The fast path of [`free`] alone: pushes host object `p` of class `c` on this thread's
-/// cache; false if the stack is full or the thread has no caches (the caller takes [`free`]).
-/// Leaves `errno` alone (the one system call it may make, `membarrier(2)` in
-/// [`owed::claim`], restores it); a second free ends the process, as in [`free`].
+/// The fast path of [`free`] alone: host object `p` of class `c` goes back to its span if this
+/// thread's host heap owns it, else into the heap's buffer of remote frees; false if the
+/// buffer is full or the thread has no heaps (the caller takes [`free`]). Makes no system
+/// call; a second free ends the process, as in [`free`].
 #[inline(always)]
-pub fn push_host(c: usize, p: *mut u8) -> bool {
+pub fn push_host<H: Hooks>(c: usize, p: *mut u8) -> bool {
     let cs = caches();
     if !live(cs) {
         return false;
     }
     // SAFETY: as in `pop_host`.
-    let (cache, slot) = unsafe { host(cs) };
-    push_cached(cache, slot, c, p)
+    let (heap, _) = unsafe { host(cs) };
+    owned::free_local::<H>(&mut heap.local, c, p) || buffer(&mut heap.remote[c], c, p)
 }
 
-/// [`alloc`] when the class's stack is empty.
+/// Buffers `p`, an object of class `c` of a span this thread does not own, after checking the
+/// free; false if the buffer is full.
+#[inline(always)]
+fn buffer(s: &mut Stack, c: usize, p: *mut u8) -> bool {
+    if s.n >= s.cap {
+        return false;
+    }
+    span::check_remote_free(c, p);
+    s.items[s.n as usize] = p;
+    s.n += 1;
+    true
+}
+
+/// [`alloc`] when the current span has no free object.
 #[cold]
 #[inline(never)]
 fn alloc_host_slow<H: Hooks>(c: usize) -> *mut u8 {
     match this_thread::<H>() {
         Some(cs) => {
             // SAFETY: as in `pop_host`.
-            let (cache, slot) = unsafe { host(cs) };
-            alloc_slow::<H>(cache, slot, c)
+            let (heap, pending) = unsafe { host(cs) };
+            alloc_from::<H>(heap, pending, c)
         }
-        None => alloc_direct::<H>(0, c),
+        None => span::take_unowned::<H>(0, c),
     }
+}
+
+/// An object of class `c` from `heap`, its slow path if need be.
+#[inline(always)]
+fn alloc_from<H: Hooks>(heap: &mut Heap, pending: &Pending, c: usize) -> *mut u8 {
+    let p = owned::take(&mut heap.local, c);
+    if !p.is_null() {
+        return p;
+    }
+    owned::take_slow::<H>(&mut heap.local, pending, c)
 }
 
 /// Frees a host object of class `c`.
 #[inline(always)]
 pub fn free<H: Hooks>(c: usize, p: *mut u8) {
-    if !push_host(c, p) {
+    if !push_host::<H>(c, p) {
         free_host_slow::<H>(c, p);
     }
 }
 
-/// [`free`] when the class's stack is full or the thread has no caches yet.
+/// [`free`] when the buffer is full or the thread has no heaps yet.
 #[cold]
 #[inline(never)]
 fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
     match this_thread::<H>() {
         Some(cs) => {
             // SAFETY: as in `pop_host`.
-            let (cache, slot) = unsafe { host(cs) };
-            free_slow::<H>(cache, slot, c, p)
+            let (heap, _) = unsafe { host(cs) };
+            free_into::<H>(heap, c, p)
         }
-        None => free_to_span::<H>(0, c, p),
+        None => free_direct::<H>(0, c, p),
     }
 }
 
-/// This thread's caches, started on its first call; `None` once its exit hook ran (or if the
+/// Frees `p` (class `c`, of `heap`'s tier) through `heap`: into its span if the heap owns it,
+/// else into the buffer, sending the older half to the spans first if it is full.
+fn free_into<H: Hooks>(heap: &mut Heap, c: usize, p: *mut u8) {
+    if owned::free_local::<H>(&mut heap.local, c, p) {
+        return;
+    }
+    let s = &mut heap.remote[c];
+    if s.n >= s.cap {
+        let half = (s.cap / 2).max(1) as usize;
+        span::flush::<H>(heap.local.tier, c, &s.items[..half]);
+        s.items.copy_within(half..s.n as usize, 0);
+        s.n -= half as u32;
+    }
+    if !buffer(s, c, p) {
+        // A buffer of capacity 0: a heap that never started.
+        span::check_remote_free(c, p);
+        span::flush::<H>(heap.local.tier, c, &[p]);
+    }
+}
+
+/// Frees `p` (class `c`, tier `t`) straight to its span's remote bitmap (a thread without
+/// heaps, or an object of a tier its second heap does not hold).
+fn free_direct<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
+    span::check_remote_free(c, p);
+    span::flush::<H>(t, c, &[p])
+}
+
+/// This thread's heaps, started on its first call; `None` once its exit hook ran (or if the
 /// heap cannot start): the caller goes straight to the bins.
 #[inline]
 fn this_thread<H: Hooks>() -> Option<*mut Caches> {
@@ -259,148 +295,36 @@ fn this_thread<H: Hooks>() -> Option<*mut Caches> {
 }
 
 /// Allocates an object of class `c` on tier `t` (not the host), through the thread's second
-/// cache, which takes tier `t` if it held another.
+/// heap, which takes tier `t` if it held another.
 #[inline]
 pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
     let Some(cs) = this_thread::<H>() else {
-        return alloc_direct::<H>(t, c);
+        return span::take_unowned::<H>(t, c);
     };
     // SAFETY: as in `pop_host`.
-    let (cache, slot) = unsafe { other(cs) };
-    if cache.tier != t {
-        flush_all::<H>(cache, slot);
-        cache.tier = t;
+    let (heap, pending) = unsafe { other(cs) };
+    if heap.local.tier != t {
+        let_go::<H>(heap, pending);
+        heap.local.tier = t;
     }
-    pop::<H>(cache, slot, c)
+    alloc_from::<H>(heap, pending, c)
 }
 
-/// Frees an object of class `c` of tier `t` (not the host): into the second cache if it holds
-/// tier `t`, else to its bin.
+/// Frees an object of class `c` of tier `t` (not the host): through the second heap if it
+/// holds tier `t`, else to its span.
 #[inline]
 pub fn free_on<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     let cs = caches();
     // SAFETY: as in `pop_host`.
     match live(cs).then(|| unsafe { other(cs) }) {
-        Some((cache, slot)) if cache.tier == t => push::<H>(cache, slot, c, p),
-        _ => free_to_span::<H>(t, c, p),
+        Some((heap, _)) if heap.local.tier == t => free_into::<H>(heap, c, p),
+        _ => free_direct::<H>(t, c, p),
     }
 }
 
-#[inline(always)]
-fn pop<H: Hooks>(cache: &mut Cache, slot: &Slot, c: usize) -> *mut u8 {
-    let p = pop_cached(cache, slot, c);
-    if !p.is_null() {
-        return p;
-    }
-    alloc_slow::<H>(cache, slot, c)
-}
-
-/// The most recently freed object of class `c`, or null if the stack is empty (a stack never
-/// holds null). A freed object leaves with its bit still set if the cache's slot can owe it.
-#[inline(always)]
-fn pop_cached(cache: &mut Cache, slot: &Slot, c: usize) -> *mut u8 {
-    let s = &mut cache.stacks[c];
-    if s.n == 0 {
-        return core::ptr::null_mut();
-    }
-    s.n -= 1;
-    let p = s.items[s.n as usize];
-    if s.n >= s.clean {
-        owed::hand_out(slot, p);
-    } else {
-        s.clean = s.n;
-    }
-    p
-}
-
-#[inline(always)]
-fn push<H: Hooks>(cache: &mut Cache, slot: &Slot, c: usize, p: *mut u8) {
-    if !push_cached(cache, slot, c, p) {
-        free_slow::<H>(cache, slot, c, p)
-    }
-}
-
-/// Pushes `p` on its class's stack; false if the stack is full.
-#[inline(always)]
-fn push_cached(cache: &mut Cache, slot: &Slot, c: usize, p: *mut u8) -> bool {
-    let s = &mut cache.stacks[c];
-    if s.n >= s.cap {
-        return false;
-    }
-    if !owed::free(Some(slot), p) {
-        double_free();
-    }
-    s.items[s.n as usize] = p;
-    s.n += 1;
-    true
-}
-
-#[cold]
-fn double_free() -> ! {
-    crate::pal::sys::fatal("double free detected (the object was freed already)")
-}
-
-/// One object of class `c` of tier `t` straight from its bin (a thread without caches).
-#[cold]
-fn alloc_direct<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
-    let mut one = [core::ptr::null_mut(); 1];
-    if span::refill::<H>(t, c, &mut one) == 1 {
-        one[0]
-    } else {
-        core::ptr::null_mut()
-    }
-}
-
-/// Refills class `c`'s empty stack from its bin and hands out one of the objects.
-#[cold]
-fn alloc_slow<H: Hooks>(cache: &mut Cache, slot: &Slot, c: usize) -> *mut u8 {
-    settle_now_and_then(cache, slot);
-    let s = &mut cache.stacks[c];
-    let want = (s.cap as usize / 2).max(1);
-    let got = span::refill::<H>(cache.tier, c, &mut s.items[..want]);
-    if got == 0 {
-        return core::ptr::null_mut();
-    }
-    s.n = got as u32 - 1;
-    s.clean = s.n;
-    s.items[got - 1]
-}
-
-/// Frees `p` into class `c`'s full stack: the older half goes back to the bin first.
-#[cold]
-fn free_slow<H: Hooks>(cache: &mut Cache, slot: &Slot, c: usize, p: *mut u8) {
-    if !owed::free(Some(slot), p) {
-        double_free();
-    }
-    settle_now_and_then(cache, slot);
-    let s = &mut cache.stacks[c];
-    if s.n == s.cap {
-        // Give back the older half; keep the most recently freed (cache-hot) objects.
-        let half = (s.cap / 2) as usize;
-        span::flush::<H>(cache.tier, c, &s.items[..half]);
-        s.items.copy_within(half..s.n as usize, 0);
-        s.n -= half as u32;
-        s.clean = s.clean.saturating_sub(half as u32);
-    }
-    s.items[s.n as usize] = p;
-    s.n += 1;
-}
-
-/// Frees `p` (class `c`, tier `t`) straight to its span. Its freed bit is set first: an
-/// object waiting in another thread's cache has its bit set while its span counts it as handed
-/// out, so only the bit tells a second free of it. Before, such a free (at thread exit, or of
-/// a device-tier object the second cache does not hold) was taken by the span and the object
-/// was handed out twice.
-fn free_to_span<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
-    if !owed::free(None, p) {
-        double_free();
-    }
-    span::flush::<H>(t, c, &[p])
-}
-
-/// Gives this thread its caches: the heap is initialised, a pair is taken (given back by an
-/// exited thread, or new) and the exit hook registered. `None` if the heap cannot start or
-/// no metadata memory is left (the thread then goes straight to the bins).
+/// Gives this thread its heaps: the heap is initialised, a pair is taken (given back by an
+/// exited thread, or new) and the exit hook registered. `None` if the heap cannot start, or
+/// no metadata memory or heap id is left (the thread then goes straight to the bins).
 #[cold]
 fn start<H: Hooks>() -> Option<*mut Caches> {
     if !super::ensure_init::<H>() {
@@ -416,22 +340,40 @@ fn start<H: Hooks>() -> Option<*mut Caches> {
         cs
     };
     let cs = if spare.is_null() {
-        // Zeroed memory is a pair of empty host caches with capacity 0 and empty slots.
+        // Zeroed memory is a pair of empty heaps with capacity 0 and empty pending lists.
         let cs = meta::alloc(core::mem::size_of::<Caches>()) as *mut Caches;
         if cs.is_null() {
             return None;
         }
-        // SAFETY: metadata memory is never freed, and the slots are only ever shared.
-        owed::register(unsafe { &(*cs).slots });
+        // SAFETY: metadata memory is never freed; the pending lists are only ever shared.
+        let pending: &'static [Pending; 2] = unsafe { &(*cs).pending };
+        let (Some(h), Some(o)) = (span::register(&pending[0]), span::register(&pending[1])) else {
+            return None;
+        };
+        // SAFETY: the pair is ours alone until it is on a list.
+        unsafe {
+            (*cs).host.local.id = h;
+            (*cs).other.local.id = o;
+        }
+        let mut head = ALL.load(Ordering::Acquire);
+        loop {
+            // SAFETY: as above; `all_next` is only ever shared.
+            unsafe { &(*cs).all_next }.store(head, Ordering::Relaxed);
+            match ALL.compare_exchange_weak(head, cs, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
+        }
         cs
     } else {
         spare
     };
-    // SAFETY: the pair is ours alone now (new, or taken off the list); its slots are not
-    // touched here.
-    for cache in unsafe { [&mut (*cs).host, &mut (*cs).other] } {
-        cache.tier = 0;
-        for (c, s) in cache.stacks.iter_mut().enumerate() {
+    // SAFETY: the pair is ours alone now (new, or taken off the list); its pending lists are
+    // not touched here.
+    for heap in unsafe { [&mut (*cs).host, &mut (*cs).other] } {
+        heap.local.tier = 0;
+        owned::set_up(&mut heap.local);
+        for (c, s) in heap.remote.iter_mut().enumerate() {
             s.cap = size_class::tcache_capacity(c);
         }
     }
@@ -442,8 +384,8 @@ fn start<H: Hooks>() -> Option<*mut Caches> {
     Some(cs)
 }
 
-/// Flushes this thread's caches into the bins and gives them back for another thread. Called
-/// by the thread-exit hook; later calls on this thread are served by the bins directly.
+/// Lets this thread's heaps go and gives them back for another thread. Called by the
+/// thread-exit hook; later calls on this thread are served by the bins directly.
 pub fn flush_and_retire<H: Hooks>() {
     let cs = caches();
     if !live(cs) {
@@ -458,7 +400,8 @@ pub fn flush_and_retire<H: Hooks>() {
     *head = cs as usize;
 }
 
-/// Returns every cached object of this thread to the bins (the caches stay usable).
+/// Sends this thread's buffered frees to their spans and lets its spans go to the bins, where
+/// the free ones go back to the page runs (the heaps stay usable).
 pub fn flush_current_thread<H: Hooks>() {
     let cs = caches();
     if live(cs) {
@@ -466,19 +409,31 @@ pub fn flush_current_thread<H: Hooks>() {
     }
 }
 
-/// Flushes both caches of pair `cs`, this thread's (or no thread's), and its large slot.
+/// Lets both heaps of pair `cs` go, this thread's (or no thread's), and empties its large
+/// slot.
 fn flush_pair<H: Hooks>(cs: *mut Caches) {
-    // SAFETY: the pair is this thread's; no other reference to its caches exists here.
-    let ((host, hs), (other, os)) = unsafe { (host(cs), other(cs)) };
-    flush_all::<H>(host, hs);
-    flush_all::<H>(other, os);
+    // SAFETY: the pair is this thread's; no other reference to its heaps exists here.
+    let ((host, hp), (other, op)) = unsafe { (host(cs), other(cs)) };
+    let_go::<H>(host, hp);
+    let_go::<H>(other, op);
     // SAFETY: as above; the large slot is only ever shared.
     if let Some((h, n)) = unsafe { &(*cs).large }.empty() {
         super::free_cached_run::<H>(h, n);
     }
 }
 
-/// This thread's large slot, if it has caches.
+/// Sends `heap`'s buffered frees to their spans, then lets its spans go.
+fn let_go<H: Hooks>(heap: &mut Heap, pending: &Pending) {
+    for (c, s) in heap.remote.iter_mut().enumerate() {
+        if s.n > 0 {
+            span::flush::<H>(heap.local.tier, c, &s.items[..s.n as usize]);
+            s.n = 0;
+        }
+    }
+    owned::abandon::<H>(&mut heap.local, pending);
+}
+
+/// This thread's large slot, if it has heaps.
 #[inline]
 fn large_slot() -> Option<&'static LargeSlot> {
     let cs = caches();
@@ -508,37 +463,20 @@ pub fn keep_large(h: usize, n: usize) -> Option<(usize, usize)> {
 /// Empties every thread's large slot that stayed unused since the last call (all of them if
 /// `all`), freeing the runs as the run cache's drain does. The purger's, every other tick.
 pub fn drain_large<H: Hooks>(all: bool) {
-    owed::each(|slots| {
-        // SAFETY: every pair of slots on the list is the `slots` field of a pair of caches
-        // (`start` registers nothing else), which lives for the process; its large slot is
-        // only ever shared.
-        let cs = unsafe {
-            (slots as *const Slots)
-                .byte_sub(core::mem::offset_of!(Caches, slots))
-                .cast::<Caches>()
-        };
-        // SAFETY: as above.
-        if let Some((h, n)) = unsafe { &(*cs).large }.drain(all) {
+    let mut at = ALL.load(Ordering::Acquire);
+    while !at.is_null() {
+        // SAFETY: pairs on the list live for the process (metadata memory never unmapped);
+        // their large slots and `all_next` are only ever shared.
+        let (large, next) = unsafe { (&(*at).large, &(*at).all_next) };
+        if let Some((h, n)) = large.drain(all) {
             super::free_cached_run::<H>(h, n);
         }
-    });
-}
-
-/// Returns every object of `cache` to its bin and pays its slot's owed clear.
-fn flush_all<H: Hooks>(cache: &mut Cache, slot: &Slot) {
-    owed::settle(slot);
-    for (c, s) in cache.stacks.iter_mut().enumerate() {
-        if s.n > 0 {
-            span::flush::<H>(cache.tier, c, &s.items[..s.n as usize]);
-            s.n = 0;
-            s.clean = 0;
-        }
+        at = next.load(Ordering::Acquire);
     }
 }
 
-/// Holds the list of spare caches across `fork` (see `heap::lock_all`).
+/// Holds the list of spare heaps across `fork` (see `heap::lock_all`).
 pub fn lock_for_fork() {
-    owed::lock_for_fork();
     SPARE.lock_for_fork();
 }
 
@@ -548,8 +486,5 @@ pub fn lock_for_fork() {
 /// Only from the fork handlers, after [`lock_for_fork`].
 pub unsafe fn unlock_after_fork() {
     // SAFETY: forwarded contract.
-    unsafe {
-        SPARE.unlock_after_fork();
-        owed::unlock_after_fork();
-    }
+    unsafe { SPARE.unlock_after_fork() }
 }

@@ -21,9 +21,9 @@ pub(crate) struct Counters {
     pub freed_device_pages: AtomicU64,
     /// Pages `realloc` moved to a new block by moving their mappings instead of copying.
     pub realloc_moved_pages: AtomicU64,
-    /// Small objects freed by another thread while the thread that handed them out still owed
-    /// their freed-bit clear (`heap::owed`): each took a claim (two `membarrier(2)` calls).
-    pub owed_claims: AtomicU64,
+    /// Small objects freed by a thread that did not own their span, once their span's owner
+    /// (or the heap that adopted it) merged them back (`heap::span::merge`).
+    pub remote_frees: AtomicU64,
     /// Device faults: 64 KiB blocks a kernel needed on its device that lived elsewhere.
     pub device_faults: AtomicU64,
     /// Pages those device faults migrated to the kernel's device.
@@ -71,7 +71,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     migrations: AtomicU64::new(0),
     freed_device_pages: AtomicU64::new(0),
     realloc_moved_pages: AtomicU64::new(0),
-    owed_claims: AtomicU64::new(0),
+    remote_frees: AtomicU64::new(0),
     device_faults: AtomicU64::new(0),
     device_fault_pages: AtomicU64::new(0),
     remote_pages: AtomicU64::new(0),

@@ -43,20 +43,13 @@ pub enum Point {
     /// `UFFDIO_ZEROPAGE` (`EAGAIN`: the kernel asks for a retry, as when a page table it
     /// allocated went away under it).
     UffdZeropage = 11,
-    /// Not a failure: paying an owed object's clear (`heap::owed::settle`) stalls
-    /// for `errno` milliseconds between clearing the object's freed bit and emptying its slot,
-    /// as when its thread is descheduled (races with another thread's free of the object).
-    SettleStall = 12,
-    /// Not a failure: a free that found its object's freed bit set stalls for `errno`
-    /// milliseconds before it looks for the object in the threads' slots (`heap::owed::claim`).
-    ClaimStall = 13,
     /// Not a failure: creating the devices stalls for `errno` milliseconds while it holds the
     /// device list (races with `fork`).
-    DeviceInitStall = 14,
+    DeviceInitStall = 12,
 }
 
 #[cfg(feature = "fault-injection")]
-const POINTS: usize = 15;
+const POINTS: usize = 13;
 
 #[cfg(feature = "fault-injection")]
 mod armed {

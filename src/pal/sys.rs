@@ -139,43 +139,6 @@ pub fn map_fresh(addr: usize, len: usize) -> bool {
     .is_ok()
 }
 
-/// Registers the process for expedited private memory barriers ([`membarrier`]); false if the
-/// kernel (or a seccomp filter) refuses. Registering again does nothing.
-pub fn membarrier_register() -> bool {
-    // SAFETY: `membarrier(2)` takes no pointers; registering only tells the kernel to expect
-    // the command.
-    unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-            0,
-            0,
-        ) == 0
-    }
-}
-
-/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` and its registration, from `<linux/membarrier.h>` (the
-/// `libc` crate names them only for Android).
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
-
-/// Makes every other running thread of this process execute a full memory barrier before this
-/// returns (`membarrier(2)`, private expedited; a thread that is not running passed one when it
-/// was switched out). Costs an inter-processor interrupt, about 0.4 us here: for slow paths that
-/// pair with plain loads and stores on a fast path. Registers first if the process is not
-/// registered (a `fork` child after `exec` of ourselves, say). False if the kernel refuses.
-/// Leaves `errno` as it found it.
-pub fn membarrier() -> bool {
-    let saved = errno();
-    let run = || {
-        // SAFETY: as in `membarrier_register`; the command takes no pointers.
-        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
-    };
-    let ok = run() || (membarrier_register() && run());
-    set_errno(saved);
-    ok
-}
-
 /// Tells the kernel it may drop the pages of `[addr, addr+len)`; they read back as zeros.
 /// Returns false if the kernel refused (the memory stays valid either way).
 pub fn discard(addr: usize, len: usize) -> bool {

@@ -45,11 +45,11 @@ pub struct Stats {
     pub purged_bytes: u64,
     /// Bytes `realloc` moved to a new block by moving pages rather than copying bytes.
     pub realloc_moved_bytes: u64,
-    /// Small objects freed by another thread right after the thread that allocated them took
-    /// them from its cache, before that thread finished handing them out (it defers one atomic
-    /// operation per object while it can): each such free took a slower path of about a
-    /// microsecond. Counts since the start.
-    pub owed_claims: u64,
+    /// Small objects freed by another thread than the one whose heap owns their span, counted
+    /// when they are back in their span (merged by its owner, or the heap that adopted it;
+    /// objects still waiting in a buffer or for the merge are not counted yet). Counts since
+    /// the start.
+    pub remote_frees: u64,
     /// Resident bytes of allocator metadata: page map, span table, run tags, span bitmaps.
     pub metadata_bytes: usize,
     /// The fault backend in use (`uffd`, `uffd-fast`, `signal`), or `none` before the first
@@ -152,7 +152,7 @@ pub fn stats() -> Stats {
         dirty_bytes: counts.dirty * page,
         purged_bytes: counts.purged * page as u64,
         realloc_moved_bytes: pages_to_bytes(&COUNTERS.realloc_moved_pages),
-        owed_claims: COUNTERS.owed_claims.load(Ordering::Relaxed),
+        remote_frees: COUNTERS.remote_frees.load(Ordering::Relaxed),
         metadata_bytes: pagemap::resident_bytes()
             + heap::span::table_resident_bytes()
             + tags
@@ -262,8 +262,8 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  owed claims     {} (objects freed by another thread just as they were handed out)",
-            self.owed_claims
+            "  remote frees    {} (small objects freed by another thread, back in their span)",
+            self.remote_frees
         )?;
         writeln!(f, "  metadata        {}", b(self.metadata_bytes))?;
         writeln!(f, "  fault backend   {}", self.fault_backend)?;
