@@ -205,6 +205,15 @@ const CASES: &[Case] = &[
         )
     },
     Case {
+        runs: 3,
+        timeout: Duration::from_secs(90),
+        ..case(
+            "spans_of_exiting_threads_are_freed_into_and_adopted_while_migrating",
+            &["uffd", "signal"],
+            spans_of_exiting_threads,
+        )
+    },
+    Case {
         runs: 12,
         end: End::Signal(libc::SIGABRT),
         ..case(
@@ -1897,4 +1906,152 @@ fn reused_object_freed_twice_at_once() {
         unsafe { A.dealloc(p as *mut u8, l) };
         t.join().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owned spans (`heap/owned.rs`): a span belongs to the heap of the thread that carved it, and
+// the thread lets it go when it exits. Here generations of short-lived threads allocate tagged
+// objects of several sizes (some inside a device scope, through their second heap), free some
+// themselves, hand half to a long-lived thread and exit with the rest still live: their spans
+// go to the bins while the long-lived thread's frees are on their way to the spans' remote
+// bitmaps, and the next generation adopts them. A fourth thread migrates the handed objects'
+// pages between the devices meanwhile. Every object is tagged in its first and last word:
+// one handed out twice is overwritten; and the heap's invariants must hold at the end.
+
+fn spans_of_exiting_threads() {
+    const GENERATIONS: usize = 150;
+    const PER_THREAD: usize = 1500;
+    const SIZES: [usize; 6] = [16, 48, 128, 512, 2000, 8000];
+    let seed = common::seed_from("RACE_SEED");
+    type Mail = std::sync::Mutex<Vec<(usize, usize, u64)>>;
+    let mail: Arc<Mail> = Arc::new(Mail::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let layout = |size: usize| Layout::from_size_align(size, 8).unwrap();
+    let tag = |p: usize, size: usize, t: u64| {
+        // SAFETY: `p` is a live object of `size` (at least 16) bytes owned by the caller.
+        unsafe {
+            (p as *mut u64).write(t);
+            ((p + size - 8) as *mut u64).write(!t);
+        }
+    };
+    let check = move |p: usize, size: usize, t: u64| {
+        // SAFETY: as in `tag`.
+        let (a, b) = unsafe {
+            (
+                (p as *const u64).read(),
+                ((p + size - 8) as *const u64).read(),
+            )
+        };
+        assert!(
+            a == t && b == !t,
+            "object {p:#x} ({size} B) holds {a:#x} / {b:#x} instead of {t:#x}: handed out \
+             twice (RACE_SEED={seed})"
+        );
+    };
+    let free = move |(p, size, t): (usize, usize, u64)| {
+        check(p, size, t);
+        // SAFETY: live, allocated with this layout, freed once.
+        unsafe { A.dealloc(p as *mut u8, layout(size)) };
+    };
+    let consumer = {
+        let (mail, done) = (mail.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rng = common::Rng(seed ^ 0xC0_4E);
+            let mut mine = Vec::new();
+            loop {
+                let batch = std::mem::take(&mut *mail.lock().unwrap());
+                let finished = batch.is_empty() && done.load(Ordering::Acquire);
+                for o in batch {
+                    free(o);
+                    // Its own objects, from adopted spans or its own.
+                    let size = SIZES[rng.below(SIZES.len() as u64) as usize];
+                    // SAFETY: a valid layout; freed below.
+                    let p = unsafe { A.alloc(layout(size)) } as usize;
+                    let t = rng.next();
+                    tag(p, size, t);
+                    mine.push((p, size, t));
+                    if mine.len() > 256 {
+                        free(mine.swap_remove(rng.below(mine.len() as u64) as usize));
+                    }
+                }
+                if finished {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            mine.into_iter().for_each(free);
+        })
+    };
+    let migrator = {
+        let (mail, done) = (mail.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rng = common::Rng(seed ^ 0x316_4A7E);
+            while !done.load(Ordering::Acquire) {
+                let some = mail.lock().unwrap().last().copied();
+                if let Some((p, size, _)) = some {
+                    // Its pages may be freed meanwhile (and the range then rejected): fine.
+                    let page = p & !(PAGE - 1);
+                    let to = Tier::Device(rng.below(2) as u16);
+                    let _ = tieralloc::migrate(page as *const u8, size.max(PAGE), to);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    for g in 0..GENERATIONS {
+        let producers: Vec<_> = (0..3u64)
+            .map(|k| {
+                let mail = mail.clone();
+                std::thread::spawn(move || {
+                    let mut rng =
+                        common::Rng(seed ^ ((g as u64) << 8 | k).wrapping_mul(0x9E37_79B9));
+                    let work = |rng: &mut common::Rng| {
+                        let mut kept = Vec::new();
+                        let mut handed = Vec::new();
+                        for _ in 0..PER_THREAD {
+                            let size = SIZES[rng.below(SIZES.len() as u64) as usize];
+                            // SAFETY: a valid layout; freed here, by the consumer, or at the end.
+                            let p = unsafe { A.alloc(layout(size)) } as usize;
+                            let t = rng.next();
+                            tag(p, size, t);
+                            match rng.below(4) {
+                                0 => free((p, size, t)),
+                                1 => kept.push((p, size, t)),
+                                _ => handed.push((p, size, t)),
+                            }
+                        }
+                        (kept, handed)
+                    };
+                    let (kept, handed) = if k == 2 {
+                        tieralloc::with_tier(Tier::Device(0), || work(&mut rng))
+                    } else {
+                        work(&mut rng)
+                    };
+                    mail.lock().unwrap().extend(handed);
+                    // Half of what it kept goes back now; the rest outlives the thread.
+                    let (now, later): (Vec<_>, Vec<_>) =
+                        kept.into_iter().partition(|_| rng.below(2) == 0);
+                    now.into_iter().for_each(free);
+                    later
+                })
+            })
+            .collect();
+        let survivors: Vec<_> = producers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        // Freed by this thread once their owners are gone (their spans unowned or adopted).
+        survivors.into_iter().for_each(free);
+    }
+    done.store(true, Ordering::Release);
+    consumer.join().unwrap();
+    migrator.join().unwrap();
+    let left = std::mem::take(&mut *mail.lock().unwrap());
+    left.into_iter().for_each(free);
+    tieralloc::trim();
+    assert_eq!(common::settled_invariants(), Ok(()), "RACE_SEED={seed}");
+    println!(
+        "{} remote frees merged back",
+        tieralloc::stats().remote_frees
+    );
 }
