@@ -1,14 +1,16 @@
 //! The heap: turns `Layout`s into addresses of the managed range.
 //!
-//! - Small requests (at most 8 KiB, see [`size_class`]) are objects in 64 KiB spans, served by
-//!   per-thread caches ([`tcache`]) that trade batches with per-class bins ([`span`]).
+//! - Small requests (at most 8 KiB, see [`size_class`]) are objects in 64 KiB spans ([`span`]),
+//!   each owned by the per-thread heap that allocates from it ([`owned`], [`tcache`]); other
+//!   threads' frees go home to the spans' remote bitmaps, and the per-class bins keep the spans
+//!   of threads that exited.
 //! - Larger requests, and any alignment above 8 KiB, are page runs ([`pages`]), resized in place
 //!   when the following pages are free and purged back to the OS once enough are free.
 //! - Requests placed on a device tier (`crate::tiering::placement`) go through each thread's second
-//!   cache, which holds one tier other than the host at a time; their fresh spans and runs are
+//!   heap, which holds one tier other than the host at a time; their fresh spans and runs are
 //!   created on the device.
 //!
-//! All metadata (span bitmaps and descriptors, run tags, thread caches) lives outside the managed
+//! All metadata (span bitmaps and descriptors, run tags, thread heaps) lives outside the managed
 //! range. Initialisation happens at the first allocation, from any thread, before or after
 //! `main`; `fork` is made safe by holding every heap lock across it.
 
@@ -186,7 +188,7 @@ pub fn alloc_zeroed<H: Hooks>(size: usize, align: usize) -> *mut u8 {
 
 /// Allocates on tier index `t` (falling back to the host if that device cannot be used),
 /// zeroed if `zero`. Objects of another tier than the host go through the thread's second
-/// cache ([`tcache::alloc_on`]), and zeroing
+/// heap ([`tcache::alloc_on`]), and zeroing
 /// skips bytes that are device-resident and never touched (they read as zero already), so
 /// allocating them does not fault their pages back.
 #[inline(never)]

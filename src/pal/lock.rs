@@ -1,7 +1,7 @@
 //! The lock for tieralloc's shared state (heap bins and page runs, device and worker tables,
 //! the fault backend's start-up): `spin`'s mutex, waiting the way tieralloc needs.
 //!
-//! Held only for short, allocation-free critical sections (refilling or flushing a thread cache,
+//! Held only for short, allocation-free critical sections (sending freed objects to their spans,
 //! carving page runs). A waiter spins briefly (64 rounds, the holder is usually on another CPU
 //! and about to release) and then yields the CPU at each try (`spin::relax::Yield`), which
 //! matters on machines with few cores where the holder may have been descheduled. The fault
