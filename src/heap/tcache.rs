@@ -114,14 +114,11 @@ thread_local! {
 
 /// This thread's heaps pointer (see [`CACHES`]).
 ///
-/// `free` and the slow paths take it this way; `alloc`'s fast path allocates inside the
-/// thread-local's closure instead ([`pop_host`]). With the whole operation inside the
-/// closure, `with` was compiled out of line in some programs and reached the key's accessor by
-/// an indirect call: 42% of the samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a
-/// pair against 9.5 after (2026-12-02). With `alloc` in this pointer form, rustc 1.95's LLVM
-/// crashed compiling `alloc_races` (SIGSEGV in `TargetMachine::getSymbol` or the AsmPrinter
-/// under ThinLTO, not with one codegen unit); the cause is not known, and the closure form
-/// compiles everywhere.
+/// With the whole operation inside the closure, `with` was compiled out of line in some
+/// programs and reached the key's accessor by an indirect call: 42% of the samples of a
+/// 16-byte alloc+free loop under `perf`, 13.5 ns a pair against 9.5 after (2026-12-02). Inlined
+/// into other crates on `alloc`'s path, this form crashes rustc 1.95's LLVM (see
+/// [`pop_host`], which is therefore never inlined).
 #[inline(always)]
 fn caches() -> *mut Caches {
     CACHES.with(Cell::get)
@@ -145,29 +142,22 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 
 /// The fast path of [`alloc`] alone: a free host object of class `c` from this thread's
 /// current span of that class, or null (the caller takes [`alloc`]). Makes no system call.
-#[inline(always)]
+///
+/// Never inlined: inlined into other crates, the thread-local read in this form crashed
+/// rustc 1.95's LLVM compiling `alloc_races` (SIGSEGV in `AsmPrinter::emitFunctionBody` under
+/// ThinLTO, with or without debug info); compiled once here it does not. The closure form
+/// that avoided the crash before (`CACHES.with(|k| ..)` around the whole pop) was not inlined
+/// either, and reached the key's accessor by an indirect call: a 16-byte batch took 12.2-12.8
+/// ns an operation that way, 11.2-11.4 this way (two runs each, 2026-12-02).
+#[inline(never)]
 pub fn pop_host(c: usize) -> *mut u8 {
-    // Inside the closure: with the pointer taken out first (`caches()`), rustc 1.95's LLVM
-    // crashed compiling `alloc_races` (SIGSEGV in the AsmPrinter under ThinLTO), as it did for
-    // the earlier thread-local caches (see `caches`).
-    CACHES.with(|k| {
-        let cs = k.get();
-        if !live(cs) {
-            return core::ptr::null_mut();
-        }
-        // SAFETY: a live pair is this thread's own (only this thread has its pointer); no
-        // reference to it outlives this call, and the allocator is never re-entered from
-        // inside (nothing here allocates).
-        let (heap, _) = unsafe { host(cs) };
-        owned::take(&mut heap.local, c)
-    })
+    pop_host_outside(c)
 }
 
-/// [`pop_host`] with the thread-local read first and the rest outside its closure, for the C
-/// entry points ([`super::alloc_cached`]): `malloc` reached the closure form through a call to
-/// `LocalKey::with` (the C batch loop took 24.8 ns instead of 22.2, 2026-12-02). The Rust
-/// allocator keeps the closure form (one direct call): rustc 1.95's LLVM crashes compiling
-/// `alloc_races` with this one (see `caches`).
+/// [`pop_host`] inlined, for the C entry points ([`super::alloc_cached`], compiled into
+/// `libtieralloc.so` only, where the LLVM crash described at [`pop_host`] does not occur):
+/// `malloc` reached the closure form through a call to `LocalKey::with` (the C batch loop took
+/// 24.8 ns instead of 22.2, 2026-12-02).
 #[inline(always)]
 pub fn pop_host_outside(c: usize) -> *mut u8 {
     let cs = caches();
