@@ -38,8 +38,8 @@ pub fn init(pages: usize) -> bool {
 fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
     let g = (p as usize - arena::base()) >> 3;
     // SAFETY: the table has a bit for every granule of the arena (init) and is never unmapped;
-    // `p` lies in the arena: `mark` checks it first, `is_marked_at` is called for offsets that
-    // `owned::free_local` found in the arena, and `clear_taken` for objects of a live span;
+    // `p` lies in the arena: `mark` checks it first, and `clear_taken` is called for objects
+    // of a live span;
     // AtomicU64 has the layout of u64 and zero is a valid value.
     let w = unsafe { &*(TABLE.load(Ordering::Relaxed) as *const AtomicU64).add(g / 64) };
     (w, 1 << (g % 64))

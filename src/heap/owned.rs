@@ -23,7 +23,9 @@
 //! again in between.
 
 use super::size_class::{self, NCLASSES};
-use super::span::{self, desc, ld, link, linked, st, Link, Pending, State, PAGES_PER_SPAN};
+use super::span::{
+    self, desc, ld, link, linked, push, remove, st, Link, Pending, State, PAGES_PER_SPAN,
+};
 use super::{cached, Hooks};
 use crate::mem::arena;
 use crate::mem::scope::TierIndex;
@@ -328,29 +330,4 @@ fn next_owned(l: &mut Local, c: usize) -> Option<u32> {
         }
     }
     None
-}
-
-/// Pushes owned span `si` on list `head` in state `s`.
-fn push(head: &mut Link, si: u32, s: State) {
-    let sp = desc(si);
-    sp.set_state(s);
-    st(&sp.next, *head);
-    st(&sp.prev, 0);
-    if let Some(h) = linked(*head) {
-        st(&desc(h).prev, link(si));
-    }
-    *head = link(si);
-}
-
-/// Removes owned span `si` from list `head`.
-fn remove(head: &mut Link, si: u32) {
-    let sp = desc(si);
-    let (next, prev) = (ld(&sp.next), ld(&sp.prev));
-    match linked(prev) {
-        Some(p) => st(&desc(p).next, next),
-        None => *head = next,
-    }
-    if let Some(n) = linked(next) {
-        st(&desc(n).prev, prev);
-    }
 }

@@ -575,23 +575,33 @@ pub(super) fn disown(bin: &mut Bin, si: u32, c: usize) -> Option<usize> {
 }
 
 fn push_partial(bin: &mut Bin, si: u32) {
-    let head = bin.partial;
-    let sp = desc(si);
-    sp.set_state(State::Partial);
-    st(&sp.next, head);
-    st(&sp.prev, 0);
-    if let Some(h) = linked(head) {
-        st(&desc(h).prev, link(si));
-    }
-    bin.partial = link(si);
+    push(&mut bin.partial, si, State::Partial);
 }
 
 fn unlink(bin: &mut Bin, si: u32) {
+    remove(&mut bin.partial, si);
+}
+
+/// Pushes span `si` on the list at `head` (a bin's partial list, or one of its owner's lists,
+/// whoever may write the span's links) in state `s`.
+pub(super) fn push(head: &mut Link, si: u32, s: State) {
+    let sp = desc(si);
+    sp.set_state(s);
+    st(&sp.next, *head);
+    st(&sp.prev, 0);
+    if let Some(h) = linked(*head) {
+        st(&desc(h).prev, link(si));
+    }
+    *head = link(si);
+}
+
+/// Removes span `si` from the list at `head`.
+pub(super) fn remove(head: &mut Link, si: u32) {
     let sp = desc(si);
     let (next, prev) = (ld(&sp.next), ld(&sp.prev));
     match linked(prev) {
         Some(p) => st(&desc(p).next, next),
-        None => bin.partial = next,
+        None => *head = next,
     }
     if let Some(n) = linked(next) {
         st(&desc(n).prev, prev);
