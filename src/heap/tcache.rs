@@ -245,12 +245,20 @@ fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
 
 /// Frees `p` (class `c`, of `heap`'s tier) through `heap`: into its span if the heap owns it,
 /// else into the buffer, sending the older half to the spans first if it is full.
+#[inline(always)]
 fn free_into<H: Hooks>(heap: &mut Heap, c: usize, p: *mut u8) {
-    if owned::free_local::<H>(&mut heap.local, c, p) {
-        return;
+    if !owned::free_local::<H>(&mut heap.local, c, p) && !buffer(&mut heap.remote[c], c, p) {
+        free_full::<H>(heap, c, p);
     }
+}
+
+/// [`free_into`] when `p` is not the heap's and its buffer is full.
+#[cold]
+#[inline(never)]
+fn free_full<H: Hooks>(heap: &mut Heap, c: usize, p: *mut u8) {
     let s = &mut heap.remote[c];
-    if s.n >= s.cap {
+    // `n > 0`: a buffer of capacity 0 (a heap that never started) holds nothing to send.
+    if s.n > 0 && s.n >= s.cap {
         let half = (s.cap / 2).max(1) as usize;
         span::flush::<H>(heap.local.tier, c, &s.items[..half]);
         s.items.copy_within(half..s.n as usize, 0);
