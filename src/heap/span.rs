@@ -358,12 +358,10 @@ pub(super) fn locate(c: usize, p: *mut u8) -> (u32, usize) {
 /// object.
 #[inline(always)]
 pub(super) fn index_in(c: usize, addr: usize) -> usize {
-    let off = addr & (SPAN_SIZE - 1);
-    let i = size_class::index_of(c, off);
-    if i * size_class::size_of(c) != off || i >= size_class::objects_per_span(c) {
-        sys::fatal("free of a pointer into the middle of an object");
+    match size_class::start_index(c, addr & (SPAN_SIZE - 1)) {
+        Some(i) => i,
+        None => sys::fatal("free of a pointer into the middle of an object"),
     }
-    i
 }
 
 /// Ends the process on a free of a pointer that is not a live object of the size it is freed
