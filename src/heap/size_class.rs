@@ -144,7 +144,6 @@ pub fn objects_per_span(c: usize) -> usize {
 /// Index of the object at byte `offset` (below [`SPAN_SIZE`]) of a span of class `c`, exact
 /// for every offset inside an object (checked by the `reciprocal_is_exact` test).
 #[inline(always)]
-#[allow(dead_code)] // used by the heaps' allocation path from the next commit on
 pub fn index_of(c: usize, offset: usize) -> usize {
     ((offset as u64 * INFO[c].recip) >> 32) as usize
 }

@@ -338,7 +338,9 @@ fn start<H: Hooks>() -> Option<*mut Caches> {
         cs
     };
     let cs = if spare.is_null() {
-        // Zeroed memory is a pair of empty heaps with capacity 0 and empty pending lists.
+        // Zeroed memory is a pair of empty heaps with capacity 0 and empty pending lists;
+        // metadata memory is 64-byte aligned, enough for the heaps' per-class lines.
+        const { assert!(core::mem::align_of::<Caches>() <= 64) };
         let cs = meta::alloc(core::mem::size_of::<Caches>()) as *mut Caches;
         if cs.is_null() {
             return None;
