@@ -23,18 +23,20 @@ pub const SIZES: [u32; NCLASSES] = [
 /// Number of classes.
 pub const NCLASSES: usize = 34;
 
-/// `class of size` for sizes up to 1024, indexed by `(size + 7) / 8`.
-static BY_8: [u8; 129] = build_table::<129>(8);
-/// `class of size` for sizes from 1025 to 8192, indexed by `(size + 127) / 128`.
-static BY_128: [u8; 65] = build_table::<65>(128);
+/// `class of size` for sizes up to 1024, indexed by `(size + 7) / 8`: for alignments up to 8
+/// (`[0]`) and for 16, the C library's (`[1]`: the smallest class whose size is a multiple of 16).
+static BY_8: [[u8; 129]; 2] = [build_table::<129>(8, 8), build_table::<129>(8, 16)];
+/// `class of size` for sizes from 1025 to 8192, indexed by `(size + 127) / 128` (every class
+/// above 1024 bytes is a multiple of 256, so one table serves alignments up to 16).
+static BY_128: [u8; 65] = build_table::<65>(128, 8);
 
-const fn build_table<const N: usize>(step: usize) -> [u8; N] {
+const fn build_table<const N: usize>(step: usize, align: usize) -> [u8; N] {
     let mut t = [0u8; N];
     let mut i = 0;
     while i < N {
         let size = i * step;
         let mut c = 0;
-        while c < NCLASSES && (SIZES[c] as usize) < size {
+        while c < NCLASSES && ((SIZES[c] as usize) < size || SIZES[c] as usize % align != 0) {
             c += 1;
         }
         t[i] = if c < NCLASSES {
@@ -49,15 +51,16 @@ const fn build_table<const N: usize>(step: usize) -> [u8; N] {
 
 /// The size class of a `size`-byte request aligned to `align`, or `None` if it is a page run.
 ///
-/// Alignments above 8 take an out-of-line path: the common case is then two compares and a
-/// table read (it was 16 instructions, run at every allocation and free, 2026-12-03).
+/// Alignments up to 16 (Rust's usual ones, and `malloc`'s) take two compares and a table read
+/// (it was 16 instructions, run at every allocation and free, 2026-12-03); larger ones an
+/// out-of-line walk.
 #[inline(always)]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
-    if align > 8 {
+    if align > 16 {
         return class_aligned(size, align);
     }
     if size <= 1024 {
-        Some(BY_8[(size + 7) >> 3] as usize)
+        Some(BY_8[(align > 8) as usize][(size + 7) >> 3] as usize)
     } else if size <= SMALL_MAX {
         Some(BY_128[(size + 127) >> 7] as usize)
     } else {
@@ -65,13 +68,13 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
     }
 }
 
-/// [`class_of`] for alignments above 8.
+/// [`class_of`] for alignments above 16.
 #[inline(never)]
 fn class_aligned(size: usize, align: usize) -> Option<usize> {
     if size > SMALL_MAX || align > SMALL_MAX {
         return None;
     }
-    let mut c = class_of(size, 8)?;
+    let mut c = class_of(size, 16)?;
     // Walk up to the first class whose size is a multiple of the alignment; the powers of
     // two in SIZES guarantee one exists at or below SMALL_MAX.
     while SIZES[c] as usize & (align - 1) != 0 {
