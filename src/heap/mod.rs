@@ -156,7 +156,7 @@ pub fn alloc<H: Hooks>(size: usize, align: usize) -> *mut u8 {
 /// call, so a C wrapper need not save `errno` around it.
 #[inline(always)]
 pub fn alloc_cached(size: usize, align: usize) -> *mut u8 {
-    if scope::current() != 0 {
+    if scope::current_outlined() != 0 {
         return core::ptr::null_mut();
     }
     match size_class::class_of(size, align) {

@@ -53,6 +53,21 @@ pub(crate) fn current() -> TierIndex {
     if !ANY_SCOPE.load(Ordering::Relaxed) {
         return 0;
     }
+    SCOPE.with(|s| s.get())
+}
+
+/// [`current`] with the thread-local read out of line, for the C entry points' fast path.
+///
+/// In `libtieralloc.so` a thread-local is reached through a call to `__tls_get_addr`, and
+/// with the read inlined, LLVM hoisted that call above the flag's test, so every `malloc` paid
+/// for it (three calls a `malloc`+`free` pair instead of two, 13.5 ns against 11.8,
+/// 2026-12-03). In a Rust program the read is one instruction, and a call on every allocation
+/// of a program that opened a scope cost more than it saved.
+#[inline(always)]
+pub(crate) fn current_outlined() -> TierIndex {
+    if !ANY_SCOPE.load(Ordering::Relaxed) {
+        return 0;
+    }
     scope_now()
 }
 
@@ -63,12 +78,8 @@ pub(crate) fn enter_internal() {
     SCOPE.with(|s| s.set(INTERNAL));
 }
 
-/// The scope of this thread, read directly (not through the fast-path flag).
-///
-/// Never inlined: in `libtieralloc.so` a thread-local is reached through a call to
-/// `__tls_get_addr`, and inlined into [`current`], LLVM hoisted that call above the flag's
-/// test, so every `malloc` paid for it (three calls a `malloc`+`free` pair instead of two, 13.5
-/// ns against 11.8, 2026-12-03).
+/// The scope of this thread, read directly (not through the fast-path flag). Never inlined
+/// (see [`current_outlined`]).
 #[inline(never)]
 pub(crate) fn scope_now() -> TierIndex {
     SCOPE.with(|s| s.get())
