@@ -295,6 +295,11 @@ fn on_other_thread(p: *mut u8, f: fn(*mut u8)) {
 
 #[test]
 fn a_small_object_freed_again_by_another_thread_aborts() {
+    // Its child starts a thread: in a process of its own, so that no other test's thread is
+    // being started (holding the standard library's thread-start lock) at the fork.
+    if common::ran_in_fresh_process("a_small_object_freed_again_by_another_thread_aborts", &[]) {
+        return;
+    }
     let _serial = serial();
     let l = odd().unwrap();
     fn free_odd(p: *mut u8) {
@@ -360,6 +365,14 @@ fn a_fork_child_frees_an_object_of_a_span_a_thread_of_its_parent_owns() {
 
 #[test]
 fn an_object_reused_then_freed_by_another_thread_is_handed_out_once_afterwards() {
+    // Its child starts a thread: in a process of its own, so that no other test's thread is
+    // being started (holding the standard library's thread-start lock) at the fork.
+    if common::ran_in_fresh_process(
+        "an_object_reused_then_freed_by_another_thread_is_handed_out_once_afterwards",
+        &[],
+    ) {
+        return;
+    }
     let _serial = serial();
     let l = odd().unwrap();
     let ok = common::in_child(|| {
@@ -378,6 +391,14 @@ fn an_object_reused_then_freed_by_another_thread_is_handed_out_once_afterwards()
 
 #[test]
 fn a_free_during_thread_exit_after_the_cache_is_gone_still_catches_a_double_free() {
+    // Its child starts a thread: in a process of its own, so that no other test's thread is
+    // being started (holding the standard library's thread-start lock) at the fork.
+    if common::ran_in_fresh_process(
+        "a_free_during_thread_exit_after_the_cache_is_gone_still_catches_a_double_free",
+        &[],
+    ) {
+        return;
+    }
     let _serial = serial();
     // A thread whose cache was flushed at exit (a `pthread` key destructor that runs after
     // tieralloc's) frees straight to the span. The object sits freed in the main thread's

@@ -208,10 +208,28 @@ pub fn fork_status(child: impl FnOnce() -> bool) -> i32 {
         // SAFETY: _exit is always safe to call.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
+    // A watchdog: a child that hangs (a lock another thread held at the fork, say) fails the
+    // test instead of stalling the run. Generous: under valgrind a child that aborts took
+    // 20-100 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     let mut status = 0;
-    // SAFETY: pid is our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    status
+    loop {
+        // SAFETY: pid is our child; WNOHANG returns at once.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return status;
+        }
+        assert_eq!(r, 0, "waitpid failed");
+        if std::time::Instant::now() > deadline {
+            // SAFETY: pid is our child, still running; it is killed and reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("a forked child hung for 300 s and was killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Asserts that freeing a block of layout `l` twice through `a` aborts (in a forked child)
