@@ -1,6 +1,7 @@
 //! Memory goes back to the OS: RSS falls at once after a 1 GiB allocation is freed, and within
 //! the purge delay after many medium ones are (alloc-tests/purge.rs tests the delay itself).
 
+use std::alloc::{GlobalAlloc, Layout};
 use tieralloc::TierAlloc;
 
 mod common;
@@ -69,6 +70,122 @@ fn rss_falls_after_freeing_many_medium_blocks() {
         "RSS still {} MiB above the start 5 s after freeing 1 GiB in blocks",
         (after - before) >> 20
     );
+}
+
+const MIB8: usize = 8 << 20;
+
+/// Blocks of `n` × 8 MiB, allocated one after another: in a fresh process, consecutive pages of
+/// the managed range (the test asserts it).
+fn consecutive_blocks(n: usize) -> Vec<*mut u8> {
+    let layout = Layout::from_size_align(MIB8, 4096).unwrap();
+    // SAFETY: non-zero size.
+    let blocks: Vec<*mut u8> = (0..n).map(|_| unsafe { A.alloc(layout) }).collect();
+    assert!(
+        blocks.iter().all(|p| !p.is_null()),
+        "8 MiB blocks allocated"
+    );
+    for w in blocks.windows(2) {
+        assert_eq!(
+            w[1] as usize,
+            w[0] as usize + MIB8,
+            "blocks allocated in turn in a fresh process lie one after another"
+        );
+    }
+    blocks
+}
+
+/// Writes every page of 8 MiB block `p`.
+fn touch(p: *mut u8) {
+    for off in (0..MIB8).step_by(4096) {
+        // SAFETY: `p` is a live 8 MiB block.
+        unsafe { p.add(off).write(1) };
+    }
+}
+
+fn free8(p: *mut u8) {
+    // SAFETY: `p` is a live 8 MiB block, not used again.
+    unsafe { A.dealloc(p, Layout::from_size_align(MIB8, 4096).unwrap()) };
+}
+
+/// A program that frees a working set and builds it again gets its resident pages back, even
+/// when pages that went back to the OS lie right before them: freed and purged pages used to
+/// merge into one run, whose clean low pages the next allocation took (faulting them in, while
+/// the resident ones stayed unused).
+#[test]
+fn a_freed_working_set_is_reused_before_the_purged_pages_beside_it() {
+    if common::ran_in_fresh_process(
+        "a_freed_working_set_is_reused_before_the_purged_pages_beside_it",
+        &[],
+    ) {
+        return;
+    }
+    let _serial = serial();
+    let [purged, resident, guard] = consecutive_blocks(3)[..] else {
+        unreachable!()
+    };
+    for p in [purged, resident, guard] {
+        touch(p);
+    }
+    free8(purged);
+    tieralloc::trim();
+    // Measured first: reading RSS allocates, and the span that takes would be carved from the
+    // resident pages once they are free.
+    let before = rss();
+    free8(resident);
+    // SAFETY: non-zero size.
+    let again = unsafe { A.alloc(Layout::from_size_align(MIB8, 4096).unwrap()) };
+    touch(again);
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < (2 << 20),
+        "an 8 MiB block allocated after an 8 MiB one was freed made RSS grow by {} KiB \
+         (it got the purged pages at {:#x}, not the resident ones at {:#x}: it is at {:#x})",
+        grown >> 10,
+        purged as usize,
+        resident as usize,
+        again as usize
+    );
+    assert_eq!(tieralloc::check_invariants(), Ok(()));
+    free8(again);
+    free8(guard);
+}
+
+/// A block grows in place over the free pages after it even when some of them went back to the
+/// OS and some did not (they are kept as separate runs).
+#[test]
+fn a_block_grows_in_place_over_resident_and_purged_free_pages() {
+    if common::ran_in_fresh_process(
+        "a_block_grows_in_place_over_resident_and_purged_free_pages",
+        &[],
+    ) {
+        return;
+    }
+    let _serial = serial();
+    let [block, resident, purged, guard] = consecutive_blocks(4)[..] else {
+        unreachable!()
+    };
+    for p in [block, resident, purged] {
+        touch(p);
+    }
+    // SAFETY: `block` is live; the bytes written are inside it.
+    unsafe { block.write_bytes(7, MIB8) };
+    free8(purged);
+    tieralloc::trim();
+    free8(resident);
+    // Free after `block`: 8 MiB resident, then 8 MiB purged. Growing by 12 MiB needs both.
+    let grown = 20 << 20;
+    // SAFETY: `block` is live with this layout; the new size is non-zero.
+    let q = unsafe { A.realloc(block, Layout::from_size_align(MIB8, 4096).unwrap(), grown) };
+    assert_eq!(q, block, "the block grew in place");
+    // SAFETY: `q` holds `grown` bytes, the first 8 MiB kept.
+    unsafe {
+        assert!(std::slice::from_raw_parts(q, MIB8).iter().all(|&b| b == 7));
+        q.add(grown - 1).write(1);
+    }
+    assert_eq!(tieralloc::check_invariants(), Ok(()));
+    // SAFETY: live with this layout, not used again.
+    unsafe { A.dealloc(q, Layout::from_size_align(grown, 4096).unwrap()) };
+    free8(guard);
 }
 
 #[test]

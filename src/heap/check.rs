@@ -54,8 +54,9 @@ unsafe fn check_locked() -> Result<(), Invalid> {
 impl PageHeap {
     /// Walks pages `[0, top)`, reading each page's use from the page map first (tags are only
     /// meaningful where it says what the page is):
-    /// - a free run: head and tail tags say `FREE` and its length; each page reads `Free` in the
-    ///   page map; the page before it is not free (runs are maximal);
+    /// - a free run: head and tail tags say `FREE`, its kind (`DIRTY` or not) and its length;
+    ///   each page reads `Free` in the page map; the run before it, if free, is of the other
+    ///   kind (runs are maximal among their kind);
     /// - a large run: its head tag says `LARGE` and its length; each page reads `Large`; its
     ///   live length ([`super::run_cache`]) is its length, or 0 while it waits in the run
     ///   cache, and the cache holds no more pages than such runs have;
@@ -66,7 +67,8 @@ impl PageHeap {
         let top = self.top();
         let (mut free, mut dirty, mut large, mut spans, mut runs) = (0, 0, 0, 0, 0);
         let mut not_live = 0;
-        let mut prev_free = false;
+        // The kind of the free run just walked (`FREE | DIRTY` or `FREE`), 0 after pages in use.
+        let mut prev_free = 0;
         let mut p = 0;
         while p < top {
             let e = pagemap::get(p);
@@ -82,11 +84,17 @@ impl PageHeap {
                     p,
                 )?;
                 ensure(len > 0 && p + len <= top, "a free run lies below top", p)?;
-                ensure(!prev_free, "free runs are maximal: no two are adjacent", p)?;
+                let kind = flags & (super::pages::FREE | super::pages::DIRTY);
+                ensure(
+                    prev_free != kind,
+                    "free runs are maximal: no two of a kind are adjacent",
+                    p,
+                )?;
                 let (tail_len, tail_flags) = self.tag_at(p + len - 1);
                 ensure(
-                    tail_len as usize == len && tail_flags & super::pages::FREE != 0,
-                    "a free run's tail tag repeats its length",
+                    tail_len as usize == len
+                        && tail_flags & (super::pages::FREE | super::pages::DIRTY) == kind,
+                    "a free run's tail tag repeats its length and kind",
                     p + len - 1,
                 )?;
                 all_read(p..p + len, Use::Free, "pages of a free run read Free")?;
@@ -95,11 +103,11 @@ impl PageHeap {
                 if flags & super::pages::DIRTY != 0 {
                     dirty += len;
                 }
-                prev_free = true;
+                prev_free = kind;
                 p += len;
                 continue;
             }
-            prev_free = false;
+            prev_free = 0;
             match e.use_() {
                 Use::Large => {
                     let len = len as usize;
