@@ -456,7 +456,11 @@ fn resize_large<H: Hooks>(page: usize, n: usize, align: usize, t: TierIndex) -> 
         let q = arena::addr_of(q);
         if !moved {
             H::copy_block(q, p as usize, old * sys::PAGE_SIZE);
-            free_large::<H>(p);
+            // Straight to the free runs, not the run caches: a buffer that grew out of this
+            // length is not likely to ask for it again, and there the pages join their free
+            // neighbours for any length. Through the caches, four buffers growing in turn kept
+            // up to 29 MiB of such runs resident, unused (peak RSS 134 against 127 MiB).
+            end_large::<H>(page);
         }
         purge::ensure_running::<H>();
         return Some(q as *mut u8);
