@@ -188,6 +188,133 @@ fn a_block_grows_in_place_over_resident_and_purged_free_pages() {
     free8(guard);
 }
 
+/// Random large blocks (1 to 700 pages, some aligned to 64 KiB or 2 MiB) allocated, grown and
+/// shrunk by `realloc`, freed, and every so often purged by `trim()`, so that dirty and clean
+/// free runs lie side by side in every order: every page of every live block keeps what was
+/// written to it, and the heap's invariants hold throughout. In a child, so that an abort
+/// still prints the seed.
+#[test]
+fn random_large_blocks_through_purges_keep_their_pages_and_the_heap_valid() {
+    let _serial = serial();
+    let seed = common::seed_from("TIERALLOC_TEST_SEED");
+    let status = common::fork_status(|| {
+        random_large_blocks(seed);
+        true
+    });
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "random large blocks failed (status {status:#x}); rerun with TIERALLOC_TEST_SEED={seed}"
+    );
+}
+
+/// A live block of the random test: address, size, alignment and the tag its pages hold.
+#[derive(Clone, Copy)]
+struct Block {
+    p: usize,
+    size: usize,
+    align: usize,
+    tag: u64,
+}
+
+/// Writes `tag ^ k` into the first word of each page `k` of the block.
+fn mark(b: Block) {
+    for k in 0..b.size.div_ceil(4096) {
+        // SAFETY: sizes are chosen so that the first word of every page lies inside the block.
+        unsafe { ((b.p + k * 4096) as *mut u64).write(b.tag ^ k as u64) };
+    }
+}
+
+/// Checks the first `len` bytes' page words of block `b` (written by [`mark`]).
+fn marked(b: Block, len: usize, seed: u64) {
+    for k in 0..len.min(b.size).div_ceil(4096) {
+        // SAFETY: as in `mark`.
+        let w = unsafe { ((b.p + k * 4096) as *const u64).read() };
+        assert_eq!(
+            w,
+            b.tag ^ k as u64,
+            "page {k} of the {} B block at {:#x} changed (seed {seed})",
+            b.size,
+            b.p
+        );
+    }
+}
+
+fn random_large_blocks(seed: u64) {
+    let mut rng = common::Rng(seed);
+    let mut table: Vec<Option<Block>> = vec![None; 48];
+    // Up to 700 pages; the first word of the last page always lies inside the block.
+    let size_of = |rng: &mut common::Rng| {
+        let pages = 1 + rng.below(700) as usize;
+        pages * 4096 - 8 * rng.below(256) as usize
+    };
+    let layout = |b: Block| Layout::from_size_align(b.size, b.align).unwrap();
+    for step in 0..5000 {
+        let slot = rng.below(table.len() as u64) as usize;
+        let op = rng.below(100);
+        match table[slot] {
+            Some(b) if op < 40 => {
+                // Grown or shrunk: the pages both sizes cover keep their words.
+                marked(b, b.size, seed);
+                let size = size_of(&mut rng);
+                // SAFETY: live with this layout; a non-zero size.
+                let q = unsafe { A.realloc(b.p as *mut u8, layout(b), size) };
+                assert!(!q.is_null(), "realloc to {size} B failed (seed {seed})");
+                let moved = Block {
+                    p: q as usize,
+                    size,
+                    ..b
+                };
+                marked(moved, b.size, seed);
+                let fresh = Block {
+                    tag: rng.next(),
+                    ..moved
+                };
+                mark(fresh);
+                table[slot] = Some(fresh);
+            }
+            Some(b) if op < 75 => {
+                marked(b, b.size, seed);
+                // SAFETY: live with this layout, freed once.
+                unsafe { A.dealloc(b.p as *mut u8, layout(b)) };
+                table[slot] = None;
+            }
+            Some(_) if op < 80 => tieralloc::trim(),
+            Some(_) => {}
+            None => {
+                let align = match rng.below(10) {
+                    0 => 2 << 20,
+                    1 => 64 << 10,
+                    2 => 4096,
+                    _ => 8,
+                };
+                let size = size_of(&mut rng);
+                // SAFETY: a non-zero size and a power-of-two alignment.
+                let p = unsafe { A.alloc(Layout::from_size_align(size, align).unwrap()) };
+                assert!(!p.is_null(), "allocating {size} B failed (seed {seed})");
+                assert_eq!(p as usize % align, 0, "alignment {align} (seed {seed})");
+                let b = Block {
+                    p: p as usize,
+                    size,
+                    align,
+                    tag: rng.next(),
+                };
+                mark(b);
+                table[slot] = Some(b);
+            }
+        }
+        if step % 100 == 99 {
+            assert_eq!(tieralloc::check_invariants(), Ok(()), "seed {seed}");
+        }
+    }
+    for b in table.into_iter().flatten() {
+        marked(b, b.size, seed);
+        // SAFETY: live with this layout, freed once.
+        unsafe { A.dealloc(b.p as *mut u8, layout(b)) };
+    }
+    tieralloc::trim();
+    assert_eq!(tieralloc::check_invariants(), Ok(()), "seed {seed}");
+}
+
 #[test]
 fn zeroed_gib_costs_no_memory_until_written() {
     let _serial = serial();
