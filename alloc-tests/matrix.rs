@@ -574,15 +574,7 @@ fn random_replacements_of_mixed_sizes_never_hand_out_a_live_object() {
     // a stack and drain it. Every live object keeps its pattern, and no allocation returns an
     // address that is live. In a child: an object handed out twice usually ends in an abort at
     // its second free, and the seed must still be printed.
-    let seed = common::seed_from("TIERALLOC_TEST_SEED");
-    let status = common::fork_status(|| {
-        random_replacements(seed);
-        true
-    });
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "random replacements failed (status {status:#x}); rerun with TIERALLOC_TEST_SEED={seed}"
-    );
+    common::seeded_in_child("random replacements", random_replacements);
 }
 
 fn random_replacements(seed: u64) {

@@ -196,15 +196,7 @@ fn a_block_grows_in_place_over_resident_and_purged_free_pages() {
 #[test]
 fn random_large_blocks_through_purges_keep_their_pages_and_the_heap_valid() {
     let _serial = serial();
-    let seed = common::seed_from("TIERALLOC_TEST_SEED");
-    let status = common::fork_status(|| {
-        random_large_blocks(seed);
-        true
-    });
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "random large blocks failed (status {status:#x}); rerun with TIERALLOC_TEST_SEED={seed}"
-    );
+    common::seeded_in_child("random large blocks", random_large_blocks);
 }
 
 /// A live block of the random test: address, size, alignment and the tag its pages hold.

@@ -341,6 +341,21 @@ pub fn seed_from(var: &str) -> u64 {
     s
 }
 
+/// Runs random test `f` with the seed of `TIERALLOC_TEST_SEED` ([`seed_from`]) in a forked
+/// child ([`fork_status`]), and fails with the seed to replay unless the child finished
+/// cleanly: an object handed out twice usually ends in an abort, which must still say the seed.
+pub fn seeded_in_child(what: &str, f: impl FnOnce(u64)) {
+    let seed = seed_from("TIERALLOC_TEST_SEED");
+    let status = fork_status(|| {
+        f(seed);
+        true
+    });
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{what} failed (status {status:#x}); rerun with TIERALLOC_TEST_SEED={seed}"
+    );
+}
+
 /// tieralloc's internal invariants once nothing runs. Work can outlive the call that started
 /// it (a userfaultfd handler thread finishing a read-ahead after the faulting thread went on, a
 /// device worker finishing a prefetch) and hold page locks for a moment: the check is retried
