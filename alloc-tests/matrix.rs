@@ -329,6 +329,41 @@ fn a_small_object_freed_again_by_another_thread_aborts() {
 }
 
 #[test]
+fn a_small_object_another_thread_freed_aborts_when_its_owner_frees_it_again() {
+    // Its child starts a thread: in a process of its own (see above).
+    if common::ran_in_fresh_process(
+        "a_small_object_another_thread_freed_aborts_when_its_owner_frees_it_again",
+        &[],
+    ) {
+        return;
+    }
+    let _serial = serial();
+    let l = odd().unwrap();
+    fn free_odd(p: *mut u8) {
+        // SAFETY: `p` is live; this is its first free.
+        unsafe { A.dealloc(p, odd().unwrap()) }
+    }
+    // The other thread's free leaves the object waiting for its span (the thread's buffer,
+    // sent to the span's remote bitmap when the thread exits): in the span's own bitmap it is
+    // still handed out, and only its freed bit tells the owner's second free apart. Let
+    // through, the object would be handed out at once (the owner's object freed last) and
+    // again once the remote frees are merged.
+    common::assert_child_aborts("an owner's free after another thread's", || {
+        // SAFETY: a valid layout; freed once on the other thread, once (the bug) here; `q`
+        // stays live.
+        unsafe {
+            let p = A.alloc(l);
+            on_other_thread(p, free_odd);
+            A.dealloc(p, l);
+            let q = A.alloc(l);
+            tieralloc::trim();
+            let objs: Vec<*mut u8> = (0..10_000).map(|_| A.alloc(l)).collect();
+            objs.contains(&q)
+        }
+    });
+}
+
+#[test]
 fn a_fork_child_frees_an_object_of_a_span_a_thread_of_its_parent_owns() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let _serial = serial();

@@ -142,10 +142,10 @@ fn pages_for(size: usize) -> Option<usize> {
 #[inline(always)]
 pub fn alloc<H: Hooks>(size: usize, align: usize) -> *mut u8 {
     let t = scope::current();
-    if t != 0 {
+    if t != 0 || align > 16 {
         return alloc_in::<H>(t, size, align, false);
     }
-    match size_class::class_of(size, align) {
+    match size_class::class_of_16(size, align) {
         Some(c) => tcache::alloc::<H>(c),
         None => alloc_large::<H>(size, align, false, 0),
     }
@@ -253,11 +253,25 @@ fn alloc_large<H: Hooks>(size: usize, align: usize, zero: bool, t: TierIndex) ->
 /// `p` was returned by this heap for the same size and alignment and is not used afterwards.
 #[inline(always)]
 pub unsafe fn dealloc<H: Hooks>(p: *mut u8, size: usize, align: usize) {
+    if align > 16 {
+        // SAFETY: forwarded contract.
+        return unsafe { dealloc_aligned::<H>(p, size, align) };
+    }
+    match size_class::class_of_16(size, align) {
+        Some(c) => tcache::free_small::<H>(c, p),
+        None => free_large::<H>(p),
+    }
+}
+
+/// [`dealloc`] for alignments above 16, out of the fast path's line (see
+/// [`size_class::class_of_16`]).
+///
+/// # Safety
+/// As [`dealloc`].
+#[inline(never)]
+unsafe fn dealloc_aligned<H: Hooks>(p: *mut u8, size: usize, align: usize) {
     match size_class::class_of(size, align) {
-        Some(c) => match span::tier_of(p) {
-            0 => tcache::free::<H>(c, p),
-            t => tcache::free_on::<H>(t, c, p),
-        },
+        Some(c) => tcache::free_small::<H>(c, p),
         None => free_large::<H>(p),
     }
 }
