@@ -364,6 +364,38 @@ fn a_small_object_another_thread_freed_aborts_when_its_owner_frees_it_again() {
 }
 
 #[test]
+fn a_free_into_the_middle_of_a_small_object_or_with_another_size_aborts() {
+    let _serial = serial();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    // The object the thread allocated last is in its current span (the free's first test);
+    // the first of 1100 allocated before it is in a span that is no longer current (a span
+    // holds 1024 of them).
+    for (what, current) in [("current", true), ("earlier", false)] {
+        let object = move || {
+            // SAFETY: a valid layout; the blocks are freed by the caller (or never, in the
+            // child that aborts).
+            let early: Vec<*mut u8> = (0..1100).map(|_| unsafe { A.alloc(l) }).collect();
+            if current {
+                // SAFETY: as above.
+                unsafe { A.alloc(l) }
+            } else {
+                early[0]
+            }
+        };
+        common::assert_child_aborts(&format!("a free into a {what} object's middle"), || {
+            // SAFETY: the free of an interior pointer is the bug under test.
+            unsafe { A.dealloc(object().add(16), l) };
+            false
+        });
+        common::assert_child_aborts(&format!("a free of a {what} object as 128 B"), || {
+            // SAFETY: the free with another size class is the bug under test.
+            unsafe { A.dealloc(object(), Layout::from_size_align(128, 8).unwrap()) };
+            false
+        });
+    }
+}
+
+#[test]
 fn a_fork_child_frees_an_object_of_a_span_a_thread_of_its_parent_owns() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let _serial = serial();
