@@ -194,6 +194,23 @@ fn a_full_or_missing_device_leaves_the_memory_on_the_host() {
 }
 
 #[test]
+fn small_objects_in_a_missing_devices_scope_are_host_objects_each_counted() {
+    let _g = setup();
+    let before = tieralloc::stats().placement_fallbacks;
+    // One allocation of the vector, a hundred of the boxes: the second heap never takes a
+    // device that does not exist, so each one asks again and falls back.
+    let boxes: Vec<Box<[u64; 4]>> = tieralloc::with_tier(Tier::Device(9), || {
+        (0..100u64).map(|i| Box::new([i; 4])).collect()
+    });
+    for (i, b) in boxes.iter().enumerate() {
+        assert_eq!(b[3], i as u64);
+        let r = tieralloc::residency(b.as_ptr().cast(), 32).unwrap();
+        assert_eq!(r.host_bytes(), 32);
+    }
+    assert!(tieralloc::stats().placement_fallbacks >= before + 101);
+}
+
+#[test]
 fn vec_box_and_hashmap_on_typed_allocators() {
     let _g = setup();
     use allocator_api2::{boxed::Box as ABox, vec::Vec as AVec};

@@ -148,7 +148,11 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 /// ThinLTO, with or without debug info); compiled once here it does not. The closure form
 /// that avoided the crash before (`CACHES.with(|k| ..)` around the whole pop) was not inlined
 /// either, and reached the key's accessor by an indirect call: a 16-byte batch took 12.2-12.8
-/// ns an operation that way, 11.2-11.4 this way (two runs each, 2026-12-02).
+/// ns an operation that way, 11.2-11.4 this way (two runs each, 2026-12-02). The crash came
+/// back on 2026-12-03 without any thread-local read inlined: with a call to [`pop_other`] in
+/// `heap::alloc`'s inlined body (one function further down, in `heap::alloc_scoped`, it did
+/// not). After changing what `alloc` or `dealloc` inline, compile `alloc_races` (the test
+/// command does) before measuring.
 ///
 /// It hands the class back beside the object (in a second return register): the caller then
 /// keeps nothing across the call for its slow path, and saves and restores one register
@@ -164,6 +168,22 @@ pub fn pop_host(c: usize) -> (*mut u8, usize) {
     // reference to it outlives this call, and the allocator is never re-entered from inside
     // (nothing here allocates).
     let (heap, _) = unsafe { host(cs) };
+    owned::take_class(&mut heap.local, c)
+}
+
+/// [`pop_host`] for tier `t` (not the host): an object of class `c` from the current span of
+/// the thread's second heap if that heap holds tier `t`, else null; `c` comes back beside it.
+#[inline(never)]
+pub fn pop_other(t: TierIndex, c: usize) -> (*mut u8, usize) {
+    let cs = caches();
+    if !live(cs) {
+        return (core::ptr::null_mut(), c);
+    }
+    // SAFETY: as in `pop_host`.
+    let (heap, _) = unsafe { other(cs) };
+    if heap.local.tier != t {
+        return (core::ptr::null_mut(), c);
+    }
     owned::take_class(&mut heap.local, c)
 }
 
@@ -197,42 +217,52 @@ pub fn push_host<H: Hooks>(c: usize, p: *mut u8) -> bool {
     owned::free_local::<H>(&mut heap.local, c, p) || buffer(&mut heap.remote[c], c, p)
 }
 
-/// Frees small object `p` of class `c`, whatever its tier. An object of a span this thread's
-/// host heap owns (the common case) goes back without looking up its tier: only the host heap
-/// owns host spans, so such an object is a host object. Why in this order: with the tier
-/// lookup first (a global flag, then the span's tier byte), a 16-byte alloc+free pair ran 175
-/// instructions, 173 this way (`valgrind --tool=callgrind`, 2026-12-03).
+/// Frees small object `p` of class `c`, whatever its tier: a host object through this
+/// thread's host heap (into its span if the heap owns it, else into the heap's buffer of
+/// remote frees), another tier's through the second heap.
+///
+/// The tier is looked up first, though only the host heap owns host spans: trying the host
+/// heap first saved 4 of a host pair's 149 instructions, but sent every device-tier free
+/// through a failed host attempt and a call, and device-tier pairs took 1.6× the host's time
+/// in the report instead of 1.2× (2026-12-03).
 #[inline(always)]
 pub fn free_small<H: Hooks>(c: usize, p: *mut u8) {
-    let cs = caches();
-    if live(cs) {
-        // SAFETY: as in `pop_host`.
-        let (heap, _) = unsafe { host(cs) };
-        if owned::free_local::<H>(&mut heap.local, c, p) {
-            return;
-        }
-    }
-    free_not_owned::<H>(c, p)
-}
-
-/// [`free_small`] for an object of a span this thread's host heap does not own: into the host
-/// heap's buffer of remote frees if it is a host object, else to its tier.
-#[inline(never)]
-fn free_not_owned<H: Hooks>(c: usize, p: *mut u8) {
     match span::tier_of(p) {
         0 => {
             let cs = caches();
             if live(cs) {
                 // SAFETY: as in `pop_host`.
                 let (heap, _) = unsafe { host(cs) };
-                if buffer(&mut heap.remote[c], c, p) {
+                if owned::free_local::<H>(&mut heap.local, c, p) {
                     return;
                 }
             }
-            free_host_slow::<H>(c, p)
+            free_not_owned::<H>(c, p)
         }
-        t => free_on::<H>(t, c, p),
+        t => free_on_tier::<H>(t, c, p),
     }
+}
+
+/// [`free_on`] out of the host path's line: inlined there, it took registers from the host
+/// free, which then saved and restored five at every call.
+#[inline(never)]
+fn free_on_tier<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
+    free_on::<H>(t, c, p)
+}
+
+/// [`free_small`] for a host object of a span this thread's host heap does not own: into the
+/// heap's buffer of remote frees, or its slow path.
+#[inline(never)]
+fn free_not_owned<H: Hooks>(c: usize, p: *mut u8) {
+    let cs = caches();
+    if live(cs) {
+        // SAFETY: as in `pop_host`.
+        let (heap, _) = unsafe { host(cs) };
+        if buffer(&mut heap.remote[c], c, p) {
+            return;
+        }
+    }
+    free_host_slow::<H>(c, p)
 }
 
 /// Buffers `p`, an object of class `c` of a span this thread does not own, after checking the
