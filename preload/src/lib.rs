@@ -138,6 +138,13 @@ unsafe extern "C" fn malloc_from(size: size_t, caller: usize) -> *mut c_void {
             return p.cast();
         }
     }
+    malloc_slow(size, caller)
+}
+
+/// [`malloc_from`] past the thread cache's fast path, out of line as [`free_slow`] is.
+#[cold]
+#[inline(never)]
+fn malloc_slow(size: size_t, caller: usize) -> *mut c_void {
     keeping_errno(Some(libc::ENOMEM), || heap::malloc_from(size, caller))
 }
 
@@ -173,6 +180,19 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if unsafe { heap::free_cached(p.cast()) } {
         return;
     }
+    // SAFETY: as above.
+    unsafe { free_slow(p) }
+}
+
+/// [`free`] past the thread cache's fast path. Out of line: inlined, its calls made `free`
+/// save and restore six registers at every call (15 of a pair's 211 instructions under
+/// `callgrind`, 2026-12-03).
+///
+/// # Safety
+/// As [`free`], for `p` non-null and still live.
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(p: *mut c_void) {
     let (slot, saved) = errno_slot();
     if tieralloc_core::is_managed(p.cast()) {
         // SAFETY: a live block of the managed range (the caller's contract).
