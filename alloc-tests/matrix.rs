@@ -364,7 +364,7 @@ fn a_small_object_another_thread_freed_aborts_when_its_owner_frees_it_again() {
 }
 
 #[test]
-fn a_free_into_the_middle_of_a_small_object_or_with_another_size_aborts() {
+fn a_free_into_the_middle_of_a_small_object_with_another_size_or_of_a_foreign_pointer_aborts() {
     let _serial = serial();
     let l = Layout::from_size_align(64, 8).unwrap();
     // The object the thread allocated last is in its current span (the free's first test);
@@ -390,6 +390,19 @@ fn a_free_into_the_middle_of_a_small_object_or_with_another_size_aborts() {
         common::assert_child_aborts(&format!("a free of a {what} object as 128 B"), || {
             // SAFETY: the free with another size class is the bug under test.
             unsafe { A.dealloc(object(), Layout::from_size_align(128, 8).unwrap()) };
+            false
+        });
+    }
+    // Pointers tieralloc never handed out: a low address (inside the first span's length from
+    // 0, where a heap without a current span of the class keeps its base) and a stack
+    // address. Both end with the message, not a segfault.
+    for (what, p) in [
+        ("a low address", 0x1000usize),
+        ("a stack address", &l as *const Layout as usize),
+    ] {
+        common::assert_child_aborts(&format!("a free of {what}"), || {
+            // SAFETY: the free of a pointer that is not a block is the bug under test.
+            unsafe { A.dealloc(p as *mut u8, Layout::from_size_align(7000, 8).unwrap()) };
             false
         });
     }

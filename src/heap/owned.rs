@@ -51,17 +51,11 @@ pub struct Local {
     full: [Link; NCLASSES],
 }
 
-/// Readies heap `l` (its id set, and no current span: new, or let go) for its thread, once the
-/// heap is initialised.
+/// Readies heap `l` (its id set) for its thread, once the heap is initialised.
 pub fn set_up(l: &mut Local) {
     l.arena_base = arena::base();
     l.arena_size = arena::size();
     l.descs = span::table();
-    for cur in l.cur.iter_mut() {
-        debug_assert!(cur.sp.is_null());
-        // A new heap is zeroed memory: its `Cur`s get their `NO_BASE`.
-        *cur = Cur::NONE;
-    }
 }
 
 /// A heap's current span of one class, with what the fast path needs of it at hand (two
@@ -132,16 +126,11 @@ struct Cur {
 const STACK: usize = 7;
 const _: () = assert!(core::mem::size_of::<Cur>() == 128);
 
-/// The `base` of a [`Cur`] without a span: no pointer a program frees lies in the
-/// `SPAN_SIZE` bytes from there (the top of the address space, the kernel's), so
-/// [`free_local`]'s test of the current span fails for it without a test of `sp`.
-const NO_BASE: usize = 0usize.wrapping_sub(size_class::SPAN_SIZE);
-
 impl Cur {
     const NONE: Cur = Cur {
         sp: core::ptr::null(),
         bits: core::ptr::null(),
-        base: NO_BASE,
+        base: 0,
         count: 0,
         last: 0,
         wbits: 0,
@@ -317,12 +306,14 @@ pub fn free_local<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
     // span is current in one heap, for its one class), so of the descriptor only
     // `remote_seen` is read. A 16-byte alloc+free pair ran 161 instructions through the table
     // of descriptors, 145 this way; a scrambled batch's free, which misses the current span,
-    // 6 more (`valgrind --tool=callgrind`, 2026-12-03).
+    // 6 more (`valgrind --tool=callgrind`, 2026-12-03). The test of `sp` (2 more) is for a
+    // pointer below `SPAN_SIZE`: a `Cur` without a span has base 0, and such a pointer must
+    // reach the general path and its message, not a null descriptor.
     let cur = &mut l.cur[c];
     let in_cur = (p as usize).wrapping_sub(cur.base);
-    if in_cur < size_class::SPAN_SIZE {
-        // SAFETY: `p` is inside `cur`'s span, so `cur` has one (`NO_BASE` is no freed
-        // pointer's): its descriptor, in the table that is never unmapped.
+    if in_cur < size_class::SPAN_SIZE && !cur.sp.is_null() {
+        // SAFETY: a non-null `sp` is the current span's descriptor, in the table that is
+        // never unmapped.
         let sp = unsafe { &*cur.sp };
         if !sp.remote_seen.load(Ordering::Relaxed) {
             let i = span::index_in(c, in_cur);
