@@ -161,7 +161,7 @@ pub fn alloc<H: Hooks>(size: usize, align: usize) -> *mut u8 {
 fn alloc_scoped<H: Hooks>(t: TierIndex, size: usize, align: usize) -> *mut u8 {
     if t != 0 && align <= 16 {
         if let Some(c) = size_class::class_of_16(size, align) {
-            let (p, _) = tcache::pop_other(t, c);
+            let p = tcache::pop_other(t, c);
             if !p.is_null() {
                 return p;
             }

@@ -160,6 +160,21 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 /// 2026-12-03).
 #[inline(never)]
 pub fn pop_host(c: usize) -> (*mut u8, usize) {
+    take_host(c)
+}
+
+/// [`pop_host`] inlined, for the C entry points ([`super::alloc_cached`], compiled into
+/// `libtieralloc.so` only, where the LLVM crash described at [`pop_host`] does not occur):
+/// `malloc` reached the closure form through a call to `LocalKey::with` (the C batch loop took
+/// 24.8 ns instead of 22.2, 2026-12-02).
+#[inline(always)]
+pub fn pop_host_outside(c: usize) -> *mut u8 {
+    take_host(c).0
+}
+
+/// The body of [`pop_host`] and [`pop_host_outside`].
+#[inline(always)]
+fn take_host(c: usize) -> (*mut u8, usize) {
     let cs = caches();
     if !live(cs) {
         return (core::ptr::null_mut(), c);
@@ -172,33 +187,18 @@ pub fn pop_host(c: usize) -> (*mut u8, usize) {
 }
 
 /// [`pop_host`] for tier `t` (not the host): an object of class `c` from the current span of
-/// the thread's second heap if that heap holds tier `t`, else null; `c` comes back beside it.
+/// the thread's second heap if that heap holds tier `t`, else null.
 #[inline(never)]
-pub fn pop_other(t: TierIndex, c: usize) -> (*mut u8, usize) {
-    let cs = caches();
-    if !live(cs) {
-        return (core::ptr::null_mut(), c);
-    }
-    // SAFETY: as in `pop_host`.
-    let (heap, _) = unsafe { other(cs) };
-    if heap.local.tier != t {
-        return (core::ptr::null_mut(), c);
-    }
-    owned::take_class(&mut heap.local, c)
-}
-
-/// [`pop_host`] inlined, for the C entry points ([`super::alloc_cached`], compiled into
-/// `libtieralloc.so` only, where the LLVM crash described at [`pop_host`] does not occur):
-/// `malloc` reached the closure form through a call to `LocalKey::with` (the C batch loop took
-/// 24.8 ns instead of 22.2, 2026-12-02).
-#[inline(always)]
-pub fn pop_host_outside(c: usize) -> *mut u8 {
+pub fn pop_other(t: TierIndex, c: usize) -> *mut u8 {
     let cs = caches();
     if !live(cs) {
         return core::ptr::null_mut();
     }
-    // SAFETY: as in `pop_host`.
-    let (heap, _) = unsafe { host(cs) };
+    // SAFETY: as in `take_host`.
+    let (heap, _) = unsafe { other(cs) };
+    if heap.local.tier != t {
+        return core::ptr::null_mut();
+    }
     owned::take(&mut heap.local, c)
 }
 
@@ -212,7 +212,7 @@ pub fn push_host<H: Hooks>(c: usize, p: *mut u8) -> bool {
     if !live(cs) {
         return false;
     }
-    // SAFETY: as in `pop_host`.
+    // SAFETY: as in `take_host`.
     let (heap, _) = unsafe { host(cs) };
     owned::free_local::<H>(&mut heap.local, c, p) || buffer(&mut heap.remote[c], c, p)
 }
@@ -231,7 +231,7 @@ pub fn free_small<H: Hooks>(c: usize, p: *mut u8) {
         0 => {
             let cs = caches();
             if live(cs) {
-                // SAFETY: as in `pop_host`.
+                // SAFETY: as in `take_host`.
                 let (heap, _) = unsafe { host(cs) };
                 if owned::free_local::<H>(&mut heap.local, c, p) {
                     return;
@@ -256,7 +256,7 @@ fn free_on_tier<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
 fn free_not_owned<H: Hooks>(c: usize, p: *mut u8) {
     let cs = caches();
     if live(cs) {
-        // SAFETY: as in `pop_host`.
+        // SAFETY: as in `take_host`.
         let (heap, _) = unsafe { host(cs) };
         if buffer(&mut heap.remote[c], c, p) {
             return;
@@ -284,7 +284,7 @@ fn buffer(s: &mut Stack, c: usize, p: *mut u8) -> bool {
 fn alloc_host_slow<H: Hooks>(c: usize) -> *mut u8 {
     match this_thread::<H>() {
         Some(cs) => {
-            // SAFETY: as in `pop_host`.
+            // SAFETY: as in `take_host`.
             let (heap, pending) = unsafe { host(cs) };
             alloc_from::<H>(heap, pending, c)
         }
@@ -316,7 +316,7 @@ pub fn free<H: Hooks>(c: usize, p: *mut u8) {
 fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
     match this_thread::<H>() {
         Some(cs) => {
-            // SAFETY: as in `pop_host`.
+            // SAFETY: as in `take_host`.
             let (heap, _) = unsafe { host(cs) };
             free_into::<H>(heap, c, p)
         }
@@ -380,7 +380,7 @@ pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
     let Some(cs) = this_thread::<H>() else {
         return span::take_unowned::<H>(t, c);
     };
-    // SAFETY: as in `pop_host`.
+    // SAFETY: as in `take_host`.
     let (heap, pending) = unsafe { other(cs) };
     if heap.local.tier != t {
         let_go::<H>(heap, pending);
@@ -394,7 +394,7 @@ pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
 #[inline]
 pub fn free_on<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     let cs = caches();
-    // SAFETY: as in `pop_host`.
+    // SAFETY: as in `take_host`.
     match live(cs).then(|| unsafe { other(cs) }) {
         Some((heap, _)) if heap.local.tier == t => free_into::<H>(heap, c, p),
         _ => free_direct::<H>(t, c, p),
