@@ -125,6 +125,11 @@ const CASES: &[Case] = &[
         read_ahead_vs_migration,
     ),
     case(
+        "a_stale_fault_message_does_not_undo_a_later_migration",
+        &["uffd"],
+        stale_fault_message_vs_migration,
+    ),
+    case(
         "many_threads_fault_distinct_and_shared_pages",
         ALL,
         many_threads_fault,
@@ -499,6 +504,45 @@ fn read_ahead_vs_migration() {
             undone_rounds.push((round, back));
         }
         assert!(v.iter().all(|&b| b == 7));
+    }
+    assert!(
+        undone_rounds.is_empty(),
+        "untouched pages came back to the host after they were migrated (round, bytes): \
+         {undone_rounds:?}"
+    );
+}
+
+/// A handler thread reads a reader's fault message and is descheduled before it serves it
+/// (fault injection). Meanwhile an explicit migration brings the page home (waking the reader,
+/// which goes on), and the buffer moves to the device again. When the handler gets to the old
+/// message, nothing is waiting for the page: it must stay on the device, with its 64 KiB
+/// fault-around block. (It came back once in a loaded CI run, in the scenarios test that
+/// migrates a buffer twice.)
+fn stale_fault_message_vs_migration() {
+    const LEN: usize = MIB;
+    let mut undone_rounds = Vec::new();
+    for round in 0..5 {
+        let v = vec![9u8; LEN];
+        to_device(&v, 0);
+        #[cfg(feature = "fault-injection")]
+        tieralloc::inject::arm(tieralloc::inject::Point::QueuedFaultStall, 0, 100, 1);
+        let p = v.as_ptr() as usize + LEN / 2;
+        // SAFETY: inside `v`, which outlives the reader (joined below).
+        let reader = std::thread::spawn(move || unsafe { std::ptr::read_volatile(p as *const u8) });
+        std::thread::sleep(Duration::from_millis(20));
+        // Wakes the reader, whose message the stalled handler still holds.
+        tieralloc::migrate(v[LEN / 2..].as_ptr(), PAGE, Tier::Host).unwrap();
+        assert_eq!(reader.join().unwrap(), 9);
+        to_device(&v, 0);
+        // The stalled handler goes on after the stall.
+        std::thread::sleep(Duration::from_millis(150));
+        #[cfg(feature = "fault-injection")]
+        tieralloc::inject::disarm_all();
+        let back = tieralloc::residency(v.as_ptr(), LEN).unwrap().host_bytes();
+        if back > 0 {
+            undone_rounds.push((round, back));
+        }
+        assert!(v.iter().all(|&b| b == 9));
     }
     assert!(
         undone_rounds.is_empty(),

@@ -85,7 +85,7 @@ fn handle(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         };
     if ours {
         let page = arena::page_of(addr);
-        match super::resolve(page) {
+        match super::resolve(page, None) {
             Fault::NotOurs => {}
             // Only memory a kernel holds for writing stays pinned against the CPU (what one
             // reads gets a read-only copy; pages an argument shares stay on the host): safe

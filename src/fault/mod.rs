@@ -96,8 +96,12 @@ pub enum Fault {
     Host,
 }
 
-/// Resolves a CPU fault on a managed page: brings it back, or says why not.
-pub type Resolver = fn(usize) -> Fault;
+/// Resolves a CPU fault on a managed page: brings it back, or says why not. The second argument
+/// says who is asking: `None` for the faulting thread itself (signal handlers), `Some(epoch)`
+/// for a handler thread serving a fault message it read after `pagemap::to_device_epoch` was
+/// `epoch`. Such a message may be stale (its thread already woken by another fault-back), so
+/// a page that a later migration put on a device is not brought back for it.
+pub type Resolver = fn(usize, Option<usize>) -> Fault;
 
 /// The resolver the layer above installed when the backend started ([`ensure_init`]). Data,
 /// not a call by name: the fault layer sits below the migration code it runs.
@@ -105,14 +109,14 @@ static RESOLVER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Resolves a fault on `page` with the installed resolver; [`Fault::NotOurs`] before one is.
 /// Async-signal-safe as the resolver is (one atomic load, one call).
-pub(crate) fn resolve(page: usize) -> Fault {
+pub(crate) fn resolve(page: usize, queued: Option<usize>) -> Fault {
     let f = RESOLVER.load(Ordering::Acquire);
     if f.is_null() {
         return Fault::NotOurs;
     }
     // SAFETY: the only non-null value ever stored is a `Resolver` (ensure_init).
     let f: Resolver = unsafe { core::mem::transmute::<*mut (), Resolver>(f) };
-    f(page)
+    f(page, queued)
 }
 
 /// The backend in use, if one was started.
@@ -433,13 +437,14 @@ pub fn wake_pages(page: usize, n: usize) {
 
 /// Transparent mode: resolves one queued fault at `addr` and makes sure the threads waiting on
 /// its page are woken (a fault-back wakes its whole range itself; a running kernel's end
-/// wakes the pages it pinned).
-pub(crate) fn resolve_queued(addr: usize) {
+/// wakes the pages it pinned). `epoch`: `pagemap::to_device_epoch()` before the message was
+/// read (see [`Resolver`]); a thread still waiting on a page left alone faults again.
+pub(crate) fn resolve_queued(addr: usize, epoch: usize) {
     // A pinned page's waiters are woken by the kernel's end (`wake_pages`), so a handler thread
     // never waits for a kernel.
     let woken = arena::contains(addr)
         && matches!(
-            resolve(arena::page_of(addr)),
+            resolve(arena::page_of(addr), Some(epoch)),
             Fault::BroughtBack | Fault::Pinned
         );
     if !woken {

@@ -4,6 +4,7 @@
 //! takes no lock an allocating thread may hold, as the fault path must not.
 
 use crate::mem::counters::COUNTERS;
+use crate::mem::pagemap;
 use crate::pal::signal::SignalsBlocked;
 use crate::pal::{thread, uffd};
 use core::sync::atomic::Ordering;
@@ -58,8 +59,10 @@ fn serve() -> ! {
     let mut window = POLL_MIN_NS;
     loop {
         uffd::wait_message(None);
+        // Before the read: every message read below was queued after this (see `Resolver`).
+        let epoch = pagemap::to_device_epoch();
         match uffd::read_faults(&mut faults) {
-            Ok(n) => resolve_all(&faults[..n]),
+            Ok(n) => resolve_all(&faults[..n], epoch),
             Err(libc::EBADF) => {
                 // The descriptor is gone (it never is while the process uses it): stop serving.
                 thread::exit_thread();
@@ -71,11 +74,12 @@ fn serve() -> ! {
         let mut since = thread::now_ns();
         loop {
             if uffd::wait_message(Some(0)) {
+                let epoch = pagemap::to_device_epoch();
                 if let Ok(n @ 1..) = uffd::read_faults(&mut faults) {
                     COUNTERS
                         .handler_poll_hits
                         .fetch_add(n as u64, Ordering::Relaxed);
-                    resolve_all(&faults[..n]);
+                    resolve_all(&faults[..n], epoch);
                     window = (window * 2).min(POLL_MAX_NS);
                     since = thread::now_ns();
                     continue;
@@ -93,11 +97,12 @@ fn serve() -> ! {
     }
 }
 
-fn resolve_all(faults: &[usize]) {
+fn resolve_all(faults: &[usize], epoch: usize) {
     COUNTERS
         .handler_faults
         .fetch_add(faults.len() as u64, Ordering::Relaxed);
+    crate::pal::inject::stall(crate::pal::inject::Point::QueuedFaultStall);
     for &addr in faults {
-        super::resolve_queued(addr);
+        super::resolve_queued(addr, epoch);
     }
 }

@@ -58,6 +58,9 @@ pub(crate) struct Counters {
     pub handler_faults: AtomicU64,
     /// Transparent mode: faults a handler found while it polled after a fault (no wake-up).
     pub handler_poll_hits: AtomicU64,
+    /// Transparent mode: fault messages left alone because a move to a device started after
+    /// they were queued (their thread, if still waiting, faults again).
+    pub stale_faults: AtomicU64,
     /// Transparent mode: time handler threads spent polling for the next fault (ns).
     pub handler_poll_ns: AtomicU64,
 }
@@ -89,5 +92,6 @@ pub(crate) static COUNTERS: Counters = Counters {
     chaos_pages: AtomicU64::new(0),
     handler_faults: AtomicU64::new(0),
     handler_poll_hits: AtomicU64::new(0),
+    stale_faults: AtomicU64::new(0),
     handler_poll_ns: AtomicU64::new(0),
 };

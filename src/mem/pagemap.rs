@@ -508,6 +508,28 @@ pub fn claims_enabled() -> bool {
     CLAIMS.load(Ordering::Acquire)
 }
 
+/// Bumped by everything that puts pages on a device on purpose (a migration to a device, a
+/// device-tier placement) before it locks its first page. Work planned from an older view of
+/// the pages stops when it sees a new value, because the pages it would bring back may have
+/// been put on a device since, with no CPU access to call them back:
+/// - a fault-back's read-ahead, planned when its stream faulted;
+/// - a fault message a handler thread read earlier, whose thread another fault-back (or a
+///   migration) may have woken long ago: the handler was descheduled before it got to it.
+static TO_DEVICE_EPOCH: AtomicUsize = AtomicUsize::new(0);
+
+/// The current [`TO_DEVICE_EPOCH`]: read before planning work on pages that must not outlive a
+/// later move to a device.
+#[inline]
+pub fn to_device_epoch() -> usize {
+    TO_DEVICE_EPOCH.load(Ordering::Acquire)
+}
+
+/// Announces a move of pages to a device: call before locking the first of them.
+#[inline]
+pub fn begin_to_device() {
+    TO_DEVICE_EPOCH.fetch_add(1, Ordering::AcqRel);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,10 +46,14 @@ pub enum Point {
     /// Not a failure: creating the devices stalls for `errno` milliseconds while it holds the
     /// device list (races with `fork`).
     DeviceInitStall = 12,
+    /// Not a failure: a userfaultfd handler thread stalls for `errno` milliseconds between
+    /// reading fault messages and serving them, as when it is descheduled (the messages' threads
+    /// may be woken by other fault-backs meanwhile, and go on).
+    QueuedFaultStall = 13,
 }
 
 #[cfg(feature = "fault-injection")]
-const POINTS: usize = 13;
+const POINTS: usize = 14;
 
 #[cfg(feature = "fault-injection")]
 mod armed {

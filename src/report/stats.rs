@@ -108,6 +108,10 @@ pub struct Stats {
     /// Of those, faults a handler found while it polled after the previous one (the burst
     /// went on, and no sleeping thread had to be woken).
     pub handler_poll_hits: u64,
+    /// Fault messages a handler left alone: it read them before a move to a device started,
+    /// and the page is on a device when it gets to them. Their thread was woken by another
+    /// fault-back meanwhile, or is woken now and faults again.
+    pub stale_faults: u64,
     /// CPU time the handler threads spent polling for the next fault, in ns, the faults
     /// found meanwhile included (polling lasts at most 50 µs after each fault, adaptively
     /// less when faults are isolated).
@@ -182,6 +186,7 @@ pub fn stats() -> Stats {
         chaos_running_ns: crate::api::chaos::running_ns(),
         handler_faults: COUNTERS.handler_faults.load(Ordering::Relaxed),
         handler_poll_hits: COUNTERS.handler_poll_hits.load(Ordering::Relaxed),
+        stale_faults: COUNTERS.stale_faults.load(Ordering::Relaxed),
         handler_poll_ns: COUNTERS.handler_poll_ns.load(Ordering::Relaxed),
         policy: crate::tiering::policy::name(),
         devices: device::infos(),

@@ -37,7 +37,7 @@ use crate::pal::uffd;
 use crate::tiering::{duplicate, evict, policy};
 use crate::{device, heap};
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 const PAGE: usize = sys::PAGE_SIZE;
 /// Pages locked and moved together by [`migrate`] (2 MiB): a reader that touches a page of a
@@ -90,12 +90,6 @@ use crate::mem::gate::{gate_enter, gate_exit};
 
 /// Set once a page has been on a device: until then freeing memory skips the device scan.
 pub(crate) static ANY_DEVICE: AtomicBool = AtomicBool::new(false);
-
-/// Bumped by every migration to a device before it locks its first page. A fault-back's
-/// read-ahead (planned when its stream faulted) stops when it sees a new value: the pages
-/// ahead may be ones a later migration put on the device on purpose, and bringing them back
-/// would undo it without any CPU access.
-pub(crate) static TO_DEVICE_EPOCH: AtomicUsize = AtomicUsize::new(0);
 
 /// Notes that some page is device-resident (freeing memory scans for device pages from now on).
 pub(crate) fn device_in_use() {
@@ -171,7 +165,7 @@ pub(crate) fn migrate_keeping(
     };
     let result = (|| {
         if to != Tier::Host {
-            TO_DEVICE_EPOCH.fetch_add(1, Ordering::AcqRel);
+            pagemap::begin_to_device();
             fault::prepare_host(first, n)?;
             if backend == Backend::Signal {
                 fault::check_map_budget(host_runs(first, n))?;

@@ -93,6 +93,9 @@ pub(crate) fn place_fresh(page: usize, n: usize, d: u16) -> bool {
     // no fork may copy them locked (the gate).
     let _quiet = crate::pal::signal::SignalsBlocked::new();
     let _gate = crate::mem::gate::Gate::enter();
+    // Work planned on these addresses earlier (a read-ahead, a queued fault message of their
+    // last owner) must not bring the new pages back.
+    pagemap::begin_to_device();
     let unlock = |to: usize| {
         for q in page..to {
             pagemap::unlock(q, pagemap::get(q));
