@@ -344,7 +344,9 @@ pub fn free_local<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
     if sp.remote_seen.load(Ordering::Relaxed) {
         free_seen::<H>(l, sp, c, off, p);
     } else {
-        put_back::<H>(l, sp, c, off, p);
+        // Not the current span: an object of that one, with `remote_seen` clear, took the
+        // path above.
+        put_back::<H, false>(l, sp, c, off, p);
     }
     true
 }
@@ -358,16 +360,24 @@ fn free_seen<H: Hooks>(l: &mut Local, sp: &span::Span, c: usize, off: usize, p: 
     if cached::is_marked_at(off) {
         super::double_free();
     }
-    put_back::<H>(l, sp, c, off, p);
+    put_back::<H, true>(l, sp, c, off, p);
 }
 
 /// Frees object `p` (at offset `off` of the managed range) into its span (descriptor `sp`,
 /// class `c`), which heap `l` owns; aborts on a double free or a pointer into an object.
+/// `MAYBE_CURRENT`: false when the caller knows the span is not its class's current one.
 #[inline(always)]
-fn put_back<H: Hooks>(l: &mut Local, sp: &span::Span, c: usize, off: usize, p: *mut u8) {
+fn put_back<H: Hooks, const MAYBE_CURRENT: bool>(
+    l: &mut Local,
+    sp: &span::Span,
+    c: usize,
+    off: usize,
+    p: *mut u8,
+) {
     let i = span::index_in(c, off);
     set_free(sp, sp.local(i / 64), i);
-    if sp.is_current() {
+    debug_assert!(MAYBE_CURRENT || !sp.is_current());
+    if MAYBE_CURRENT && sp.is_current() {
         push_current(&mut l.cur[c], p);
     } else {
         let nfree = ld(&sp.nfree) + 1;
