@@ -141,31 +141,36 @@ fn pages_for(size: usize) -> Option<usize> {
 /// managed range is exhausted.
 #[inline(always)]
 pub fn alloc<H: Hooks>(size: usize, align: usize) -> *mut u8 {
-    let t = scope::current();
-    if t != 0 || align > 16 {
-        return alloc_scoped::<H>(t, size, align);
+    if align > 16 {
+        return alloc_aligned::<H>(size, align);
     }
+    let t = scope::current();
     match size_class::class_of_16(size, align) {
-        Some(c) => tcache::alloc::<H>(c),
-        None => alloc_large::<H>(size, align, false, 0),
+        Some(c) if t == 0 => tcache::alloc::<H>(c),
+        Some(c) => alloc_other::<H>(t, c, size, align),
+        None if t == 0 => alloc_large::<H>(size, align, false, 0),
+        None => alloc_in::<H>(t, size, align, false),
     }
 }
 
-/// [`alloc`] inside a tier scope (or with an alignment above 16): a small object of another
-/// tier from the thread's second heap if it holds that tier (it took the tier through
-/// `prepare`, so the tier exists), else [`alloc_in`]. Through `alloc_in` every time, a
-/// device-tier pair ran 241 instructions, 226 this way (2026-12-03). With this test inlined
-/// into `alloc` (201), rustc 1.95's LLVM crashed compiling `alloc_races`, as described at
-/// [`tcache::pop_host`].
+/// [`alloc`] for alignments above 16, out of the fast path's line.
 #[inline(never)]
-fn alloc_scoped<H: Hooks>(t: TierIndex, size: usize, align: usize) -> *mut u8 {
-    if t != 0 && align <= 16 {
-        if let Some(c) = size_class::class_of_16(size, align) {
-            let p = tcache::pop_other(t, c);
-            if !p.is_null() {
-                return p;
-            }
-        }
+fn alloc_aligned<H: Hooks>(size: usize, align: usize) -> *mut u8 {
+    alloc_in::<H>(scope::current(), size, align, false)
+}
+
+/// [`alloc`] of a small object of class `c` (`size`, `align`) in the scope of tier `t` (not the host): from the
+/// current span of the thread's second heap if that heap holds the tier (it took the tier
+/// through `prepare`, so the tier exists), else through [`alloc_in`]. The class comes from
+/// `alloc`, computed once: a device-tier pair ran 225 instructions when this function
+/// computed it again, 241 through `alloc_in` every time (2026-12-03). With the second heap's
+/// test inlined into `alloc`, rustc 1.95's LLVM crashed compiling `alloc_races`, as described
+/// at [`tcache::pop_host`].
+#[inline(never)]
+fn alloc_other<H: Hooks>(t: TierIndex, c: usize, size: usize, align: usize) -> *mut u8 {
+    let p = tcache::pop_other(t, c);
+    if !p.is_null() {
+        return p;
     }
     alloc_in::<H>(t, size, align, false)
 }

@@ -150,7 +150,7 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 /// either, and reached the key's accessor by an indirect call: a 16-byte batch took 12.2-12.8
 /// ns an operation that way, 11.2-11.4 this way (two runs each, 2026-12-02). The crash came
 /// back on 2026-12-03 without any thread-local read inlined: with a call to [`pop_other`] in
-/// `heap::alloc`'s inlined body (one function further down, in `heap::alloc_scoped`, it did
+/// `heap::alloc`'s inlined body (one function further down, in `heap::alloc_other`, it did
 /// not). After changing what `alloc` or `dealloc` inline, compile `alloc_races` (the test
 /// command does) before measuring.
 ///
