@@ -187,8 +187,9 @@ fn take_host(c: usize) -> (*mut u8, usize) {
 }
 
 /// [`pop_host`] for tier `t` (not the host): an object of class `c` from the current span of
-/// the thread's second heap if that heap holds tier `t`, else null.
-#[inline(never)]
+/// the thread's second heap if that heap holds tier `t`, else null. Inlined into
+/// `heap::alloc_other`, itself never inlined (see [`pop_host`]).
+#[inline(always)]
 pub fn pop_other(t: TierIndex, c: usize) -> *mut u8 {
     let cs = caches();
     if !live(cs) {
