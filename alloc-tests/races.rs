@@ -494,17 +494,28 @@ fn read_ahead_vs_migration() {
         tieralloc::migrate(v[READ..].as_ptr(), LEN - READ, Tier::Device(0)).unwrap();
         assert_eq!(reader.join().unwrap(), 7 * (READ / PAGE) as u64);
         // A stalled read-ahead in a handler thread goes on after the stall.
-        std::thread::sleep(Duration::from_millis(150));
-        #[cfg(feature = "fault-injection")]
-        tieralloc::inject::disarm_all();
-        let back = tieralloc::residency(v[CHECKED..].as_ptr(), LEN - CHECKED)
-            .unwrap()
-            .host_bytes();
+        let back = host_bytes_after_stall(&v[CHECKED..]);
         if back > 0 {
             undone_rounds.push((round, back));
         }
         assert!(v.iter().all(|&b| b == 7));
     }
+    assert_nothing_undone(&undone_rounds);
+}
+
+/// Waits until a thread of tieralloc's stalled by fault injection (100 ms) went on, disarms
+/// the injection and says how many bytes of `bytes` are on the host.
+fn host_bytes_after_stall(bytes: &[u8]) -> usize {
+    std::thread::sleep(Duration::from_millis(150));
+    #[cfg(feature = "fault-injection")]
+    tieralloc::inject::disarm_all();
+    tieralloc::residency(bytes.as_ptr(), bytes.len())
+        .unwrap()
+        .host_bytes()
+}
+
+/// Fails with the rounds (and bytes) in which untouched pages came back to the host.
+fn assert_nothing_undone(undone_rounds: &[(usize, usize)]) {
     assert!(
         undone_rounds.is_empty(),
         "untouched pages came back to the host after they were migrated (round, bytes): \
@@ -535,20 +546,13 @@ fn stale_fault_message_vs_migration() {
         assert_eq!(reader.join().unwrap(), 9);
         to_device(&v, 0);
         // The stalled handler goes on after the stall.
-        std::thread::sleep(Duration::from_millis(150));
-        #[cfg(feature = "fault-injection")]
-        tieralloc::inject::disarm_all();
-        let back = tieralloc::residency(v.as_ptr(), LEN).unwrap().host_bytes();
+        let back = host_bytes_after_stall(&v);
         if back > 0 {
             undone_rounds.push((round, back));
         }
         assert!(v.iter().all(|&b| b == 9));
     }
-    assert!(
-        undone_rounds.is_empty(),
-        "untouched pages came back to the host after they were migrated (round, bytes): \
-         {undone_rounds:?}"
-    );
+    assert_nothing_undone(&undone_rounds);
 }
 
 /// Fault-around of one page: isolated faults take the single-page path (in the signal
