@@ -159,13 +159,13 @@ fn alloc_aligned<H: Hooks>(size: usize, align: usize) -> *mut u8 {
     alloc_in::<H>(scope::current(), size, align, false)
 }
 
-/// [`alloc`] of a small object of class `c` (`size`, `align`) in the scope of tier `t` (not the host): from the
-/// current span of the thread's second heap if that heap holds the tier (it took the tier
-/// through `prepare`, so the tier exists), else through [`alloc_in`]. The class comes from
-/// `alloc`, computed once: a device-tier pair ran 225 instructions when this function
-/// computed it again, 241 through `alloc_in` every time (2026-12-03). With the second heap's
-/// test inlined into `alloc`, rustc 1.95's LLVM crashed compiling `alloc_races`, as described
-/// at [`tcache::pop_host`].
+/// [`alloc`] of a small object of class `c` (`size`, `align`) in the scope of tier `t` (not
+/// the host): from the current span of the thread's second heap if that heap holds the tier
+/// (it took the tier through `prepare`, so the tier exists), else through [`alloc_in`]. The
+/// class comes from `alloc`, computed once: a device-tier pair ran 225 instructions when this
+/// function computed it again, 241 through `alloc_in` every time (2026-12-03). With the
+/// second heap's test inlined into `alloc`, rustc 1.95's LLVM crashed compiling
+/// `alloc_races`, as described at [`tcache::pop_host`].
 #[inline(never)]
 fn alloc_other<H: Hooks>(t: TierIndex, c: usize, size: usize, align: usize) -> *mut u8 {
     let p = tcache::pop_other(t, c);

@@ -234,9 +234,9 @@ fn run_end(from: usize, to: usize, d: u16) -> usize {
 
 /// The rest of a sequential fault-around after its first batch, or of a dense region: device
 /// `d`'s pages in `[from, to)`, a batch at a time. Pages another fault has taken meanwhile (a
-/// reader that overtook the read-ahead) are skipped. It stops once a migration to a device has
-/// started since the fault was planned (`epoch`, see `pagemap::begin_to_device`): the pages ahead may
-/// have been put there on purpose since. Async-signal-safe.
+/// reader that overtook the read-ahead) are skipped. It stops once a move to a device has
+/// started since the fault was planned (`epoch`, see `pagemap::begin_to_device`): the pages
+/// ahead may have been put there on purpose since. Async-signal-safe.
 fn read_ahead(backend: Backend, d: u16, from: usize, to: usize, epoch: usize) {
     let mut s = from;
     while s < to {
