@@ -53,7 +53,9 @@ static ANY_SCOPE: AtomicBool = AtomicBool::new(false);
 /// process-wide flag [`current_outlined`] tests first is two dependent loads (the flag's address
 /// comes from the GOT: rustc emits `R_X86_64_GOTPCREL`, which the linker does not relax). Read
 /// directly, a 16-byte pair took 6.68 ns against 6.83 through the flag (16 alternated runs of
-/// 10^8 pairs each, 2026-12-03).
+/// 10^8 pairs each, 2026-12-03). In a Rust `cdylib` (a Python extension, say) a thread-local
+/// read is a call to `__tls_get_addr`, as the thread's caches already take on every
+/// allocation; the C entry points of `libtieralloc.so` use [`current_outlined`].
 #[inline(always)]
 pub(crate) fn current() -> TierIndex {
     SCOPE.with(|s| s.get())
