@@ -147,7 +147,7 @@ pub fn alloc<H: Hooks>(size: usize, align: usize) -> *mut u8 {
     let t = scope::current();
     match size_class::class_of_16(size, align) {
         Some(c) if t == 0 => tcache::alloc::<H>(c),
-        Some(c) => alloc_other::<H>(t, c, size, align),
+        Some(c) => alloc_other::<H>(t, c),
         None if t == 0 => alloc_large::<H>(size, align, false, 0),
         None => alloc_in::<H>(t, size, align, false),
     }
@@ -159,20 +159,40 @@ fn alloc_aligned<H: Hooks>(size: usize, align: usize) -> *mut u8 {
     alloc_in::<H>(scope::current(), size, align, false)
 }
 
-/// [`alloc`] of a small object of class `c` (`size`, `align`) in the scope of tier `t` (not
-/// the host): from the current span of the thread's second heap if that heap holds the tier
-/// (it took the tier through `prepare`, so the tier exists), else through [`alloc_in`]. The
-/// class comes from `alloc`, computed once: a device-tier pair ran 225 instructions when this
-/// function computed it again, 241 through `alloc_in` every time (2026-12-03). With the
-/// second heap's test inlined into `alloc`, rustc 1.95's LLVM crashed compiling
-/// `alloc_races`, as described at [`tcache::pop_host`].
+/// [`alloc`] of a small object of class `c` in the scope of tier `t` (not the host): from the
+/// current span of the thread's second heap if that heap holds the tier (it took the tier
+/// through `prepare`, so the tier exists), else through [`alloc_class`]. The class is all the
+/// request needs: an object of class `c` has room and alignment for it. The class comes from
+/// `alloc`, computed once: a device-tier pair ran 225 instructions when this function computed
+/// it again, 241 through `alloc_in` every time (2026-12-03). Its fast path makes no call
+/// (the rest is reached by a jump): a device-tier pair ran 188 instructions before, 177 after.
+/// With the second
+/// heap's test inlined into `alloc`, rustc 1.95's LLVM crashed compiling `alloc_races`, as
+/// described at [`tcache::pop_host`].
 #[inline(never)]
-fn alloc_other<H: Hooks>(t: TierIndex, c: usize, size: usize, align: usize) -> *mut u8 {
+fn alloc_other<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
     let p = tcache::pop_other(t, c);
     if !p.is_null() {
         return p;
     }
-    alloc_in::<H>(t, size, align, false)
+    alloc_class::<H>(t, c)
+}
+
+/// An object of class `c` in the scope of tier `t`, through the thread's heap of the tier it
+/// is placed on. Out of line, so that [`alloc_other`] reaches it by a jump.
+#[inline(never)]
+fn alloc_class<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
+    alloc_prepared::<H>(H::prepare(t), c)
+}
+
+/// [`alloc_class`] once `t` is prepared (`H::prepare`).
+#[inline(always)]
+fn alloc_prepared<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
+    if t == 0 {
+        tcache::alloc::<H>(c)
+    } else {
+        tcache::alloc_on::<H>(t, c)
+    }
 }
 
 /// The fast path of [`alloc`] alone: a host object from this thread's cache, or null when the
@@ -221,11 +241,7 @@ pub fn alloc_in<H: Hooks>(t: TierIndex, size: usize, align: usize, zero: bool) -
     let Some(c) = size_class::class_of(size, align) else {
         return alloc_large::<H>(size, align, zero, t);
     };
-    let p = if t == 0 {
-        tcache::alloc::<H>(c)
-    } else {
-        tcache::alloc_on::<H>(t, c)
-    };
+    let p = alloc_prepared::<H>(t, c);
     if zero && !p.is_null() && !(t != 0 && H::reads_as_zero(p as usize, size)) {
         // SAFETY: p is a fresh object of at least `size` bytes.
         unsafe { core::ptr::write_bytes(p, 0, size) };

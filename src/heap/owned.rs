@@ -162,10 +162,25 @@ pub fn take(l: &mut Local, c: usize) -> *mut u8 {
 /// [`take`], with `c` handed back beside the object (see [`super::tcache::pop_host`]).
 #[inline(always)]
 pub fn take_class(l: &mut Local, c: usize) -> (*mut u8, usize) {
-    let cur = &mut l.cur[c];
+    let p = take_last(l, c);
+    if p.is_null() {
+        return take_word(&mut l.cur[c], c);
+    }
+    (p, c)
+}
+
+/// [`take`] from the current span's object freed last and the stack below it only; null if
+/// both are empty (the caller goes on to the bitmap through [`take`] or [`take_class`]).
+#[inline(always)]
+pub fn take_last(l: &mut Local, c: usize) -> *mut u8 {
+    // `get_mut`, not an index: a class out of range goes to the caller's slow path, which
+    // panics there, and this path makes no call (see [`free_current`]).
+    let Some(cur) = l.cur.get_mut(c) else {
+        return core::ptr::null_mut();
+    };
     let p = cur.last;
     if p == 0 {
-        return take_word(cur, c);
+        return core::ptr::null_mut();
     }
     // Refilled from the stack without a branch: with an empty stack, from the 0 below it.
     // `count >= 1` since `last` is not 0.
@@ -180,7 +195,7 @@ pub fn take_class(l: &mut Local, c: usize) -> (*mut u8, usize) {
         word.load(Ordering::Relaxed) & !(1u64 << (i % 64)),
         Ordering::Relaxed,
     );
-    (p as *mut u8, c)
+    p as *mut u8
 }
 
 /// [`take`] when `last` is empty (so is the stack): the first object of `wbits` (after a scan
@@ -302,6 +317,16 @@ fn collect<H: Hooks>(l: &mut Local, pending: &Pending, c: usize) {
 /// free, a pointer into the middle of an object, or one of a span of another size.
 #[inline(always)]
 pub fn free_local<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
+    if free_current(l, c, p) {
+        return true;
+    }
+    free_owned::<H>(l, c, p)
+}
+
+/// [`free_local`] into the class's current span only: false if `p` is not of that span, or
+/// the span has remote frees (the caller goes on to [`free_local`]).
+#[inline(always)]
+pub fn free_current(l: &mut Local, c: usize, p: *mut u8) -> bool {
     // The class's current span first. An object inside it is of this heap and of class `c` (a
     // span is current in one heap, for its one class), so of the descriptor only
     // `remote_seen` is read. A 16-byte alloc+free pair ran 161 instructions through the table
@@ -309,7 +334,11 @@ pub fn free_local<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
     // 6 more (`valgrind --tool=callgrind`, 2026-12-03). The test of `sp` (2 more) is for a
     // pointer below `SPAN_SIZE`: a `Cur` without a span has base 0, and such a pointer must
     // reach the general path and its message, not a null descriptor.
-    let cur = &mut l.cur[c];
+    // `get_mut`, not an index: with the index's panic on the path, the compiler kept the
+    // arguments in registers it saved and restored at every call of `tcache::free_on_tier`.
+    let Some(cur) = l.cur.get_mut(c) else {
+        return false;
+    };
     let in_cur = (p as usize).wrapping_sub(cur.base);
     if in_cur < size_class::SPAN_SIZE && !cur.sp.is_null() {
         // SAFETY: a non-null `sp` is the current span's descriptor, in the table that is
@@ -325,6 +354,12 @@ pub fn free_local<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
             return true;
         }
     }
+    false
+}
+
+/// [`free_local`] past the current span: `p` goes back to its span if heap `l` owns it.
+#[inline(always)]
+fn free_owned<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
     let off = (p as usize).wrapping_sub(l.arena_base);
     if off >= l.arena_size {
         return false;

@@ -187,8 +187,10 @@ fn take_host(c: usize) -> (*mut u8, usize) {
 }
 
 /// [`pop_host`] for tier `t` (not the host): an object of class `c` from the current span of
-/// the thread's second heap if that heap holds tier `t`, else null. Inlined into
-/// `heap::alloc_other`, itself never inlined (see [`pop_host`]).
+/// the thread's second heap, if that heap holds tier `t`, taken from the objects it freed
+/// last ([`owned::take_last`]); else null (the caller takes [`alloc_on`], which goes on to
+/// the bitmap). Inlined into `heap::alloc_other`, itself never inlined (see [`pop_host`]):
+/// with no call on its path, that function saves no register.
 #[inline(always)]
 pub fn pop_other(t: TierIndex, c: usize) -> *mut u8 {
     let cs = caches();
@@ -200,7 +202,7 @@ pub fn pop_other(t: TierIndex, c: usize) -> *mut u8 {
     if heap.local.tier != t {
         return core::ptr::null_mut();
     }
-    owned::take(&mut heap.local, c)
+    owned::take_last(&mut heap.local, c)
 }
 
 /// The fast path of [`free`] alone: host object `p` of class `c` goes back to its span if this
@@ -245,9 +247,25 @@ pub fn free_small<H: Hooks>(c: usize, p: *mut u8) {
 }
 
 /// [`free_on`] out of the host path's line: inlined there, it took registers from the host
-/// free, which then saved and restored five at every call.
+/// free, which then saved and restored five at every call. Only a free into the second heap's
+/// current span is done here, with no call on the way (so no register is saved); the rest
+/// goes to [`free_on`] by a jump.
 #[inline(never)]
 fn free_on_tier<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
+    let cs = caches();
+    if live(cs) {
+        // SAFETY: as in `take_host`.
+        let (heap, _) = unsafe { other(cs) };
+        if heap.local.tier == t && owned::free_current(&mut heap.local, c, p) {
+            return;
+        }
+    }
+    free_on_outlined::<H>(t, c, p)
+}
+
+/// [`free_on`], never inlined (see [`free_on_tier`]).
+#[inline(never)]
+fn free_on_outlined<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     free_on::<H>(t, c, p)
 }
 
