@@ -164,11 +164,11 @@ fn alloc_aligned<H: Hooks>(size: usize, align: usize) -> *mut u8 {
 /// through `prepare`, so the tier exists), else through [`alloc_class`]. The class is all the
 /// request needs: an object of class `c` has room and alignment for it. The class comes from
 /// `alloc`, computed once: a device-tier pair ran 225 instructions when this function computed
-/// it again, 241 through `alloc_in` every time (2026-12-03). Its fast path makes no call
-/// (the rest is reached by a jump): a device-tier pair ran 188 instructions before, 177 after.
-/// With the second
-/// heap's test inlined into `alloc`, rustc 1.95's LLVM crashed compiling `alloc_races`, as
-/// described at [`tcache::pop_host`].
+/// it again, 241 through `alloc_in` every time (2026-12-03). Its fast path makes no call (the
+/// rest is reached by a jump): a device-tier pair ran 188 instructions before, 177 after, and
+/// 160 once the thread-local reads stopped looking like calls to the compiler (`pal::tls`).
+/// With the second heap's test inlined into `alloc`, rustc 1.95's LLVM crashed compiling
+/// `alloc_races`, as described at [`tcache::pop_host`].
 #[inline(never)]
 fn alloc_other<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
     let p = tcache::pop_other(t, c);
@@ -200,7 +200,7 @@ fn alloc_prepared<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
 /// call, so a C wrapper need not save `errno` around it.
 #[inline(always)]
 pub fn alloc_cached(size: usize, align: usize) -> *mut u8 {
-    if scope::current_outlined() != 0 {
+    if scope::current() != 0 {
         return core::ptr::null_mut();
     }
     match size_class::class_of(size, align) {

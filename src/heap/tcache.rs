@@ -33,7 +33,7 @@ use super::span::{self, Pending};
 use super::Hooks;
 use crate::mem::scope::TierIndex;
 use crate::pal::lock::Lock;
-use core::cell::Cell;
+use crate::pal::tls;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Largest number of buffered remote frees per class.
@@ -96,7 +96,7 @@ unsafe fn other<'a>(cs: *mut Caches) -> (&'a mut Heap, &'a Pending) {
     unsafe { (&mut (*cs).other, &(*cs).pending[1]) }
 }
 
-/// The value of [`CACHES`] once the thread's exit hook ran: its frees and allocations go
+/// The value of [`caches`] once the thread's exit hook ran: its frees and allocations go
 /// straight to the bins.
 const DEAD: *mut Caches = 1 as *mut Caches;
 
@@ -106,22 +106,24 @@ static SPARE: Lock<usize> = Lock::new(0);
 /// Every pair ever made (pairs are reused, never freed), linked through `all_next`.
 static ALL: AtomicPtr<Caches> = AtomicPtr::new(core::ptr::null_mut());
 
-thread_local! {
-    /// This thread's heaps: null before its first allocation or free, [`DEAD`] after its exit
-    /// hook, else a pair in metadata memory that only this thread uses.
-    static CACHES: Cell<*mut Caches> = const { Cell::new(core::ptr::null_mut()) };
-}
-
-/// This thread's heaps pointer (see [`CACHES`]).
+/// This thread's heaps (the thread-local word [`tls::heaps`]): null before its first
+/// allocation or free, [`DEAD`] after its exit hook, else a pair in metadata memory that only
+/// this thread uses.
 ///
-/// With the whole operation inside the closure, `with` was compiled out of line in some
-/// programs and reached the key's accessor by an indirect call: 42% of the samples of a
-/// 16-byte alloc+free loop under `perf`, 13.5 ns a pair against 9.5 after (2026-12-02). Inlined
-/// into other crates on `alloc`'s path, this form crashes rustc 1.95's LLVM (see
-/// [`pop_host`], which is therefore never inlined).
+/// Through `thread_local!`, with the whole operation inside the closure, `with` was compiled
+/// out of line in some programs and reached the key's accessor by an indirect call: 42% of the
+/// samples of a 16-byte alloc+free loop under `perf`, 13.5 ns a pair against 9.5 after
+/// (2026-12-02). Its direct read, inlined into other crates on `alloc`'s path, crashed rustc
+/// 1.95's LLVM (see [`pop_host`], which is therefore never inlined).
 #[inline(always)]
 fn caches() -> *mut Caches {
-    CACHES.with(Cell::get)
+    tls::heaps::get() as *mut Caches
+}
+
+/// Sets this thread's heaps pointer (see [`caches`]).
+#[inline(always)]
+fn set_caches(cs: *mut Caches) {
+    tls::heaps::set(cs as usize)
 }
 
 /// True if `cs` points to a pair of heaps (not null, not [`DEAD`]).
@@ -151,8 +153,10 @@ pub fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 /// ns an operation that way, 11.2-11.4 this way (two runs each, 2026-12-02). The crash came
 /// back on 2026-12-03 without any thread-local read inlined: with a call to [`pop_other`] in
 /// `heap::alloc`'s inlined body (one function further down, in `heap::alloc_other`, it did
-/// not). After changing what `alloc` or `dealloc` inline, compile `alloc_races` (the test
-/// command does) before measuring.
+/// not). It still crashes with the thread-local read done in `asm!` (`pal::tls`,
+/// 2026-12-03), so the read is not the cause; inlined, a 16-byte pair would run 134
+/// instructions instead of 139. After changing what `alloc` or `dealloc` inline, compile
+/// `alloc_races` (the test command does) before measuring.
 ///
 /// It hands the class back beside the object (in a second return register): the caller then
 /// keeps nothing across the call for its slow path, and saves and restores one register
@@ -479,7 +483,7 @@ fn start<H: Hooks>() -> Option<*mut Caches> {
     }
     // SAFETY: as above.
     unsafe { (*cs).next = core::ptr::null_mut() };
-    CACHES.with(|k| k.set(cs));
+    set_caches(cs);
     super::register_thread_exit();
     Some(cs)
 }
@@ -491,7 +495,7 @@ pub fn flush_and_retire<H: Hooks>() {
     if !live(cs) {
         return;
     }
-    CACHES.with(|k| k.set(DEAD));
+    set_caches(DEAD);
     flush_pair::<H>(cs);
     let mut head = SPARE.lock();
     // SAFETY: the pair was this thread's, and no longer is anyone's but ours until it is on

@@ -4,6 +4,7 @@
 
 use crate::base::consts::MAX_DEVICES;
 use crate::base::tier::Tier;
+use crate::pal::tls;
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -37,57 +38,27 @@ pub(crate) fn tier_of(t: TierIndex) -> Tier {
     }
 }
 
-thread_local! {
-    /// This thread's scope tier, as a heap index. `const`-initialised without a destructor: a
-    /// plain TLS load, usable inside the allocator, before `main` and during thread exit.
-    static SCOPE: Cell<TierIndex> = const { Cell::new(0) };
-}
-
-/// Set once any thread opens a device scope. Until then the C entry points' fast path skips
-/// the thread-local scope read ([`current_outlined`]).
-static ANY_SCOPE: AtomicBool = AtomicBool::new(false);
-
-/// The tier index this thread's allocations prefer now.
-///
-/// In a Rust program the thread-local read is one instruction (`%fs`-relative), while the
-/// process-wide flag [`current_outlined`] tests first is two dependent loads (the flag's address
-/// comes from the GOT: rustc emits `R_X86_64_GOTPCREL`, which the linker does not relax). Read
-/// directly, a 16-byte pair took 6.68 ns against 6.83 through the flag (16 alternated runs of
-/// 10^8 pairs each, 2026-12-03). In a Rust `cdylib` (a Python extension, say) a thread-local
-/// read is a call to `__tls_get_addr`, as the thread's caches already take on every
-/// allocation; the C entry points of `libtieralloc.so` use [`current_outlined`].
+/// The tier index this thread's allocations prefer now: the thread-local word
+/// [`tls::scope`], one `%fs`-relative load (see [`crate::pal::tls`]; through `thread_local!`
+/// the C entry points of `libtieralloc.so` paid a call to `__tls_get_addr` for it, and first
+/// tested a process-wide flag to skip that call until some thread opened a scope).
 #[inline(always)]
 pub(crate) fn current() -> TierIndex {
-    SCOPE.with(|s| s.get())
+    tls::scope::get() as TierIndex
 }
 
-/// [`current`] with the thread-local read out of line, for the C entry points' fast path.
-///
-/// In `libtieralloc.so` a thread-local is reached through a call to `__tls_get_addr`, and
-/// with the read inlined, LLVM hoisted that call above the flag's test, so every `malloc` paid
-/// for it (three calls a `malloc`+`free` pair instead of two, 13.5 ns against 11.8,
-/// 2026-12-03). In a Rust program the read is one instruction, and a call on every allocation
-/// of a program that opened a scope cost more than it saved.
+/// Sets this thread's scope, returning the one it replaces.
 #[inline(always)]
-pub(crate) fn current_outlined() -> TierIndex {
-    if !ANY_SCOPE.load(Ordering::Relaxed) {
-        return 0;
-    }
-    scope_now()
+fn swap(t: TierIndex) -> TierIndex {
+    let prev = current();
+    tls::scope::set(t as usize);
+    prev
 }
 
 /// Makes this thread (one of tieralloc's workers) allocate from the [`INTERNAL`] tier for the
 /// rest of its life, unless a kernel opens a scope of its own.
 pub(crate) fn enter_internal() {
-    ANY_SCOPE.store(true, Ordering::Relaxed);
-    SCOPE.with(|s| s.set(INTERNAL));
-}
-
-/// The scope of this thread, read directly (not through the fast-path flag). Never inlined
-/// (see [`current_outlined`]).
-#[inline(never)]
-pub(crate) fn scope_now() -> TierIndex {
-    SCOPE.with(|s| s.get())
+    swap(INTERNAL);
 }
 
 /// Runs `f` with this thread's allocations preferring `tier`, then restores the previous scope
@@ -132,11 +103,7 @@ pub fn with_tier<R>(tier: Tier, f: impl FnOnce() -> R) -> R {
 /// ```
 #[must_use = "the scope ends when the guard is dropped"]
 pub fn tier_scope(tier: Tier) -> TierGuard {
-    let t = index_of(tier);
-    if t != 0 && !ANY_SCOPE.load(Ordering::Relaxed) {
-        ANY_SCOPE.store(true, Ordering::Relaxed);
-    }
-    let prev = SCOPE.with(|s| s.replace(t));
+    let prev = swap(index_of(tier));
     TierGuard {
         prev,
         _not_send: core::marker::PhantomData,
@@ -149,7 +116,7 @@ pub fn tier_scope(tier: Tier) -> TierGuard {
 /// assert_eq!(tieralloc::current_tier(), tieralloc::Tier::Host);
 /// ```
 pub fn current_tier() -> Tier {
-    tier_of(scope_now())
+    tier_of(current())
 }
 
 /// Restores the previous tier scope when dropped (see [`tier_scope`]). Not `Send`: a scope
@@ -171,7 +138,7 @@ pub struct TierGuard {
 
 impl Drop for TierGuard {
     fn drop(&mut self) {
-        SCOPE.with(|s| s.set(self.prev));
+        swap(self.prev);
     }
 }
 
@@ -193,7 +160,7 @@ pub(crate) fn set_in_kernel(on: bool) {
 /// Swaps this thread's scope index for `t`, returning the previous one (the placement code
 /// starts devices with the host scope).
 pub(crate) fn replace(t: TierIndex) -> TierIndex {
-    SCOPE.with(|s| s.replace(t))
+    swap(t)
 }
 
 /// How many code ranges [`keep_system_home`] remembers.

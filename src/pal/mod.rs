@@ -6,6 +6,7 @@
 //! - [`signal`]: signal masks, the fault handler's installation and chaining;
 //! - [`thread`]: tieralloc's raw threads, affinity, thread-exit keys, yielding, sleeping, clock;
 //! - [`process`]: ids, environment, `fork` and exit callbacks;
+//! - [`tls`]: the thread-local words the fast path reads, without a call;
 //! - [`file`]: `/proc` reads and the `/proc/self/mem` descriptor;
 //! - [`lock`]: the lock every layer uses; [`inject`]: fault injection for the tests.
 //!
@@ -19,4 +20,5 @@ pub mod process;
 pub mod signal;
 pub mod sys;
 pub mod thread;
+pub mod tls;
 pub mod uffd;
