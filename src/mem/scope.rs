@@ -47,18 +47,10 @@ pub(crate) fn current() -> TierIndex {
     tls::scope::get() as TierIndex
 }
 
-/// Sets this thread's scope, returning the one it replaces.
-#[inline(always)]
-fn swap(t: TierIndex) -> TierIndex {
-    let prev = current();
-    tls::scope::set(t as usize);
-    prev
-}
-
 /// Makes this thread (one of tieralloc's workers) allocate from the [`INTERNAL`] tier for the
 /// rest of its life, unless a kernel opens a scope of its own.
 pub(crate) fn enter_internal() {
-    swap(INTERNAL);
+    replace(INTERNAL);
 }
 
 /// Runs `f` with this thread's allocations preferring `tier`, then restores the previous scope
@@ -103,7 +95,7 @@ pub fn with_tier<R>(tier: Tier, f: impl FnOnce() -> R) -> R {
 /// ```
 #[must_use = "the scope ends when the guard is dropped"]
 pub fn tier_scope(tier: Tier) -> TierGuard {
-    let prev = swap(index_of(tier));
+    let prev = replace(index_of(tier));
     TierGuard {
         prev,
         _not_send: core::marker::PhantomData,
@@ -138,7 +130,7 @@ pub struct TierGuard {
 
 impl Drop for TierGuard {
     fn drop(&mut self) {
-        swap(self.prev);
+        replace(self.prev);
     }
 }
 
@@ -159,8 +151,11 @@ pub(crate) fn set_in_kernel(on: bool) {
 
 /// Swaps this thread's scope index for `t`, returning the previous one (the placement code
 /// starts devices with the host scope).
+#[inline(always)]
 pub(crate) fn replace(t: TierIndex) -> TierIndex {
-    swap(t)
+    let prev = current();
+    tls::scope::set(t as usize);
+    prev
 }
 
 /// How many code ranges [`keep_system_home`] remembers.
