@@ -351,3 +351,34 @@ fn the_c_example_moves_a_malloc_buffer_and_reads_errors_through_the_header() {
         "unexpected output:\n{text}"
     );
 }
+
+/// A program that loads the library with `dlopen` while a thread already runs (as Python's
+/// `ctypes` or a plugin host does) allocates through its `malloc` from that thread, the main
+/// thread and a thread started after the load. The library's fast path reads its thread-locals
+/// with initial-exec TLS, which a late-loaded library takes from glibc's static-TLS reserve.
+#[test]
+fn a_program_that_loads_the_library_late_allocates_from_old_and_new_threads() {
+    if Command::new("gcc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the dlopen program: gcc is not installed on this machine");
+        return;
+    }
+    let lib = library();
+    let exe = fresh_dir(tmp(), "dlopen-late").join("dlopen-late");
+    let status = Command::new("gcc")
+        .args(["-O2", "-Wall", "-Werror", "-pthread"])
+        .arg(sources().join("dlopen-late.c"))
+        .args(["-ldl", "-o"])
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(status.success(), "dlopen-late.c does not build");
+    let mut cmd = Command::new(&exe);
+    cmd.arg(&lib);
+    let out = run(cmd, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ok: 12800 blocks from each of 3 threads"),
+        "the program that loads libtieralloc.so late failed:\n{text}\n{}",
+        out.stderr
+    );
+}
