@@ -80,6 +80,78 @@ pub unsafe fn free_cached(p: *mut u8) -> bool {
     crate::is_managed(p) && unsafe { by_address::free_cached::<HeapHooks>(p) }
 }
 
+/// What is left of a `free` after [`free_current`]: nothing ([`FreeStep::done`]), or the rest,
+/// which [`free_rest`] takes on from where [`free_current`] stopped.
+#[derive(Clone, Copy, Debug)]
+#[repr(transparent)]
+pub struct FreeStep(usize);
+
+impl FreeStep {
+    /// True if the block is freed.
+    #[inline(always)]
+    pub fn done(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// [`malloc_cached`] from the blocks this thread freed last only, with no call on the way:
+/// null when [`malloc_cached`] must be tried. The C `malloc` tries this first and jumps on
+/// otherwise, so its fast path saves and restores no register.
+///
+/// ```
+/// let p = tieralloc::malloc::malloc(24);
+/// // SAFETY: from `malloc`, freed once.
+/// unsafe { tieralloc::malloc::free(p) };
+/// let q = tieralloc::malloc::malloc_last(24); // the block freed last
+/// assert_eq!(q, p);
+/// // SAFETY: from `malloc_last`, freed once.
+/// unsafe { tieralloc::malloc::free(q) };
+/// ```
+#[inline]
+pub fn malloc_last(size: usize) -> *mut u8 {
+    heap::alloc_last(size, MIN_ALIGN)
+}
+
+/// [`free_cached`] for a block of its class's current span only, with no call on the way. The
+/// C `free` tries this first and jumps on to [`free_rest`] otherwise, so its fast path saves
+/// and restores no register (six pushes and pops of a pair's 185 instructions before).
+///
+/// ```
+/// let p = tieralloc::malloc::malloc(24);
+/// // SAFETY: from `malloc`, not used after it is freed.
+/// let step = unsafe { tieralloc::malloc::free_current(p) };
+/// // SAFETY: as above; `p` is still live unless the step is done.
+/// if !step.done() && !unsafe { tieralloc::malloc::free_rest(p, step) } {
+///     // SAFETY: as above; `free_rest` left it live.
+///     unsafe { tieralloc::malloc::free(p) };
+/// }
+/// ```
+///
+/// # Safety
+/// As [`free`], for `p` non-null; unless the step it returns is done, `p` is still live.
+#[inline]
+pub unsafe fn free_current(p: *mut u8) -> FreeStep {
+    if !heap::is_ready() {
+        return FreeStep(by_address::NOT_HOST_SMALL);
+    }
+    // SAFETY: the caller's contract (the range is checked there).
+    FreeStep(unsafe { by_address::free_current(p) })
+}
+
+/// The rest of [`free_cached`] after [`free_current`] returned `step` (not done) for `p`:
+/// true if `p` is freed, false when [`free`] must be called.
+///
+/// # Safety
+/// As [`free_cached`]; `step` is what [`free_current`] just returned for `p`.
+#[inline]
+pub unsafe fn free_rest(p: *mut u8, step: FreeStep) -> bool {
+    match step.0 {
+        0 | by_address::NOT_HOST_SMALL => false,
+        // SAFETY: `p` is a host object of class `k - 1` that `free_current` declined.
+        k => unsafe { by_address::free_past_current::<HeapHooks>(p, k - 1) },
+    }
+}
+
 /// Allocates `size` bytes aligned to `align`, a power of two (smaller ones are raised to 16).
 /// Null when `align` is not a power of two or memory is exhausted.
 ///
@@ -213,11 +285,14 @@ pub fn keep_system_allocations_home() -> bool {
     crate::mem::scope::keep_system_home()
 }
 
-/// Whether [`keep_system_allocations_home`] is in force.
+/// Whether [`keep_system_allocations_home`] is in force. Inlined: the C `malloc` asks it at
+/// every call, and out of line it was a call through the GOT that made `malloc` save and
+/// restore registers (2026-12-04).
 ///
 /// ```
 /// let _ = tieralloc::malloc::keeps_system_allocations_home();
 /// ```
+#[inline]
 pub fn keeps_system_allocations_home() -> bool {
     crate::mem::scope::keeps_system_home()
 }

@@ -68,6 +68,40 @@ pub fn usable_size(b: Block) -> usize {
     }
 }
 
+/// [`free_cached`] into the current span of the object's class only. Returns 0 when done; for
+/// a host object it did not free, its class plus one (the caller goes on to
+/// [`free_past_current`]); [`NOT_HOST_SMALL`] for anything else. Makes no call, so a C `free`
+/// that tries it first and then jumps on saves no register.
+///
+/// # Safety
+/// As [`free_cached`], but `p` may be outside the managed range (checked here).
+#[inline(always)]
+pub unsafe fn free_current(p: *mut u8) -> usize {
+    match span::host_class_at(p as usize) {
+        Some(class) => {
+            if tcache::free_current_host(class, p) {
+                0
+            } else {
+                class + 1
+            }
+        }
+        None => NOT_HOST_SMALL,
+    }
+}
+
+/// What [`free_current`] returns for a pointer that is not a host small object.
+pub const NOT_HOST_SMALL: usize = usize::MAX;
+
+/// The rest of [`free_cached`] after [`free_current`] returned `class + 1` for `p`: true when
+/// `p` went back to its span or into the buffer of other threads' objects.
+///
+/// # Safety
+/// As [`free_cached`]; `class` is `p`'s, and [`free_current`] has just declined `p`.
+#[inline(always)]
+pub unsafe fn free_past_current<H: Hooks>(p: *mut u8, class: usize) -> bool {
+    tcache::push_host_past_current::<H>(class, p)
+}
+
 /// The fast path of [`free`] alone: `p`, a host object of the managed range, goes on this
 /// thread's cache. False when it is anything else or the stack is full: the caller takes
 /// [`block_at`] and [`free`]. Leaves `errno` alone (a C wrapper need not save it): its only

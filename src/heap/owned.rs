@@ -357,9 +357,11 @@ pub fn free_current(l: &mut Local, c: usize, p: *mut u8) -> bool {
     false
 }
 
-/// [`free_local`] past the current span: `p` goes back to its span if heap `l` owns it.
+/// [`free_local`] past the current span: `p` goes back to its span if heap `l` owns it. Call it
+/// only after [`free_current`] declined `p`: an object of the current span with `remote_seen`
+/// clear is taken to be elsewhere.
 #[inline(always)]
-fn free_owned<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
+pub fn free_owned<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
     let off = (p as usize).wrapping_sub(l.arena_base);
     if off >= l.arena_size {
         return false;

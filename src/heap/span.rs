@@ -307,6 +307,26 @@ pub fn tier_of(p: *mut u8) -> TierIndex {
     tier_slot((addr - arena::base()) >> SPAN_SHIFT).load(Ordering::Relaxed)
 }
 
+/// The size class of the host span holding address `addr`, or `None` if `addr` is outside the
+/// managed range, in no span, or in a span of another tier: [`arena::contains`],
+/// [`class_at`] and [`tier_of`] in one, each of the range's bounds loaded once (the three
+/// apart loaded the base three times and the size twice: atomic loads are not merged).
+#[inline(always)]
+pub fn host_class_at(addr: usize) -> Option<usize> {
+    let off = addr.wrapping_sub(arena::base());
+    if off >= arena::size() {
+        return None;
+    }
+    let si = off >> SPAN_SHIFT;
+    let class = class_slot(si).load(Ordering::Acquire);
+    if class == 0
+        || (ANY_TIERED.load(Ordering::Relaxed) && tier_slot(si).load(Ordering::Relaxed) != 0)
+    {
+        return None;
+    }
+    Some(class as usize - 1)
+}
+
 /// The span slot of the span that starts at `base` (an address of the managed range).
 #[inline]
 pub(super) fn slot_of(base: usize) -> u32 {

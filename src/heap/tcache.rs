@@ -176,18 +176,37 @@ pub fn pop_host_outside(c: usize) -> *mut u8 {
     take_host(c).0
 }
 
+/// [`pop_host_outside`] from the current span's objects freed last only
+/// ([`owned::take_last`]); null otherwise. Makes no call.
+#[inline(always)]
+pub fn pop_host_last(c: usize) -> *mut u8 {
+    match host_heap() {
+        Some(heap) => owned::take_last(&mut heap.local, c),
+        None => core::ptr::null_mut(),
+    }
+}
+
 /// The body of [`pop_host`] and [`pop_host_outside`].
 #[inline(always)]
 fn take_host(c: usize) -> (*mut u8, usize) {
+    match host_heap() {
+        Some(heap) => owned::take_class(&mut heap.local, c),
+        None => (core::ptr::null_mut(), c),
+    }
+}
+
+/// This thread's host heap, for one operation of the fast path; `None` before its first
+/// allocation or after its exit hook.
+#[inline(always)]
+fn host_heap<'a>() -> Option<&'a mut Heap> {
     let cs = caches();
     if !live(cs) {
-        return (core::ptr::null_mut(), c);
+        return None;
     }
-    // SAFETY: a live pair is this thread's own (only this thread has its pointer); no
-    // reference to it outlives this call, and the allocator is never re-entered from inside
-    // (nothing here allocates).
-    let (heap, _) = unsafe { host(cs) };
-    owned::take_class(&mut heap.local, c)
+    // SAFETY: a live pair is this thread's own (only this thread has its pointer); the caller
+    // keeps the reference for one operation only, and the allocator is never re-entered from
+    // inside one (nothing on the fast path allocates).
+    Some(unsafe { host(cs) }.0)
 }
 
 /// [`pop_host`] for tier `t` (not the host): an object of class `c` from the current span of
@@ -201,7 +220,7 @@ pub fn pop_other(t: TierIndex, c: usize) -> *mut u8 {
     if !live(cs) {
         return core::ptr::null_mut();
     }
-    // SAFETY: as in `take_host`.
+    // SAFETY: as in `host_heap`.
     let (heap, _) = unsafe { other(cs) };
     if heap.local.tier != t {
         return core::ptr::null_mut();
@@ -215,13 +234,28 @@ pub fn pop_other(t: TierIndex, c: usize) -> *mut u8 {
 /// call; a second free ends the process, as in [`free`].
 #[inline(always)]
 pub fn push_host<H: Hooks>(c: usize, p: *mut u8) -> bool {
-    let cs = caches();
-    if !live(cs) {
+    let Some(heap) = host_heap() else {
         return false;
-    }
-    // SAFETY: as in `take_host`.
-    let (heap, _) = unsafe { host(cs) };
+    };
     owned::free_local::<H>(&mut heap.local, c, p) || buffer(&mut heap.remote[c], c, p)
+}
+
+/// [`push_host`] into the current span of class `c` of this thread's host heap only (see
+/// [`owned::free_current`]); false otherwise, with `p` untouched. Makes no call.
+#[inline(always)]
+pub fn free_current_host(c: usize, p: *mut u8) -> bool {
+    host_heap().is_some_and(|heap| owned::free_current(&mut heap.local, c, p))
+}
+
+/// [`push_host`] after [`free_current_host`] declined `p`: into its span if this thread's host
+/// heap owns it (not its class's current span), else into the heap's buffer of remote frees;
+/// false if the buffer is full or the thread has no heaps.
+#[inline(always)]
+pub fn push_host_past_current<H: Hooks>(c: usize, p: *mut u8) -> bool {
+    let Some(heap) = host_heap() else {
+        return false;
+    };
+    owned::free_owned::<H>(&mut heap.local, c, p) || buffer(&mut heap.remote[c], c, p)
 }
 
 /// Frees small object `p` of class `c`, whatever its tier: a host object through this
@@ -238,7 +272,7 @@ pub fn free_small<H: Hooks>(c: usize, p: *mut u8) {
         0 => {
             let cs = caches();
             if live(cs) {
-                // SAFETY: as in `take_host`.
+                // SAFETY: as in `host_heap`.
                 let (heap, _) = unsafe { host(cs) };
                 if owned::free_local::<H>(&mut heap.local, c, p) {
                     return;
@@ -258,7 +292,7 @@ pub fn free_small<H: Hooks>(c: usize, p: *mut u8) {
 fn free_on_tier<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     let cs = caches();
     if live(cs) {
-        // SAFETY: as in `take_host`.
+        // SAFETY: as in `host_heap`.
         let (heap, _) = unsafe { other(cs) };
         if heap.local.tier == t && owned::free_current(&mut heap.local, c, p) {
             return;
@@ -279,7 +313,7 @@ fn free_on_outlined<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
 fn free_not_owned<H: Hooks>(c: usize, p: *mut u8) {
     let cs = caches();
     if live(cs) {
-        // SAFETY: as in `take_host`.
+        // SAFETY: as in `host_heap`.
         let (heap, _) = unsafe { host(cs) };
         if buffer(&mut heap.remote[c], c, p) {
             return;
@@ -307,7 +341,7 @@ fn buffer(s: &mut Stack, c: usize, p: *mut u8) -> bool {
 fn alloc_host_slow<H: Hooks>(c: usize) -> *mut u8 {
     match this_thread::<H>() {
         Some(cs) => {
-            // SAFETY: as in `take_host`.
+            // SAFETY: as in `host_heap`.
             let (heap, pending) = unsafe { host(cs) };
             alloc_from::<H>(heap, pending, c)
         }
@@ -339,7 +373,7 @@ pub fn free<H: Hooks>(c: usize, p: *mut u8) {
 fn free_host_slow<H: Hooks>(c: usize, p: *mut u8) {
     match this_thread::<H>() {
         Some(cs) => {
-            // SAFETY: as in `take_host`.
+            // SAFETY: as in `host_heap`.
             let (heap, _) = unsafe { host(cs) };
             free_into::<H>(heap, c, p)
         }
@@ -403,7 +437,7 @@ pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
     let Some(cs) = this_thread::<H>() else {
         return span::take_unowned::<H>(t, c);
     };
-    // SAFETY: as in `take_host`.
+    // SAFETY: as in `host_heap`.
     let (heap, pending) = unsafe { other(cs) };
     if heap.local.tier != t {
         let_go::<H>(heap, pending);
@@ -417,7 +451,7 @@ pub fn alloc_on<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
 #[inline]
 pub fn free_on<H: Hooks>(t: TierIndex, c: usize, p: *mut u8) {
     let cs = caches();
-    // SAFETY: as in `take_host`.
+    // SAFETY: as in `host_heap`.
     match live(cs).then(|| unsafe { other(cs) }) {
         Some((heap, _)) if heap.local.tier == t => free_into::<H>(heap, c, p),
         _ => free_direct::<H>(t, c, p),
