@@ -382,3 +382,41 @@ fn a_program_that_loads_the_library_late_allocates_from_old_and_new_threads() {
         out.stderr
     );
 }
+
+/// A C program's double frees and frees of a pointer into a block, of the block freed last
+/// (its span current) and of an older span's block, end the process with tieralloc's message:
+/// `free`'s first step (the current span) and the rest of its fast path both check.
+#[test]
+fn bad_frees_through_the_c_free_end_the_process_with_a_message() {
+    if Command::new("gcc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the bad-frees program: gcc is not installed on this machine");
+        return;
+    }
+    let lib = library();
+    let exe = fresh_dir(tmp(), "bad-frees").join("bad-frees");
+    let status = Command::new("gcc")
+        .args(["-O1", "-Wall", "-Werror"])
+        .arg(sources().join("bad-frees.c"))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bad-frees.c does not build");
+    for (case, says) in [
+        ("twice-current", "double free"),
+        ("twice-older", "double free"),
+        ("middle-current", "into the middle of an object"),
+        ("middle-older", "into the middle of an object"),
+    ] {
+        let mut cmd = Command::new(&exe);
+        cmd.arg(case).env("LD_PRELOAD", &lib);
+        let out = run(cmd, Duration::from_secs(60));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success() && out.stderr.contains("tieralloc: fatal") && out.stderr.contains(says),
+            "{case}: expected tieralloc to stop the process saying \"{says}\"; it exited with {:?}\nstdout: {text}\nstderr: {}",
+            out.status,
+            out.stderr
+        );
+    }
+}
