@@ -7,6 +7,18 @@
 //! aligned to `SPAN_SIZE`, so a class guarantees the largest power of two dividing its size.
 
 /// Bytes per small-object span (16 pages).
+///
+/// Why 64 KiB, though larger spans made the larson-like churn faster: there, each thread keeps
+/// about 127 live objects of each of the classes 768, 896 and 1024, more than a 64 KiB span
+/// holds (85, 73, 64), so a free finds its object outside the class's current span at random
+/// and that branch mispredicts (0.31 a replacement). With 128 KiB spans the churn took 5.7-6.4
+/// ns a replacement and with 256 KiB 5.3-6.0, against 7.8-8.0 (mimalloc 4.8-5.2; a harness,
+/// 2026-12-04). But `alloc_purge`'s program that frees everything kept 1.29 MiB above its
+/// starting RSS with 128 KiB spans (892 KiB now, 1 MiB allowed): six spans made during its run
+/// were resident in every page, likely from a huge page the purge split; and with 256 KiB a
+/// race test's fault count changed. What would keep both: spans of several sizes (a class's
+/// span `k` slots of this size, aligned to `k` slots, so that `slot & !(k - 1)` finds its
+/// descriptor from any of its addresses), or spans carved apart from large page runs.
 pub const SPAN_SIZE: usize = 64 << 10;
 /// `log2(SPAN_SIZE)`.
 pub const SPAN_SHIFT: u32 = 16;
