@@ -203,16 +203,13 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 
 /// [`free`] past the current span: the rest of the thread cache's fast path, from where
 /// [`heap::free_current`] stopped, then [`free_slow`]. Out of line, reached by a jump: with
-/// [`heap::free_cached`] inlined into
-/// `free`, the calls on its other paths made `free` save and restore six registers at every
-/// call, the current span's frees too (15 of a pair's 185 instructions under `callgrind`,
-/// 2026-12-04).
+/// [`heap::free_cached`] inlined into `free`, the calls on its other paths made `free` save and
+/// restore six registers at every call, the current span's frees too (15 of a pair's 185
+/// instructions under `callgrind`, 2026-12-04). `extern "C"` like `free`: with the same calling
+/// convention the call is a jump (a sibling call), and `free` keeps no stack frame.
 ///
 /// # Safety
 /// As [`free`], for `p` non-null and still live.
-///
-/// `extern "C"` like `free`: with the same calling convention the call is a jump (a sibling
-/// call), and `free` keeps no stack frame.
 #[inline(never)]
 unsafe extern "C" fn free_rest(p: *mut c_void, step: heap::FreeStep) {
     // SAFETY: the caller's contract (`step` is `free_current`'s for `p`); a false return

@@ -352,26 +352,40 @@ fn the_c_example_moves_a_malloc_buffer_and_reads_errors_through_the_header() {
     );
 }
 
+/// Builds `tests/programs/<name>.c` with gcc and `flags` into a fresh directory; `None`, with a
+/// message, where gcc is not installed.
+fn build_c(name: &str, flags: &[&str]) -> Option<PathBuf> {
+    if Command::new("gcc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED {name}.c: gcc is not installed on this machine");
+        return None;
+    }
+    let exe = fresh_dir(tmp(), name).join(name);
+    // The flags after the source, so that libraries (`-ldl`) link whatever the linker's
+    // `--as-needed` default.
+    let status = Command::new("gcc")
+        .arg(sources().join(format!("{name}.c")))
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{name}.c does not build");
+    Some(exe)
+}
+
 /// A program that loads the library with `dlopen` while a thread already runs (as Python's
 /// `ctypes` or a plugin host does) allocates through its `malloc` from that thread, the main
 /// thread and a thread started after the load. The library's fast path reads its thread-locals
 /// with initial-exec TLS, which a late-loaded library takes from glibc's static-TLS reserve.
 #[test]
 fn a_program_that_loads_the_library_late_allocates_from_old_and_new_threads() {
-    if Command::new("gcc").arg("--version").output().is_err() {
-        eprintln!("SKIPPED the dlopen program: gcc is not installed on this machine");
+    let Some(exe) = build_c(
+        "dlopen-late",
+        &["-O2", "-Wall", "-Werror", "-pthread", "-ldl"],
+    ) else {
         return;
-    }
+    };
     let lib = library();
-    let exe = fresh_dir(tmp(), "dlopen-late").join("dlopen-late");
-    let status = Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-pthread"])
-        .arg(sources().join("dlopen-late.c"))
-        .args(["-ldl", "-o"])
-        .arg(&exe)
-        .status()
-        .unwrap();
-    assert!(status.success(), "dlopen-late.c does not build");
     let mut cmd = Command::new(&exe);
     cmd.arg(&lib);
     let out = run(cmd, Duration::from_secs(60));
@@ -388,20 +402,10 @@ fn a_program_that_loads_the_library_late_allocates_from_old_and_new_threads() {
 /// `free`'s first step (the current span) and the rest of its fast path both check.
 #[test]
 fn bad_frees_through_the_c_free_end_the_process_with_a_message() {
-    if Command::new("gcc").arg("--version").output().is_err() {
-        eprintln!("SKIPPED the bad-frees program: gcc is not installed on this machine");
+    let Some(exe) = build_c("bad-frees", &["-O1", "-Wall", "-Werror"]) else {
         return;
-    }
+    };
     let lib = library();
-    let exe = fresh_dir(tmp(), "bad-frees").join("bad-frees");
-    let status = Command::new("gcc")
-        .args(["-O1", "-Wall", "-Werror"])
-        .arg(sources().join("bad-frees.c"))
-        .arg("-o")
-        .arg(&exe)
-        .status()
-        .unwrap();
-    assert!(status.success(), "bad-frees.c does not build");
     for (case, says) in [
         ("twice-current", "double free"),
         ("twice-older", "double free"),
