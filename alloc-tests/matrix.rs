@@ -408,6 +408,123 @@ fn a_free_into_the_middle_of_a_small_object_with_another_size_or_of_a_foreign_po
     }
 }
 
+/// Objects above 512 bytes live in 128 KiB spans, two of the 64 KiB slots the heap's side
+/// tables are indexed by: each free must find the span from an address in its second slot.
+const SLOT: usize = 64 << 10;
+
+/// A block of layout `l` in the second 64 KiB of a 128 KiB-aligned range; with `current`, the
+/// one allocated last (its class's current span), else one of a span allocated before.
+fn in_second_slot(l: Layout, current: bool) -> *mut u8 {
+    let second = |p: *mut u8| p as usize & SLOT != 0;
+    let span = |p: *mut u8| p as usize & !(2 * SLOT - 1);
+    // Enough for three spans of 128 KiB, then up to the next block in a second slot.
+    let n = 6 * SLOT / l.size();
+    // SAFETY: a valid layout; the blocks stay live (each test's child exits).
+    let mut objs: Vec<*mut u8> = (0..n).map(|_| unsafe { A.alloc(l) }).collect();
+    while !second(*objs.last().unwrap()) {
+        // SAFETY: as above.
+        objs.push(unsafe { A.alloc(l) });
+        assert!(
+            objs.len() < 2 * n,
+            "no {}-byte block in a second slot",
+            l.size()
+        );
+    }
+    let last = *objs.last().unwrap();
+    if current {
+        return last;
+    }
+    *objs
+        .iter()
+        .find(|&&p| second(p) && span(p) != span(last))
+        .expect("a block of an earlier span in its second slot")
+}
+
+#[test]
+fn objects_in_the_second_slot_of_a_span_free_and_come_back_once() {
+    if common::ran_in_fresh_process(
+        "objects_in_the_second_slot_of_a_span_free_and_come_back_once",
+        &[],
+    ) {
+        return;
+    }
+    let _serial = serial();
+    let l = Layout::from_size_align(1024, 8).unwrap();
+    // SAFETY: a valid layout; every block is freed once below.
+    let objs: Vec<usize> = (0..600).map(|_| unsafe { A.alloc(l) } as usize).collect();
+    assert!(
+        objs.iter().any(|&p| p & SLOT != 0),
+        "no 1 KiB block in the second slot of its span"
+    );
+    for (i, &p) in objs.iter().enumerate() {
+        fill(p as *mut u8, l.size(), i);
+    }
+    // Every other block is freed by another thread (to its span's remote bitmap), the rest by
+    // their owner, the blocks of the current span among them.
+    let theirs: Vec<usize> = objs.iter().copied().step_by(2).collect();
+    std::thread::spawn(move || {
+        for p in theirs {
+            // SAFETY: live, freed once here.
+            unsafe { A.dealloc(p as *mut u8, Layout::from_size_align(1024, 8).unwrap()) };
+        }
+    })
+    .join()
+    .unwrap();
+    for &p in objs.iter().skip(1).step_by(2) {
+        // SAFETY: live, freed once here.
+        unsafe { A.dealloc(p as *mut u8, l) };
+    }
+    // SAFETY: a valid layout; freed below.
+    let again: Vec<usize> = (0..600).map(|_| unsafe { A.alloc(l) } as usize).collect();
+    let mut sorted = again.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), again.len(), "a block was handed out twice");
+    assert_eq!(tieralloc::check_invariants(), Ok(()));
+    for p in again {
+        // SAFETY: live, freed once here.
+        unsafe { A.dealloc(p as *mut u8, l) };
+    }
+}
+
+#[test]
+fn a_bad_free_into_the_second_slot_of_a_span_aborts() {
+    let _serial = serial();
+    let kib = Layout::from_size_align(1024, 8).unwrap();
+    for (what, current) in [("current", true), ("earlier", false)] {
+        common::assert_child_aborts(&format!("a free into a {what} object's middle"), || {
+            // SAFETY: the free of an interior pointer is the bug under test.
+            unsafe { A.dealloc(in_second_slot(kib, current).add(16), kib) };
+            false
+        });
+        // A class of one slot (whose free reads the second slot's own descriptor, which
+        // describes no span) and another class of two (which finds the span and its class).
+        for other in [128, 768] {
+            common::assert_child_aborts(
+                &format!("a free of a {what} 1 KiB object as {other} B"),
+                || {
+                    // SAFETY: the free with another size class is the bug under test.
+                    unsafe {
+                        A.dealloc(
+                            in_second_slot(kib, current),
+                            Layout::from_size_align(other, 8).unwrap(),
+                        )
+                    };
+                    false
+                },
+            );
+        }
+        // The other way round: an object of a one-slot span at an odd slot, freed with a class
+        // of two slots, whose span would start a slot below.
+        common::assert_child_aborts(&format!("a free of a {what} 64 B object as 1 KiB"), || {
+            let small = Layout::from_size_align(64, 8).unwrap();
+            // SAFETY: the free with another size class is the bug under test.
+            unsafe { A.dealloc(in_second_slot(small, current), kib) };
+            false
+        });
+    }
+}
+
 #[test]
 fn a_fork_child_frees_an_object_of_a_span_a_thread_of_its_parent_owns() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

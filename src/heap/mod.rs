@@ -1,6 +1,6 @@
 //! The heap: turns `Layout`s into addresses of the managed range.
 //!
-//! - Small requests (at most 8 KiB, see [`size_class`]) are objects in 64 KiB spans ([`span`]),
+//! - Small requests (at most 8 KiB, see [`size_class`]) are objects in 64 or 128 KiB spans ([`span`]),
 //!   each owned by the per-thread heap that allocates from it ([`owned`], [`tcache`]); other
 //!   threads' frees go home to the spans' remote bitmaps, and the per-class bins keep the spans
 //!   of threads that exited.

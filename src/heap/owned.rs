@@ -24,7 +24,7 @@
 
 use super::size_class::{self, NCLASSES};
 use super::span::{
-    self, desc, ld, link, linked, push, remove, st, Link, Pending, State, PAGES_PER_SPAN,
+    self, desc, ld, link, linked, push, remove, span_pages, st, Link, Pending, State,
 };
 use super::{cached, Hooks};
 use crate::mem::arena;
@@ -106,6 +106,8 @@ struct Cur {
     base: usize,
     /// Objects held in `last` and on the stack (`slots[1..count]`), at most `STACK + 1`.
     count: u32,
+    /// The span's length in bytes; 0 for none (so no pointer is inside it).
+    len: u32,
     /// The object of the span freed last, 0 for none.
     last: usize,
     /// Free objects of bitmap word `wword` (as bits; their local bits are still set), taken
@@ -132,18 +134,20 @@ impl Cur {
         bits: core::ptr::null(),
         base: 0,
         count: 0,
+        len: 0,
         last: 0,
         wbits: 0,
         wword: core::ptr::null(),
         wbase: 0,
         slots: [0; STACK + 1],
     };
-    fn of(si: u32) -> Cur {
+    fn of(si: u32, c: usize) -> Cur {
         let sp = desc(si);
         Cur {
             sp,
             bits: sp.bits.load(Ordering::Relaxed),
             base: span::span_addr(si),
+            len: size_class::span_size(c) as u32,
             ..Cur::NONE
         }
     }
@@ -276,7 +280,7 @@ pub fn take_slow<H: Hooks>(l: &mut Local, pending: &Pending, c: usize) -> *mut u
         },
     };
     desc(si).set_state(State::Current);
-    l.cur[c] = Cur::of(si);
+    l.cur[c] = Cur::of(si, c);
     take(l, c)
 }
 
@@ -288,12 +292,12 @@ fn adopt_or_fresh<H: Hooks>(l: &mut Local, c: usize) -> Option<u32> {
     }
     // A fresh span's pages are handed out and placed with the bin unlocked: placing them on a
     // full device may evict, which waits for page locks.
-    let page = span::fresh_pages::<H>(t)?;
+    let page = span::fresh_pages::<H>(t, c)?;
     let mut bin = span::BINS[t as usize][c].lock();
     let si = span::install(&mut bin, page, t, c, l.id);
     if si.is_none() {
         drop(bin);
-        super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+        super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
     }
     si
 }
@@ -331,21 +335,21 @@ pub fn free_current(l: &mut Local, c: usize, p: *mut u8) -> bool {
     // span is current in one heap, for its one class), so of the descriptor only
     // `remote_seen` is read. A 16-byte alloc+free pair ran 161 instructions through the table
     // of descriptors, 145 this way; a scrambled batch's free, which misses the current span,
-    // 6 more (`valgrind --tool=callgrind`, 2026-12-03). The test of `sp` (2 more) is for a
-    // pointer below `SPAN_SIZE`: a `Cur` without a span has base 0, and such a pointer must
-    // reach the general path and its message, not a null descriptor.
+    // 6 more (`valgrind --tool=callgrind`, 2026-12-03). The span's length is read from the
+    // `Cur`: 0 for a `Cur` without a span (whose base is 0), so that a pointer below 64 KiB
+    // reaches the general path and its message, not a null descriptor.
     // `get_mut`, not an index: with the index's panic on the path, the compiler kept the
     // arguments in registers it saved and restored at every call of `tcache::free_on_tier`.
     let Some(cur) = l.cur.get_mut(c) else {
         return false;
     };
     let in_cur = (p as usize).wrapping_sub(cur.base);
-    if in_cur < size_class::SPAN_SIZE && !cur.sp.is_null() {
-        // SAFETY: a non-null `sp` is the current span's descriptor, in the table that is
-        // never unmapped.
+    if in_cur < cur.len as usize {
+        // SAFETY: `len` is not 0, so `sp` is the current span's descriptor, in the table that
+        // is never unmapped.
         let sp = unsafe { &*cur.sp };
         if !sp.remote_seen.load(Ordering::Relaxed) {
-            let i = span::index_in(c, in_cur);
+            let i = span::index_at(c, in_cur);
             // SAFETY: `bits` is the current span's bitmap and `i` an object of it, so
             // `i / 64 < words(c)`; metadata memory is never unmapped.
             let word = unsafe { &*cur.bits.add(i / 64) };
@@ -366,7 +370,10 @@ pub fn free_owned<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
     if off >= l.arena_size {
         return false;
     }
-    let si = (off >> size_class::SPAN_SHIFT) as u32;
+    // The span a class-`c` object at `off` would be in: if `p` is of another class, its
+    // slot's span is another one, which this heap either does not own (the caller's path
+    // then checks the slot's class) or owns with another class (checked below).
+    let si = span::head_slot((off >> size_class::SLOT_SHIFT) as u32, c);
     // SAFETY: `off` is inside the range, so `si` is a slot of the table (never unmapped),
     // whose descriptors are only ever shared.
     let sp = unsafe { &*l.descs.add(si as usize) };
@@ -379,11 +386,11 @@ pub fn free_owned<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
         span::wrong_size();
     }
     if sp.remote_seen.load(Ordering::Relaxed) {
-        free_seen::<H>(l, sp, c, off, p);
+        free_seen::<H>(l, sp, si, c, off, p);
     } else {
         // Not the current span: an object of that one, with `remote_seen` clear, took the
         // path above.
-        put_back::<H, false>(l, sp, c, off, p);
+        put_back::<H, false>(l, sp, si, c, off, p);
     }
     true
 }
@@ -393,20 +400,21 @@ pub fn free_owned<H: Hooks>(l: &mut Local, c: usize, p: *mut u8) -> bool {
 /// loads of that check took more registers in every free, which saved and restored five
 /// (three this way; a 16-byte alloc+free pair ran 164 instructions, 162 this way, 2026-12-03).
 #[inline(never)]
-fn free_seen<H: Hooks>(l: &mut Local, sp: &span::Span, c: usize, off: usize, p: *mut u8) {
+fn free_seen<H: Hooks>(l: &mut Local, sp: &span::Span, si: u32, c: usize, off: usize, p: *mut u8) {
     if cached::is_marked_at(off) {
         super::double_free();
     }
-    put_back::<H, true>(l, sp, c, off, p);
+    put_back::<H, true>(l, sp, si, c, off, p);
 }
 
-/// Frees object `p` (at offset `off` of the managed range) into its span (descriptor `sp`,
-/// class `c`), which heap `l` owns; aborts on a double free or a pointer into an object.
+/// Frees object `p` (at offset `off` of the managed range) into its span (`si`, descriptor
+/// `sp`, class `c`), which heap `l` owns; aborts on a double free or a pointer into an object.
 /// `MAYBE_CURRENT`: false when the caller knows the span is not its class's current one.
 #[inline(always)]
 fn put_back<H: Hooks, const MAYBE_CURRENT: bool>(
     l: &mut Local,
     sp: &span::Span,
+    si: u32,
     c: usize,
     off: usize,
     p: *mut u8,
@@ -420,7 +428,7 @@ fn put_back<H: Hooks, const MAYBE_CURRENT: bool>(
         let nfree = ld(&sp.nfree) + 1;
         st(&sp.nfree, nfree);
         if nfree == 1 || nfree as usize == size_class::objects_per_span(c) {
-            moved::<H>(l, (off >> size_class::SPAN_SHIFT) as u32, c, nfree);
+            moved::<H>(l, si, c, nfree);
         }
     }
 }
@@ -479,7 +487,7 @@ fn moved<H: Hooks>(l: &mut Local, si: u32, c: usize, nfree: u32) {
                 remove(&mut l.avail[c], si);
                 span::release_span(&mut bin, si)
             };
-            super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+            super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
             crate::pal::sys::set_errno(errno);
         }
         _ => {}
@@ -509,7 +517,7 @@ pub fn abandon<H: Hooks>(l: &mut Local, pending: &Pending) {
                 }
             }
             for &page in &released[..n] {
-                super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+                super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
             }
             if n < released.len() {
                 break;

@@ -1,27 +1,34 @@
 //! Size classes for small objects.
 //!
 //! A small object (at most [`SMALL_MAX`] bytes, alignment at most [`SMALL_MAX`]) is served from
-//! a span of [`SPAN_SIZE`] bytes holding objects of one class. The class is a pure function of
-//! the `Layout` (size and alignment), so `dealloc`, which Rust hands the same layout, finds the
-//! class without reading any metadata. Object `i` of a span lives at `span + i * size`; spans are
-//! aligned to `SPAN_SIZE`, so a class guarantees the largest power of two dividing its size.
+//! a span of [`span_size`] bytes (64 or 128 KiB) holding objects of one class. The class is a
+//! pure function of the `Layout` (size and alignment), so `dealloc`, which Rust hands the same
+//! layout, finds the class without reading any metadata. Object `i` of a span lives at
+//! `span + i * size`; spans are aligned to their size, so a class guarantees the largest power
+//! of two dividing its size.
 
-/// Bytes per small-object span (16 pages).
+/// Bytes per span slot (16 pages): the side tables (descriptors, classes, tiers) have one
+/// entry per slot, and a span is one slot or two ([`span_slots`]), aligned to its own size.
+pub const SLOT_SIZE: usize = 64 << 10;
+/// `log2(SLOT_SIZE)`.
+pub const SLOT_SHIFT: u32 = 16;
+/// Objects above this size live in spans of two slots (128 KiB), the rest in spans of one.
 ///
-/// Why 64 KiB, though larger spans made the larson-like churn faster: there, each thread keeps
-/// about 127 live objects of each of the classes 768, 896 and 1024, more than a 64 KiB span
-/// holds (85, 73, 64), so a free finds its object outside the class's current span at random
-/// and that branch mispredicts (0.31 a replacement). With 128 KiB spans the churn took 5.7-6.4
-/// ns a replacement and with 256 KiB 5.3-6.0, against 7.8-8.0 (mimalloc 4.8-5.2; a harness,
-/// 2026-12-04). But `alloc_purge`'s program that frees everything kept 1.29 MiB above its
-/// starting RSS with 128 KiB spans (892 KiB now, 1 MiB allowed): six spans made during its run
-/// were resident in every page, likely from a huge page the purge split; and with 256 KiB a
-/// race test's fault count changed. What would keep both: spans of several sizes (a class's
-/// span `k` slots of this size, aligned to `k` slots, so that `slot & !(k - 1)` finds its
-/// descriptor from any of its addresses), or spans carved apart from large page runs.
-pub const SPAN_SIZE: usize = 64 << 10;
-/// `log2(SPAN_SIZE)`.
-pub const SPAN_SHIFT: u32 = 16;
+/// Why: a thread that keeps about as many live objects of a class as a span holds finds a
+/// free's object outside the class's current span at random, and that branch mispredicts.
+/// In the larson-like churn each thread keeps about 127 live objects of each of the classes
+/// 768, 896 and 1024, and a 64 KiB span holds 85, 73 and 64: the branch mispredicted 0.31
+/// times a replacement (`valgrind --branch-sim`, 2026-12-04), which took 7.8-8.0 ns against
+/// mimalloc's 4.8-5.2. With 128 KiB spans for every class it took 5.7-6.4 ns, but a program
+/// that frees everything and sleeps (`alloc_purge`) kept 1.29 MiB above its starting RSS
+/// against 892 KiB, as every span of its small classes doubled; with 256 KiB spans a race
+/// test's fault count changed. Only the classes above 512 bytes hold fewer than 128 objects in
+/// a slot, so only theirs are two slots.
+pub const TWO_SLOTS_ABOVE: usize = 512;
+/// The largest span: two slots.
+pub const MAX_SPAN_SIZE: usize = 2 * SLOT_SIZE;
+// The reciprocals below find an object's index exactly for offsets below 2^32 / size.
+const _: () = assert!(MAX_SPAN_SIZE < (1 << 32) / SMALL_MAX);
 /// Largest small object; anything bigger is a page run.
 pub const SMALL_MAX: usize = 8192;
 
@@ -155,7 +162,7 @@ const INFO: [Info; NCLASSES] = {
         t[c] = Info {
             recip: (1u64 << 32) / SIZES[c] as u64 + 1,
             size: SIZES[c],
-            per_span: (SPAN_SIZE / SIZES[c] as usize) as u32,
+            per_span: (span_bytes(SIZES[c] as usize) / SIZES[c] as usize) as u32,
         };
         c += 1;
     }
@@ -178,11 +185,32 @@ const WORDS: [u32; NCLASSES] = {
     let mut t = [0u32; NCLASSES];
     let mut c = 0;
     while c < NCLASSES {
-        t[c] = (SPAN_SIZE / SIZES[c] as usize).div_ceil(64) as u32;
+        t[c] = (span_bytes(SIZES[c] as usize) / SIZES[c] as usize).div_ceil(64) as u32;
         c += 1;
     }
     t
 };
+
+/// Bytes of a span of objects of `size` bytes.
+const fn span_bytes(size: usize) -> usize {
+    if size > TWO_SLOTS_ABOVE {
+        2 * SLOT_SIZE
+    } else {
+        SLOT_SIZE
+    }
+}
+
+/// Bytes of a span of class `c` (a multiple of [`SLOT_SIZE`], the span aligned to it).
+#[inline(always)]
+pub fn span_size(c: usize) -> usize {
+    span_bytes(size_of(c))
+}
+
+/// Slots of a span of class `c`: 1 or 2.
+#[inline(always)]
+pub fn span_slots(c: usize) -> usize {
+    span_size(c) >> SLOT_SHIFT
+}
 
 /// Objects per span for class `c`.
 #[inline(always)]
@@ -190,20 +218,20 @@ pub fn objects_per_span(c: usize) -> usize {
     INFO[c].per_span as usize
 }
 
-/// Index of the object at byte `offset` (below [`SPAN_SIZE`]) of a span of class `c`, exact
+/// Index of the object at byte `offset` (below [`span_size`]) of a span of class `c`, exact
 /// for every offset inside an object (checked by the `reciprocal_is_exact` test).
 #[inline(always)]
 pub fn index_of(c: usize, offset: usize) -> usize {
     ((offset as u64 * INFO[c].recip) >> 32) as usize
 }
 
-/// Index of the object that starts at byte `offset` (below [`SPAN_SIZE`]) of a span of class
+/// Index of the object that starts at byte `offset` (below [`span_size`]) of a span of class
 /// `c`, or `None` if no object of the span starts there (the middle of one, or the tail of
 /// the span that holds no whole object).
 ///
 /// The start test without a multiply back: with `offset = i * size + r` and
 /// `recip = (2^32 + e) / size` (`0 < e <= size`), the low 32 bits of `offset * recip` are
-/// `i * e + r * recip`; `i * e <= SPAN_SIZE < recip` (as `size <= SMALL_MAX`), so they are
+/// `i * e + r * recip`; `i * e <= MAX_SPAN_SIZE < recip` (as `size <= SMALL_MAX`), so they are
 /// below `recip` exactly when `r == 0` (checked for every offset by `start_test_is_exact`).
 #[inline(always)]
 pub fn start_index(c: usize, offset: usize) -> Option<usize> {
@@ -230,7 +258,7 @@ mod tests {
                 let c = class_of(size, align).expect("small request must have a class");
                 assert!(size_of(c) >= size, "class too small for {size}");
                 assert_eq!(
-                    size_of(c) % align.min(SPAN_SIZE),
+                    size_of(c) % align.min(SLOT_SIZE),
                     0,
                     "class misaligns {size}/{align}"
                 );
@@ -267,7 +295,7 @@ mod tests {
     fn start_test_is_exact() {
         for c in 0..NCLASSES {
             let size = size_of(c);
-            for off in 0..SPAN_SIZE {
+            for off in 0..span_size(c) {
                 let whole = off / size < objects_per_span(c);
                 let want = (off % size == 0 && whole).then_some(off / size);
                 assert_eq!(start_index(c, off), want, "class {c} offset {off}");

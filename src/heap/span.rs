@@ -1,4 +1,4 @@
-//! Spans: 64 KiB runs of pages holding objects of one size class, each owned by the thread heap
+//! Spans: 64 or 128 KiB runs of pages holding objects of one size class, each owned by the thread heap
 //! that allocates from it ([`super::owned`]), and the per-class bins that keep the spans no
 //! heap owns.
 //!
@@ -28,8 +28,10 @@
 //!   the span is its current one (allocating from it then touches only the bitmap and
 //!   `hint`): it counts the bitmap when the span stops being current ([`recount`]).
 //!
-//! Descriptors live in a side table indexed by `(addr - arena base) >> 16`; spans are 64
-//! KiB-aligned, so the index is exact. Spans are segregated by tier
+//! Descriptors live in a side table indexed by slot, `(addr - arena base) >> 16`: a span is
+//! one 64 KiB slot or two ([`size_class::span_slots`]), aligned to its size, and its descriptor
+//! is its first slot's (`slot & !(slots - 1)`); the class and tier side tables have the
+//! span's entry in each of its slots, so any address of it finds them. Spans are segregated by tier
 //! (`crate::tiering::placement`): each tier has its own bins, a span's pages hold objects of one
 //! tier only, and the spans of a device tier are created on that device. The tier of each span
 //! slot is also kept in a lock-free side table ([`tier_of`]) so `free` can find the right bin
@@ -37,7 +39,7 @@
 
 use super::meta;
 use super::pages::PAGES;
-use super::size_class::{self, NCLASSES, SPAN_SHIFT, SPAN_SIZE};
+use super::size_class::{self, NCLASSES, SLOT_SHIFT, SLOT_SIZE};
 use super::{cached, Hooks};
 use crate::mem::arena;
 use crate::mem::counters::COUNTERS;
@@ -49,7 +51,19 @@ use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
-pub(super) const PAGES_PER_SPAN: usize = SPAN_SIZE / sys::PAGE_SIZE;
+pub(super) const PAGES_PER_SLOT: usize = SLOT_SIZE / sys::PAGE_SIZE;
+
+/// Pages of a span of class `c`.
+#[inline(always)]
+pub(super) fn span_pages(c: usize) -> usize {
+    size_class::span_size(c) / sys::PAGE_SIZE
+}
+
+/// The first slot of the span of class `c` that covers slot `si`.
+#[inline(always)]
+pub(super) fn head_slot(si: u32, c: usize) -> u32 {
+    si & !(size_class::span_slots(c) as u32 - 1)
+}
 
 /// A link to a span: its index plus one, 0 for none (so all-zero memory is an empty list).
 pub(super) type Link = u32;
@@ -257,7 +271,7 @@ static CLASSES: AtomicUsize = AtomicUsize::new(0);
 
 /// Maps the span descriptor table for an arena of `pages` pages.
 pub fn init(pages: usize) -> bool {
-    let n = pages / PAGES_PER_SPAN;
+    let n = pages / PAGES_PER_SLOT;
     let bytes = (n * core::mem::size_of::<Span>()).next_multiple_of(sys::PAGE_SIZE);
     let p = sys::map_noreserve(bytes);
     let tiers = sys::map_noreserve(n.next_multiple_of(sys::PAGE_SIZE));
@@ -304,7 +318,7 @@ pub fn tier_of(p: *mut u8) -> TierIndex {
     if !arena::contains(addr) {
         return 0;
     }
-    tier_slot((addr - arena::base()) >> SPAN_SHIFT).load(Ordering::Relaxed)
+    tier_slot((addr - arena::base()) >> SLOT_SHIFT).load(Ordering::Relaxed)
 }
 
 /// The size class of the host span holding address `addr`, or `None` if `addr` is outside the
@@ -317,7 +331,7 @@ pub fn host_class_at(addr: usize) -> Option<usize> {
     if off >= arena::size() {
         return None;
     }
-    let si = off >> SPAN_SHIFT;
+    let si = off >> SLOT_SHIFT;
     let class = class_slot(si).load(Ordering::Acquire);
     if class == 0
         || (ANY_TIERED.load(Ordering::Relaxed) && tier_slot(si).load(Ordering::Relaxed) != 0)
@@ -327,10 +341,10 @@ pub fn host_class_at(addr: usize) -> Option<usize> {
     Some(class as usize - 1)
 }
 
-/// The span slot of the span that starts at `base` (an address of the managed range).
+/// The first slot of the span that starts at `base` (an address of the managed range).
 #[inline]
 pub(super) fn slot_of(base: usize) -> u32 {
-    ((base - arena::base()) >> SPAN_SHIFT) as u32
+    ((base - arena::base()) >> SLOT_SHIFT) as u32
 }
 
 /// The size class of the live span holding address `addr` of the managed range, or `None` if
@@ -338,7 +352,7 @@ pub(super) fn slot_of(base: usize) -> u32 {
 #[inline]
 pub fn class_at(addr: usize) -> Option<usize> {
     debug_assert!(arena::contains(addr));
-    let class = class_slot((addr - arena::base()) >> SPAN_SHIFT).load(Ordering::Acquire);
+    let class = class_slot((addr - arena::base()) >> SLOT_SHIFT).load(Ordering::Acquire);
     (class != 0).then(|| class as usize - 1)
 }
 
@@ -366,10 +380,11 @@ pub(super) fn words(c: usize) -> usize {
 /// The first byte of span `si`.
 #[inline(always)]
 pub(super) fn span_addr(si: u32) -> usize {
-    arena::base() + ((si as usize) << SPAN_SHIFT)
+    arena::base() + ((si as usize) << SLOT_SHIFT)
 }
 
-/// The span slot and object index of `p`, an object of class `c` of a live span: aborts with
+/// The span (its first slot) and object index of `p`, an object of class `c` of a live span:
+/// aborts with
 /// a message on a pointer outside the range, of a slot that is not a live span of class `c`,
 /// or into the middle of an object.
 #[inline(always)]
@@ -378,19 +393,27 @@ pub(super) fn locate(c: usize, p: *mut u8) -> (u32, usize) {
     if !arena::contains(addr) {
         sys::fatal("free of a pointer that tieralloc did not allocate");
     }
-    let si = ((addr - arena::base()) >> SPAN_SHIFT) as u32;
+    let si = ((addr - arena::base()) >> SLOT_SHIFT) as u32;
     if class_slot(si as usize).load(Ordering::Acquire) as usize != c + 1 {
         wrong_size();
     }
-    (si, index_in(c, addr))
+    (head_slot(si, c), index_in(c, addr))
 }
 
 /// The index of the object at `addr` (or at that offset in the range: the same bits below
-/// [`SPAN_SIZE`]) in its span of class `c`; aborts with a message if it is not the start of an
-/// object.
+/// the span's size, as spans are aligned to it) in its span of class `c`; aborts with a
+/// message if it is not the start of an object.
 #[inline(always)]
 pub(super) fn index_in(c: usize, addr: usize) -> usize {
-    match size_class::start_index(c, addr & (SPAN_SIZE - 1)) {
+    index_at(c, addr & (size_class::span_size(c) - 1))
+}
+
+/// [`index_in`] for `offset`, a byte offset below the span's size (the caller checked it: the
+/// mask [`index_in`] computes from the class cost the current span's free 5 instructions).
+#[inline(always)]
+pub(super) fn index_at(c: usize, offset: usize) -> usize {
+    debug_assert!(offset < size_class::span_size(c));
+    match size_class::start_index(c, offset) {
         Some(i) => i,
         None => sys::fatal("free of a pointer into the middle of an object"),
     }
@@ -440,7 +463,7 @@ pub fn flush<H: Hooks>(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
             }
         }
         for &page in &released[..nreleased] {
-            super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+            super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
         }
     }
 }
@@ -638,15 +661,18 @@ pub(super) fn remove(head: &mut Link, si: u32) {
     }
 }
 
-/// Hands out a fresh span's pages for tier `t` and, for a device tier, creates them on the
-/// device (on failure they serve from host pages, still tier `t`'s). No bin lock is held.
-pub(super) fn fresh_pages<H: Hooks>(t: TierIndex) -> Option<usize> {
-    let (page, _) = PAGES.lock().alloc(PAGES_PER_SPAN, SPAN_SIZE, Use::Span)?;
+/// Hands out a fresh span's pages for tier `t` and class `c` and, for a device tier, creates
+/// them on the device (on failure they serve from host pages, still tier `t`'s). No bin lock
+/// is held.
+pub(super) fn fresh_pages<H: Hooks>(t: TierIndex, c: usize) -> Option<usize> {
+    let (page, _) = PAGES
+        .lock()
+        .alloc(span_pages(c), size_class::span_size(c), Use::Span)?;
     if t != 0 {
         ANY_TIERED.store(true, Ordering::Relaxed);
     }
     if t != 0 && t != scope::INTERNAL {
-        H::place_fresh(page, PAGES_PER_SPAN, t as u16 - 1);
+        H::place_fresh(page, span_pages(c), t as u16 - 1);
     }
     Some(page)
 }
@@ -674,8 +700,11 @@ pub(super) fn install(
         // SAFETY: `w < nwords`; the bitmap has nwords words and is ours (fresh or spare).
         unsafe { *bitmap.add(w) = v };
     }
-    let si = (page / PAGES_PER_SPAN) as u32;
-    tier_slot(si as usize).store(t, Ordering::Relaxed);
+    let si = (page / PAGES_PER_SLOT) as u32;
+    let slots = si as usize..si as usize + size_class::span_slots(c);
+    for s in slots.clone() {
+        tier_slot(s).store(t, Ordering::Relaxed);
+    }
     let sp = desc(si);
     sp.bits.store(bitmap as *mut AtomicU64, Ordering::Relaxed);
     sp.rbits.store(core::ptr::null_mut(), Ordering::Relaxed);
@@ -694,19 +723,24 @@ pub(super) fn install(
     } else {
         push_partial(bin, si);
     }
-    class_slot(si as usize).store(c as u8 + 1, Ordering::Release);
+    for s in slots {
+        class_slot(s).store(c as u8 + 1, Ordering::Release);
+    }
     bin.spans += 1;
     Some(si)
 }
 
-/// Makes span `si` (free, on no list, no owner's pending list) an unused slot (bin lock held);
-/// returns its first page, which the caller gives back to the page runs once the bin lock is
-/// released.
+/// Makes span `si` (free, on no list, no owner's pending list) unused slots (bin lock held);
+/// returns its first page, which the caller gives back to the page runs (its
+/// [`span_pages`]) once the bin lock is released.
 pub(super) fn release_span(bin: &mut Bin, si: u32) -> usize {
     let sp = desc(si);
     sp.set_state(State::Unused);
     st(&sp.owner, 0);
-    class_slot(si as usize).store(0, Ordering::Release);
+    let c = sp.class.load(Ordering::Relaxed) as usize;
+    for s in si as usize..si as usize + size_class::span_slots(c) {
+        class_slot(s).store(0, Ordering::Release);
+    }
     for b in [&sp.bits, &sp.rbits] {
         let b = b.swap(core::ptr::null_mut(), Ordering::Relaxed) as *mut u64;
         if !b.is_null() {
@@ -714,7 +748,7 @@ pub(super) fn release_span(bin: &mut Bin, si: u32) -> usize {
         }
     }
     bin.spans -= 1;
-    si as usize * PAGES_PER_SPAN
+    si as usize * PAGES_PER_SLOT
 }
 
 /// One object of class `c` of tier `t` for a thread without a heap (it exited, or no heap id
@@ -739,13 +773,13 @@ pub fn take_unowned<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
                 return p;
             }
         }
-        let Some(page) = fresh_pages::<H>(t) else {
+        let Some(page) = fresh_pages::<H>(t, c) else {
             return core::ptr::null_mut();
         };
         let mut bin = BINS[t as usize][c].lock();
         if install(&mut bin, page, t, c, 0).is_none() {
             drop(bin);
-            super::give_back::<H>(page, PAGES_PER_SPAN, |h| h.free_span(page, PAGES_PER_SPAN));
+            super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
             return core::ptr::null_mut();
         }
     }
@@ -836,6 +870,8 @@ pub unsafe fn unlock_after_fork() {
 /// - a slot whose class entry is 0 describes no span (`Unused`); otherwise its descriptor's
 ///   class is the entry minus one, its pages read `Span` in the page map, and it is owned
 ///   (`Current`, `Avail`, `Full`: owner ≠ 0) or not (`Partial`, `Idle`: owner = 0);
+/// - a slot past a span's first has the first slot's class and tier entries and an unused
+///   descriptor;
 /// - `nfree` == the bits set in its local bitmap (unless `Current`), `rfree` == those in its
 ///   remote one, and no
 ///   object is free in both; no bit is set past the last object, nor in a local word before
@@ -851,7 +887,7 @@ pub unsafe fn unlock_after_fork() {
 pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invalid> {
     use super::check::ensure;
     let mut live = [[0usize; NCLASSES]; NTIERS];
-    let slots = (top / PAGES_PER_SPAN).min(TABLE_LEN.load(Ordering::Relaxed));
+    let slots = (top / PAGES_PER_SLOT).min(TABLE_LEN.load(Ordering::Relaxed));
     for si in 0..slots {
         let sp = desc(si as u32);
         let class = class_slot(si).load(Ordering::Acquire) as usize;
@@ -867,6 +903,18 @@ pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invali
             "a live slot's class and tier exist",
             si,
         )?;
+        let head = head_slot(si as u32, c) as usize;
+        if head != si {
+            // A later slot of a span: its entries are its first slot's, its descriptor unused.
+            ensure(
+                state == State::Unused
+                    && class_slot(head).load(Ordering::Relaxed) as usize == class
+                    && tier_slot(head).load(Ordering::Relaxed) as usize == t,
+                "a span's later slots repeat its first slot's class and tier",
+                si,
+            )?;
+            continue;
+        }
         ensure(
             sp.class.load(Ordering::Relaxed) as usize == c,
             "a live span's class matches its slot",
@@ -882,9 +930,9 @@ pub(super) unsafe fn check_locked(top: usize) -> Result<(), super::check::Invali
             "a live span is owned exactly when its state says so",
             si,
         )?;
-        let page = si * PAGES_PER_SPAN;
+        let page = si * PAGES_PER_SLOT;
         super::check::all_read(
-            page..page + PAGES_PER_SPAN,
+            page..page + span_pages(c),
             Use::Span,
             "a live span's pages read Span",
         )?;
@@ -980,10 +1028,26 @@ mod tests {
         // The span's hint says its free objects start past the end of its bitmap although
         // some are free.
         let broken = crate::heap::check::testing::broken_by(48, |p| {
-            let si = ((p as usize - arena::base()) >> SPAN_SHIFT) as u32;
+            let si = ((p as usize - arena::base()) >> SLOT_SHIFT) as u32;
             let _bin = BINS[0][c].lock();
             desc(si).hint.fetch_xor(0x80, Ordering::Relaxed);
         });
         assert_eq!(broken, Err("no bit is set before hint"));
+    }
+
+    #[test]
+    fn the_walker_finds_a_later_slot_that_disagrees_with_its_span() {
+        let c = size_class::class_of(1024, 8).unwrap();
+        assert_eq!(size_class::span_slots(c), 2);
+        // The second slot of a two-slot span names another class than its first.
+        let broken = crate::heap::check::testing::broken_by(1024, |p| {
+            let si = ((p as usize - arena::base()) >> SLOT_SHIFT) as u32;
+            let _bin = BINS[0][c].lock();
+            class_slot(head_slot(si, c) as usize + 1).fetch_xor(1, Ordering::Relaxed);
+        });
+        assert_eq!(
+            broken,
+            Err("a span's later slots repeat its first slot's class and tier")
+        );
     }
 }

@@ -31,7 +31,7 @@ pub struct Stats {
     pub arena_used: usize,
     /// Bytes of the managed range resident in host memory now.
     pub host_resident: usize,
-    /// Bytes in live small-object spans (objects, free or not, of 64 KiB spans).
+    /// Bytes in live small-object spans (objects, free or not, of 64 and 128 KiB spans).
     pub span_bytes: usize,
     /// Live small-object spans.
     pub spans: usize,
