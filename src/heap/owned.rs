@@ -419,7 +419,9 @@ fn put_back<H: Hooks, const MAYBE_CURRENT: bool>(
     off: usize,
     p: *mut u8,
 ) {
-    let i = span::index_in(c, off);
+    // The offset in the span from its first slot: two instructions, where the mask of
+    // `index_in` computes the span's size from the class.
+    let i = span::index_at(c, off - ((si as usize) << size_class::SLOT_SHIFT));
     set_free(sp, sp.local(i / 64), i);
     debug_assert!(MAYBE_CURRENT || !sp.is_current());
     if MAYBE_CURRENT && sp.is_current() {
