@@ -23,7 +23,8 @@ pub const SLOT_SHIFT: u32 = 16;
 /// that frees everything and sleeps (`alloc_purge`) kept 1.29 MiB above its starting RSS
 /// against 892 KiB, as every span of its small classes doubled; with 256 KiB spans a race
 /// test's fault count changed. Only the classes above 512 bytes hold fewer than 128 objects in
-/// a slot, so only theirs are two slots.
+/// a slot, so only theirs are two slots: a replacement now mispredicts 0.12 branches in all
+/// (0.50 before, mimalloc 0.17), and the report's churn went from 1.44× to 0.99× mimalloc.
 pub const TWO_SLOTS_ABOVE: usize = 512;
 /// The largest span: two slots.
 pub const MAX_SPAN_SIZE: usize = 2 * SLOT_SIZE;
