@@ -88,8 +88,9 @@
 //!   default 64 GiB, `MAP_NORESERVE`: only touched pages cost memory). Every byte it hands out
 //!   comes from there, so "is this pointer managed?" is a range check.
 //! - A page map holds one atomic entry per page of the range.
-//! - Small objects (≤ 8 KiB) come from 64 or 128 KiB spans owned by per-thread heaps; larger ones are
-//!   page runs, resized in place when possible and given back to the OS after they are freed.
+//! - Small objects (≤ 8 KiB) come from 64 or 128 KiB spans owned by per-thread heaps; larger
+//!   ones are page runs, resized in place when possible and given back to the OS after they are
+//!   freed.
 //! - No allocator metadata is stored inside the managed range.
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -1,9 +1,9 @@
 //! The heap: turns `Layout`s into addresses of the managed range.
 //!
-//! - Small requests (at most 8 KiB, see [`size_class`]) are objects in 64 or 128 KiB spans ([`span`]),
-//!   each owned by the per-thread heap that allocates from it ([`owned`], [`tcache`]); other
-//!   threads' frees go home to the spans' remote bitmaps, and the per-class bins keep the spans
-//!   of threads that exited.
+//! - Small requests (at most 8 KiB, see [`size_class`]) are objects in 64 or 128 KiB spans
+//!   ([`span`]), each owned by the per-thread heap that allocates from it ([`owned`],
+//!   [`tcache`]); other threads' frees go home to the spans' remote bitmaps, and the per-class
+//!   bins keep the spans of threads that exited.
 //! - Larger requests, and any alignment above 8 KiB, are page runs ([`pages`]), resized in place
 //!   when the following pages are free and purged back to the OS once enough are free.
 //! - Requests placed on a device tier (`crate::tiering::placement`) go through each thread's second

@@ -1,6 +1,6 @@
-//! Spans: 64 or 128 KiB runs of pages holding objects of one size class, each owned by the thread heap
-//! that allocates from it ([`super::owned`]), and the per-class bins that keep the spans no
-//! heap owns.
+//! Spans: 64 or 128 KiB runs of pages holding objects of one size class, each owned by the
+//! thread heap that allocates from it ([`super::owned`]), and the per-class bins that keep the
+//! spans no heap owns.
 //!
 //! Each span has two free bitmaps outside the managed range, so allocating and freeing never
 //! read or write the objects' own memory (a span's pages may sit on a device while the heap
@@ -31,11 +31,11 @@
 //! Descriptors live in a side table indexed by slot, `(addr - arena base) >> 16`: a span is
 //! one 64 KiB slot or two ([`size_class::span_slots`]), aligned to its size, and its descriptor
 //! is its first slot's (`slot & !(slots - 1)`); the class and tier side tables have the
-//! span's entry in each of its slots, so any address of it finds them. Spans are segregated by tier
-//! (`crate::tiering::placement`): each tier has its own bins, a span's pages hold objects of one
-//! tier only, and the spans of a device tier are created on that device. The tier of each span
-//! slot is also kept in a lock-free side table ([`tier_of`]) so `free` can find the right bin
-//! without touching the object.
+//! span's entry in each of its slots, so any address of it finds them. Spans are segregated by
+//! tier (`crate::tiering::placement`): each tier has its own bins, a span's pages hold objects
+//! of one tier only, and the spans of a device tier are created on that device. The tier of
+//! each span slot is also kept in a lock-free side table ([`tier_of`]) so `free` can find the
+//! right bin without touching the object.
 
 use super::meta;
 use super::pages::PAGES;
