@@ -23,9 +23,7 @@
 //! again in between.
 
 use super::size_class::{self, NCLASSES};
-use super::span::{
-    self, desc, ld, link, linked, push, remove, span_pages, st, Link, Pending, State,
-};
+use super::span::{self, desc, ld, link, linked, push, remove, st, Link, Pending, State};
 use super::{cached, Hooks};
 use crate::mem::arena;
 use crate::mem::scope::TierIndex;
@@ -297,7 +295,7 @@ fn adopt_or_fresh<H: Hooks>(l: &mut Local, c: usize) -> Option<u32> {
     let si = span::install(&mut bin, page, t, c, l.id);
     if si.is_none() {
         drop(bin);
-        super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
+        span::give_back_span::<H>(page, c);
     }
     si
 }
@@ -489,7 +487,7 @@ fn moved<H: Hooks>(l: &mut Local, si: u32, c: usize, nfree: u32) {
                 remove(&mut l.avail[c], si);
                 span::release_span(&mut bin, si)
             };
-            super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
+            span::give_back_span::<H>(page, c);
             crate::pal::sys::set_errno(errno);
         }
         _ => {}
@@ -519,7 +517,7 @@ pub fn abandon<H: Hooks>(l: &mut Local, pending: &Pending) {
                 }
             }
             for &page in &released[..n] {
-                super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
+                span::give_back_span::<H>(page, c);
             }
             if n < released.len() {
                 break;

@@ -59,6 +59,13 @@ pub(super) fn span_pages(c: usize) -> usize {
     size_class::span_size(c) / sys::PAGE_SIZE
 }
 
+/// Gives the pages of a released span of class `c`, from page `page`, back to the page runs
+/// (no bin lock held).
+pub(super) fn give_back_span<H: Hooks>(page: usize, c: usize) {
+    let n = span_pages(c);
+    super::give_back::<H>(page, n, |h| h.free_span(page, n));
+}
+
 /// The first slot of the span of class `c` that covers slot `si`.
 #[inline(always)]
 pub(super) fn head_slot(si: u32, c: usize) -> u32 {
@@ -463,7 +470,7 @@ pub fn flush<H: Hooks>(t: TierIndex, c: usize, ptrs: &[*mut u8]) {
             }
         }
         for &page in &released[..nreleased] {
-            super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
+            give_back_span::<H>(page, c);
         }
     }
 }
@@ -779,7 +786,7 @@ pub fn take_unowned<H: Hooks>(t: TierIndex, c: usize) -> *mut u8 {
         let mut bin = BINS[t as usize][c].lock();
         if install(&mut bin, page, t, c, 0).is_none() {
             drop(bin);
-            super::give_back::<H>(page, span_pages(c), |h| h.free_span(page, span_pages(c)));
+            give_back_span::<H>(page, c);
             return core::ptr::null_mut();
         }
     }
