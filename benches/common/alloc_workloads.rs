@@ -48,6 +48,35 @@ unsafe impl GlobalAlloc for Outlined {
 /// Names used in tables, in column order.
 pub const NAMES: [&str; 4] = ["glibc", "mimalloc", "jemalloc", "tieralloc"];
 
+/// The workloads that `alloc_report` and the Criterion benches also run with tieralloc inside a
+/// scope of device 0, beside the host.
+const TIER_VARIANTS: [&str; 8] = [
+    "pairs 64 B",
+    "pairs 1 KiB",
+    "pairs 64 KiB",
+    "batch 100000 x 64 B",
+    "batch 98304 x 1 KiB",
+    "batch 1536 x 64 KiB",
+    "churn, 10k live, 16 B-64 KiB",
+    "4 buffers 16 B -> 16 MiB, in turn",
+];
+
+/// The workloads of [`TIER_VARIANTS`].
+pub fn tier_workloads() -> Vec<Workload> {
+    workloads()
+        .into_iter()
+        .filter(|w| TIER_VARIANTS.contains(&w.name))
+        .collect()
+}
+
+/// Runs workload `kind` with tieralloc inside a scope of device 0: fresh pages are created on
+/// the device and small objects come from the thread's second heap. The first call starts the
+/// devices, which turns on the page-claim protocol for the rest of the process: run it after
+/// every comparison with the other allocators.
+pub fn run_on_device(kind: Kind) {
+    tieralloc::with_tier(tieralloc::Tier::Device(0), || run(&TIERALLOC, kind))
+}
+
 /// Runs `$body` with `$a` bound to the allocator named by index `$i` (0..4, as in [`NAMES`]).
 #[macro_export]
 macro_rules! with_alloc {

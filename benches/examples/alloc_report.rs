@@ -19,24 +19,13 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Metadata bytes tieralloc adds while 1M 32-byte objects are live, as a share of their bytes.
 /// tieralloc alone: a few workloads on the host and inside a scope of device 0 (fresh pages
 /// created on the device, small objects through the thread's second cache), median ns per op.
 /// Runs last: starting the devices turns on the page-claim protocol for the rest of the process.
 fn tier_variants(rounds: usize, only: &str) {
-    let names = [
-        "pairs 64 B",
-        "pairs 1 KiB",
-        "pairs 64 KiB",
-        "batch 100000 x 64 B",
-        "batch 98304 x 1 KiB",
-        "batch 1536 x 64 KiB",
-        "churn, 10k live, 16 B-64 KiB",
-        "4 buffers 16 B -> 16 MiB, in turn",
-    ];
-    let chosen: Vec<Workload> = workloads()
+    let chosen: Vec<Workload> = tier_workloads()
         .into_iter()
-        .filter(|w| names.contains(&w.name) && w.name.contains(only))
+        .filter(|w| w.name.contains(only))
         .collect();
     if chosen.is_empty() {
         return;
@@ -49,18 +38,16 @@ fn tier_variants(rounds: usize, only: &str) {
         "workload", "host", "device 0", "dev/host"
     );
     println!("|{:-<36}|{:->11}|{:->11}|{:->11}|", "", "", "", "");
-    let on_device =
-        |k: Kind| tieralloc::with_tier(tieralloc::Tier::Device(0), || run(&TIERALLOC, k));
     for w in &chosen {
         run(&TIERALLOC, w.kind);
-        on_device(w.kind);
+        run_on_device(w.kind);
         let (mut host, mut dev) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             let t = Instant::now();
             run(&TIERALLOC, w.kind);
             host.push(t.elapsed().as_nanos() as f64 / w.ops as f64);
             let t = Instant::now();
-            on_device(w.kind);
+            run_on_device(w.kind);
             dev.push(t.elapsed().as_nanos() as f64 / w.ops as f64);
         }
         let (h, d) = (median(&mut host), median(&mut dev));
@@ -74,6 +61,7 @@ fn tier_variants(rounds: usize, only: &str) {
     }
 }
 
+/// Metadata bytes tieralloc adds while 1M 32-byte objects are live, and those objects' bytes.
 fn metadata_share() -> (usize, usize) {
     let layout = Layout::new::<[u8; 32]>();
     let before = tieralloc::stats().metadata_bytes;
