@@ -61,12 +61,18 @@ const TIER_VARIANTS: [&str; 8] = [
     "4 buffers 16 B -> 16 MiB, in turn",
 ];
 
-/// The workloads of [`TIER_VARIANTS`].
+/// The workloads of [`TIER_VARIANTS`]; panics if a name there no longer names a workload.
 pub fn tier_workloads() -> Vec<Workload> {
-    workloads()
+    let w: Vec<Workload> = workloads()
         .into_iter()
         .filter(|w| TIER_VARIANTS.contains(&w.name))
-        .collect()
+        .collect();
+    assert_eq!(
+        w.len(),
+        TIER_VARIANTS.len(),
+        "a tier variant names no workload"
+    );
+    w
 }
 
 /// Runs workload `kind` with tieralloc inside a scope of device 0: fresh pages are created on
